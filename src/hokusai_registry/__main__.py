@@ -1,0 +1,3 @@
+from hokusai_registry.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""The gateway as one pure-ASGI application.
+
+Order on every request: gateway-owned routes (never forwarded) → loop guard → path resolution
+(unknown paths end here) → request policy (methods, origin, no keys in URLs) → authentication →
+the forwarder. Every refusal is MLflow JSON made in `errors.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from hokusai_registry.asgi import Receive, Scope, Send
+from hokusai_registry.auth.authenticator import Authenticator
+from hokusai_registry.auth.credentials import presented_key
+from hokusai_registry.errors import GatewayError, send_error, send_json
+from hokusai_registry.proxy.forward import Forwarder
+from hokusai_registry.proxy.headers import LOOP_MARK, header_value, is_cross_origin_write
+from hokusai_registry.proxy.paths import Redirect, Target, resolve
+from hokusai_registry.proxy.routes import Family
+
+access_log = logging.getLogger("hokusai_registry.access")
+log = logging.getLogger(__name__)
+
+FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
+# Lets a browser opening the UI log in with any user name and an API key as the password.
+BASIC_CHALLENGE = (b"www-authenticate", b'Basic realm="Hokusai Registry", charset="UTF-8"')
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
+
+
+async def _health(scope: Scope, receive: Receive, send: Send) -> int:
+    await send_json(send, 200, b'{"status": "ok"}')
+    return 200
+
+
+def _loop_error() -> GatewayError:
+    return GatewayError(
+        "INTERNAL_ERROR",
+        "Hokusai Registry gateway received a request it had forwarded itself: MLFLOW_SERVER_URL points "
+        "back at the gateway (directly or through a load balancer). Set it to the internal MLflow address.",
+        status=508,
+    )
+
+
+class Gateway:
+    def __init__(self, *, authenticator: Authenticator, forwarder: Forwarder, public_url: str | None) -> None:
+        self.authenticator = authenticator
+        self.forwarder = forwarder
+        self.public_url = public_url
+        self.instance = secrets.token_hex(6)
+        # Exact (path) matches, checked before anything is forwarded.
+        self.own_routes: dict[str, Handler] = {"/health": _health}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.forwarder.start()
+                    await self.authenticator.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.authenticator.stop()
+                await self.forwarder.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        key_id = "-"
+        status = 500
+        try:
+            own = self.own_routes.get(scope["path"])
+            if own is not None and scope["method"] in ("GET", "HEAD"):
+                status = await own(scope, receive, send)
+                return
+            target = self._target(scope)
+            if isinstance(target, Redirect):
+                status = await _redirect(send, target.location, scope["query_string"])
+                return
+            try:
+                identity = await self.authenticator.authenticate(presented_key(scope["headers"]))
+            except GatewayError as error:
+                challenge = [BASIC_CHALLENGE] if target.family is Family.UI else []
+                await send_error(send, error, challenge)
+                status = error.http_status
+                return
+            key_id = identity.key_id
+            status = await self.forwarder.forward(scope, receive, send, target, key_id)
+        except GatewayError as error:
+            await send_error(send, error)
+            status = error.http_status
+        finally:
+            access_log.info(
+                "%s %s %s %d %.1fms key=%s",
+                scope.get("client", ("-",))[0] if scope.get("client") else "-",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+                key_id,
+            )
+
+    def _target(self, scope: Scope) -> Target | Redirect:
+        """Everything decided before authentication; raises GatewayError for a refusal."""
+        headers = scope["headers"]
+        if header_value(headers, LOOP_MARK) is not None:
+            raise _loop_error()
+        resolved = resolve(scope.get("raw_path") or scope["path"].encode())
+        if resolved is None:
+            raise GatewayError(
+                "ENDPOINT_NOT_FOUND",
+                f"Hokusai Registry gateway: {scope['path']} is not an MLflow path. Tracking URIs end in "
+                "/mlflow, /api/mlflow or the bare host.",
+            )
+        if isinstance(resolved, Redirect):
+            return resolved
+        method = scope["method"]
+        if method not in FORWARDED_METHODS:
+            raise GatewayError(
+                "BAD_REQUEST", f"Hokusai Registry gateway does not forward {method} requests.", status=405
+            )
+        query = scope["query_string"]
+        if b"hk_live_" in query or b"hk_test_" in query:
+            raise GatewayError(
+                "INVALID_PARAMETER_VALUE",
+                "Hokusai Registry gateway: API keys are not accepted in the URL (URLs end up in logs). "
+                "Send the key in the Authorization header and revoke the one that was in the URL.",
+            )
+        if is_cross_origin_write(method, headers, self.public_url):
+            raise GatewayError(
+                "PERMISSION_DENIED",
+                "Hokusai Registry gateway blocked a cross-origin write: the Origin header names "
+                "another site.",
+            )
+        return resolved
+
+
+async def _redirect(send: Send, location: str, query: bytes) -> int:
+    target = location.encode() + (b"?" + query if query else b"")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 308,
+            "headers": [(b"location", target), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+    return 308

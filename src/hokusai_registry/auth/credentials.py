@@ -1,0 +1,61 @@
+"""Where a client may put its key (pure): `Authorization: Bearer`, the password of
+`Authorization: Basic` (the MLflow client prefers Basic when a user name and password are set), or
+`X-API-Key`. Never the query string: URLs end up in logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from hokusai_registry.asgi import Headers
+from hokusai_registry.errors import GatewayError
+
+HOW_TO_SEND = (
+    "Set MLFLOW_TRACKING_TOKEN=hk_live_... for the MLflow client, or send 'Authorization: Bearer <key>' "
+    "or 'X-API-Key: <key>'"
+)
+
+
+def unauthenticated(reason: str) -> GatewayError:
+    return GatewayError("UNAUTHENTICATED", f"Hokusai Registry gateway: {reason}")
+
+
+def presented_key(headers: Headers) -> str:
+    """The key the client sent, or an UNAUTHENTICATED error saying what is missing."""
+    authorization = api_key = None
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"x-api-key":
+            api_key = value
+    if authorization is not None:
+        return _from_authorization(authorization)
+    if api_key is not None:
+        return api_key.decode("latin-1").strip()
+    raise unauthenticated(f"no API key was sent. {HOW_TO_SEND}.")
+
+
+def _from_authorization(value: bytes) -> str:
+    scheme, _, credentials = value.decode("latin-1").strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        return credentials
+    if scheme.lower() == "basic" and credentials:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise unauthenticated("the Basic credentials are not valid base64.") from None
+        user, _, password = decoded.partition(":")
+        # The key is the password (any user name); a key pasted as the user name also works.
+        if password:
+            return password
+        if user.startswith("hk_"):
+            return user
+        raise unauthenticated(
+            "Basic credentials were sent without an API key as the password. Set "
+            "MLFLOW_TRACKING_PASSWORD=hk_live_... (any MLFLOW_TRACKING_USERNAME)."
+        )
+    raise unauthenticated(
+        f"the Authorization header uses an unsupported scheme {scheme[:20]!r}. {HOW_TO_SEND}."
+    )

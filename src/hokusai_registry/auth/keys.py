@@ -1,0 +1,84 @@
+"""API key format: ``hk_<env>_<key id>_<secret><checksum>`` (pure functions, no I/O).
+
+The key id is public and indexed; the secret carries 32 base62 characters (about 190 bits); the
+checksum is CRC32 of everything before it, in 6 base62 characters, so a mistyped or truncated key is
+rejected without a lookup. Only the SHA-256 of the whole key is stored: for secrets of this entropy a
+slow password hash buys nothing and would cost milliseconds per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+KEY_ID_LENGTH = 12
+SECRET_LENGTH = 32
+CHECKSUM_LENGTH = 6
+ENVIRONMENTS = ("live", "test")
+Environment = Literal["live", "test"]
+
+_KEY = re.compile(
+    rf"hk_(live|test)_([0-9A-Za-z]{{{KEY_ID_LENGTH}}})_([0-9A-Za-z]{{{SECRET_LENGTH + CHECKSUM_LENGTH}}})"
+)
+_KEY_ID = re.compile(rf"[0-9A-Za-z]{{{KEY_ID_LENGTH}}}")
+EXAMPLE = "hk_live_<12-character id>_<38 characters>"
+
+
+class KeyFormatError(ValueError):
+    """The text is not a well-formed Hokusai key; the message says what is wrong (never the key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    environment: Environment
+    key_id: str
+    text: str
+
+
+def _random_base62(length: int) -> str:
+    return "".join(secrets.choice(BASE62) for _ in range(length))
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, remainder = divmod(number, 62)
+        digits.append(BASE62[remainder])
+    return "".join(reversed(digits))
+
+
+def checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LENGTH)
+
+
+def generate(environment: Environment) -> ParsedKey:
+    key_id = _random_base62(KEY_ID_LENGTH)
+    body = f"hk_{environment}_{key_id}_{_random_base62(SECRET_LENGTH)}"
+    return ParsedKey(environment, key_id, body + checksum(body))
+
+
+def is_key_id(text: str) -> bool:
+    return _KEY_ID.fullmatch(text) is not None
+
+
+def parse(text: str) -> ParsedKey:
+    match = _KEY.fullmatch(text)
+    if match is None:
+        if not text.startswith(("hk_live_", "hk_test_")):
+            raise KeyFormatError("it does not start with hk_live_ or hk_test_")
+        raise KeyFormatError(f"it does not have the shape {EXAMPLE} (was it cut off when copied?)")
+    body, check = text[:-CHECKSUM_LENGTH], text[-CHECKSUM_LENGTH:]
+    if checksum(body) != check:
+        raise KeyFormatError("its checksum does not match (a character was mistyped or changed)")
+    environment: Environment = "live" if match.group(1) == "live" else "test"
+    return ParsedKey(environment, match.group(2), text)
+
+
+def digest(text: str) -> str:
+    """What the key store keeps: the SHA-256 of the whole key, hex."""
+    return hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -1,0 +1,26 @@
+"""Key-store tables. Changes go through a new migration in `migrations/versions/`."""
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(12), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, index=True),
+    sa.Column("environment", sa.String(8), nullable=False),
+    # Space-separated scope names; "admin" keys can manage keys.
+    sa.Column("scopes", sa.String(64), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# One row; its revision goes up on every key change so gateways can drop cached checks.
+key_store_state = sa.Table(
+    "key_store_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+)

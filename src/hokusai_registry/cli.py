@@ -1,0 +1,179 @@
+"""The `hokusai-registry` command. Flags come from the Settings fields, so each has one meaning."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, Literal, get_args, get_origin
+
+import click
+
+from hokusai_registry import __version__
+from hokusai_registry.auth import keys as key_format
+from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyNameTaken, KeyNotFound, KeyStore
+from hokusai_registry.settings import ConfigError, Settings, reference_markdown
+
+F = Callable[..., Any]
+
+
+def setting_options(*names: str) -> Callable[[F], F]:
+    """Click options for the named settings: flag, help and type from the field."""
+
+    def decorate(function: F) -> F:
+        for name in reversed(names):
+            field = Settings.model_fields[name]
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            annotation = field.annotation
+            kind: Any = str
+            if get_origin(annotation) is Literal:
+                kind = click.Choice(get_args(annotation))
+            elif annotation in (int, float):
+                kind = annotation
+            function = click.option(
+                str(extra["flag"]),
+                name,
+                type=kind,
+                default=None,
+                help=f"{field.description} [env {extra['env']}]",
+            )(function)
+        return function
+
+    return decorate
+
+
+def load_settings(**flags: Any) -> Settings:
+    try:
+        return Settings.load(**flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _run(main: Callable[[Settings], Any], settings: Settings) -> None:
+    from hokusai_registry.runner import run
+
+    try:
+        run(main(settings))
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    except RuntimeError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="hokusai-registry")
+def main() -> None:
+    """Hokusai Registry: API keys and a streaming gateway in front of an internal MLflow server."""
+
+
+@main.command()
+@setting_options("data_dir", "host", "port", "public_url", "key_environment")
+def serve(**flags: Any) -> None:
+    """Run MLflow (SQLite, local artifacts) and the gateway in front of it: the embedded default."""
+    from hokusai_registry.runner import serve_embedded
+
+    _run(serve_embedded, load_settings(**flags))
+
+
+@main.command()
+@setting_options(
+    "mlflow_server_url", "data_dir", "host", "port", "public_url", "key_store_url", "upstream_api_prefix"
+)
+def gateway(**flags: Any) -> None:
+    """Run only the gateway, in front of an MLflow server that runs elsewhere."""
+    from hokusai_registry.runner import serve_gateway
+
+    _run(serve_gateway, load_settings(**flags))
+
+
+@main.command("mlflow")
+@setting_options("data_dir")
+@click.option(
+    "--host", "mlflow_host", default=None, help="Address MLflow listens on [env HOKUSAI_MLFLOW_HOST]."
+)
+@click.option("--port", "mlflow_port", type=int, default=None, help="Port MLflow listens on (default 5000).")
+def mlflow_server(**flags: Any) -> None:
+    """Run only MLflow, configured the way the gateway needs it (what a container image runs)."""
+    from hokusai_registry.mlflow_server import mlflow_command
+
+    settings = load_settings(**flags)
+    try:
+        command = mlflow_command(settings, settings.mlflow_port or 5000)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo("Running: " + " ".join(command), err=True)
+    os.execv(command[0], command)  # noqa: S606 - replaces this process, as a container entrypoint should
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+def _store(settings: Settings) -> KeyStore:
+    from hokusai_registry.server import open_key_store
+
+    return open_key_store(settings)
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Who or what the key is for, e.g. 'ci-trainer'.")
+@click.option("--admin", is_flag=True, help="The key may also manage keys.")
+@setting_options("data_dir", "key_store_url", "key_environment")
+def keys_create(name: str, admin: bool, **flags: Any) -> None:
+    """Create a key. It is printed once, alone on standard output; only its hash is stored."""
+    settings = load_settings(**flags)
+    store = _store(settings)
+    try:
+        record, key = store.create(
+            name, environment=settings.key_environment, scopes=ADMIN_SCOPES if admin else DEFAULT_SCOPES
+        )
+    except (KeyNameTaken, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(
+        f"Created key {record.key_id} ({record.name!r}, scopes: {' '.join(record.scopes)}). "
+        "It is shown only this once:",
+        err=True,
+    )
+    click.echo(key)
+
+
+@keys.command("list")
+@setting_options("data_dir", "key_store_url")
+def keys_list(**flags: Any) -> None:
+    """List keys (never their secrets)."""
+    records = _store(load_settings(**flags)).list()
+    if not records:
+        click.echo("No keys yet. Create one with: hokusai-registry keys create --name NAME --admin")
+        return
+    click.echo(f"{'KEY ID':<14}{'NAME':<24}{'ENV':<6}{'SCOPES':<20}{'CREATED (UTC)':<18}STATUS")
+    for record in records:
+        status = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "active"
+        click.echo(
+            f"{record.key_id:<14}{record.name[:23]:<24}{record.environment:<6}"
+            f"{' '.join(record.scopes):<20}{record.created_at:%Y-%m-%d %H:%M}  {status}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@setting_options("data_dir", "key_store_url")
+def keys_revoke(key_id: str, **flags: Any) -> None:
+    """Revoke a key by its id (the part after hk_live_); running gateways refuse it within a second."""
+    if key_id.startswith(("hk_live_", "hk_test_")):
+        raise click.UsageError("pass the key id (see `keys list`), not the whole key")
+    if not key_format.is_key_id(key_id):
+        raise click.UsageError(f"{key_id!r} is not a key id (12 letters and digits; see `keys list`)")
+    try:
+        record = _store(load_settings(**flags)).revoke(key_id)
+    except KeyNotFound as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"Revoked key {record.key_id} ({record.name!r}).")
+
+
+@main.command("config-reference")
+def config_reference() -> None:
+    """Print the configuration reference (docs/configuration.md)."""
+    click.echo(reference_markdown(), nl=False)

@@ -1,0 +1,125 @@
+"""Header rules between the client and MLflow, in both directions (pure, on ASGI byte pairs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from hokusai_registry.asgi import Headers
+
+# RFC 9110 section 7.6.1, plus the names still seen in the wild.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+# Client credentials never travel upstream.
+CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"cookie"})
+# Set by the gateway only; any client-sent copy is dropped first.
+GATEWAY_OWNED = frozenset(
+    {
+        b"host",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-real-ip",
+        b"origin",
+        b"expect",
+    }
+)
+GATEWAY_PREFIX = b"x-hokusai-"
+LOOP_MARK = b"x-hokusai-gateway"
+KEY_ID_HEADER = "X-Hokusai-Key-Id"
+_DROP_UPSTREAM = HOP_BY_HOP | CREDENTIALS | GATEWAY_OWNED
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(tokens)
+
+
+def header_value(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def upstream_request_headers(
+    headers: Headers, *, client_ip: str, scheme: str, key_id: str, mark: str
+) -> list[tuple[str, str]]:
+    """Client headers as sent to MLflow: credentials, hop-by-hop and gateway-owned headers removed,
+    `X-Forwarded-*` and identity overwritten. `Host` is left to the HTTP client (the upstream's own
+    authority), which is what MLflow's allowed-hosts check expects."""
+    listed = _connection_tokens(headers)
+    forwarded_host = ""
+    out: list[tuple[str, str]] = []
+    for name, value in headers:
+        if name == b"host":
+            forwarded_host = value.decode("latin-1")
+        if name in _DROP_UPSTREAM or name in listed or name.startswith(GATEWAY_PREFIX):
+            continue
+        out.append((name.decode("latin-1"), value.decode("latin-1")))
+    out.append(("X-Forwarded-For", client_ip))
+    out.append(("X-Forwarded-Proto", scheme))
+    if forwarded_host:
+        out.append(("X-Forwarded-Host", forwarded_host))
+    out.append((LOOP_MARK.decode(), mark))
+    out.append((KEY_ID_HEADER, key_id))
+    return out
+
+
+def client_response_headers(raw: Iterable[tuple[bytes, bytes]], *, upstream_base: str, mount: str) -> Headers:
+    """MLflow's response headers as sent to the client: hop-by-hop removed, names lower-cased, and
+    a `Location` that points into MLflow rewritten into the gateway's mount."""
+    raw = list(raw)
+    listed = _connection_tokens(raw)
+    out: Headers = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in listed:
+            continue
+        if lower == b"location":
+            value = rewrite_location(value, upstream_base, mount)
+        out.append((lower, value))
+    return out
+
+
+def rewrite_location(value: bytes, upstream_base: str, mount: str) -> bytes:
+    text = value.decode("latin-1")
+    base = urlsplit(upstream_base)
+    if text.startswith(upstream_base + "/"):
+        text = text[len(upstream_base) :]
+    elif base.path and text.startswith(base.path + "/"):
+        text = text[len(base.path) :]
+    elif not text.startswith("/") or text.startswith("//"):
+        return value  # somewhere else entirely: leave it alone
+    return (mount + text).encode("latin-1")
+
+
+def is_cross_origin_write(method: str, headers: Headers, public_url: str | None) -> bool:
+    """True for a browser write whose `Origin` is neither this host nor the public URL. Same-origin
+    writes pass, with `Origin` removed so MLflow's own cross-origin block does not fire."""
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    origin = header_value(headers, b"origin")
+    if origin is None:
+        return False
+    origin_netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
+    host = (header_value(headers, b"host") or b"").decode("latin-1").lower()
+    if origin_netloc and origin_netloc == host:
+        return False
+    return not (public_url and origin_netloc == urlsplit(public_url).netloc.lower())

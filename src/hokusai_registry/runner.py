@@ -1,0 +1,162 @@
+"""What `serve` and `gateway` do, start to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+import click
+import uvloop
+
+from hokusai_registry import __version__
+from hokusai_registry.auth.store import ADMIN_SCOPES, KeyStore
+from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, supervise, wait_until_healthy
+from hokusai_registry.server import (
+    GatewayServer,
+    bind_socket,
+    build_gateway,
+    configure_logging,
+    open_key_store,
+)
+from hokusai_registry.settings import Settings
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _out(text: str = "") -> None:
+    click.echo(text)
+
+
+class _Progress:
+    """A live progress line on a terminal; a line every 5 s in a log."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stdout.isatty()
+        self.last_line = -5.0
+
+    def __call__(self, elapsed: float) -> None:
+        if self.tty:
+            click.echo(f"\r{self.label} {elapsed:4.0f} s", nl=False)
+        elif elapsed - self.last_line >= 5:
+            self.last_line = elapsed
+            _out(f"{self.label} {elapsed:.0f} s")
+
+    def done(self, text: str) -> None:
+        _out(("\r" if self.tty else "") + f"{self.label} {text}")
+
+
+def _export_lines(settings: Settings, key: str | None) -> list[str]:
+    lines = [f"  export MLFLOW_TRACKING_URI={settings.gateway_url}/mlflow"]
+    if key:
+        lines.append(f"  export MLFLOW_TRACKING_TOKEN={key}")
+    return lines
+
+
+def _key_advice(settings: Settings, store: KeyStore) -> list[str]:
+    """The first start creates an admin key and shows it once; later starts say how to get one."""
+    if store.count() == 0:
+        _, key = store.create("admin", environment=settings.key_environment, scopes=ADMIN_SCOPES)
+        return [
+            "",
+            "First start: an admin key was created. It is shown only this once; keep it safe:",
+            "",
+            *_export_lines(settings, key),
+        ]
+    return [
+        "",
+        "Use an existing key, or create one with:",
+        f"  hokusai-registry keys create --name NAME --data-dir {settings.data_dir}",
+        "",
+        *_export_lines(settings, None),
+        "  export MLFLOW_TRACKING_TOKEN=<your key>",
+    ]
+
+
+async def serve_embedded(settings: Settings) -> None:
+    """Gateway plus a supervised MLflow on SQLite and local artifacts under the data directory."""
+    configure_logging()
+    store = open_key_store(settings)
+    listener = bind_socket(settings.host, settings.port)
+    settings = settings.model_copy(update={"port": listener.getsockname()[1]})
+    mlflow_port = settings.mlflow_port or _free_port(settings.mlflow_host)
+    mlflow_url = f"http://{settings.mlflow_host}:{mlflow_port}"
+    settings.check_upstream_is_not_self(mlflow_url)
+    mlflow = MlflowProcess(
+        mlflow_command(settings, mlflow_port), settings.data_dir.resolve() / "mlflow.log", mlflow_url
+    )
+    _out(f"Hokusai Registry {__version__}: data in {settings.data_dir.resolve()}")
+    mlflow.start()
+    server = GatewayServer(build_gateway(settings, store, mlflow_url), settings)
+    server_task = asyncio.create_task(server.serve(sockets=[listener]))
+    supervisor: asyncio.Task[None] | None = None
+    try:
+        progress = _Progress(f"Starting MLflow at {mlflow_url} (log: {mlflow.log_path}) ...")
+        waiting = asyncio.create_task(wait_until_healthy(mlflow, settings.mlflow_startup_timeout, progress))
+        await asyncio.wait({waiting, server_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():  # the gateway stopped first (Ctrl-C while waiting)
+            waiting.cancel()
+            return
+        progress.done(f"ready in {waiting.result():.1f} s")
+        supervisor = asyncio.create_task(supervise(mlflow, settings.mlflow_startup_timeout))
+        for line in [
+            "",
+            f"Gateway:   {settings.gateway_url}",
+            f"MLflow UI: {settings.gateway_url}/mlflow/"
+            "  (sign in with any user name and an API key as password)",
+            *_key_advice(settings, store),
+            "",
+            "Press Ctrl-C to stop.",
+        ]:
+            _out(line)
+        await server_task
+    finally:
+        if supervisor:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        if not server_task.done():
+            server.should_exit = True
+            await server_task
+        _out("Stopping MLflow ...")
+        await asyncio.to_thread(mlflow.stop)
+        store.close()
+        _out("Stopped.")
+
+
+async def serve_gateway(settings: Settings) -> None:
+    """The gateway alone, in front of an MLflow that runs elsewhere."""
+    configure_logging()
+    settings.require_upstream()
+    store = open_key_store(settings)
+    listener = bind_socket(settings.host, settings.port)
+    settings = settings.model_copy(update={"port": listener.getsockname()[1]})
+    upstream = settings.require_upstream()  # again, now that port 0 is a real port
+    gateway = build_gateway(settings, store, upstream)
+    _out(
+        f"Hokusai Registry {__version__} gateway on {settings.gateway_url}, "
+        f"forwarding to MLflow at {gateway.forwarder.upstream_display}"
+    )
+    if store.count() == 0:
+        _out(
+            "No API keys yet: hokusai-registry keys create --name NAME --admin "
+            f"--data-dir {settings.data_dir}"
+        )
+    try:
+        await GatewayServer(gateway, settings).serve(sockets=[listener])
+    finally:
+        store.close()

@@ -1,0 +1,101 @@
+"""Assembling the gateway and running it under uvicorn (httptools parser, uvloop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import secrets
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from hokusai_registry.app import Gateway
+from hokusai_registry.auth.authenticator import Authenticator
+from hokusai_registry.auth.store import KeyStore
+from hokusai_registry.proxy.forward import Forwarder
+from hokusai_registry.settings import ConfigError, Settings
+
+
+def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gateway:
+    forwarder = Forwarder(
+        upstream_url,
+        api_prefix=settings.upstream_api_prefix,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        transfer_idle_timeout=settings.artifact_read_timeout,
+        pool_size=settings.upstream_pool_size,
+        mark=secrets.token_hex(6),
+    )
+    authenticator = Authenticator(
+        store, cache_ttl=settings.key_cache_ttl, poll_interval=settings.key_revision_poll_interval
+    )
+    return Gateway(authenticator=authenticator, forwarder=forwarder, public_url=settings.public_url)
+
+
+def open_key_store(settings: Settings) -> KeyStore:
+    store = KeyStore(settings.resolved_key_store_url)
+    store.migrate()
+    return store
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before anything else starts, so a busy port is a clear error and port 0 is resolved."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+        raise ConfigError(f"{host}:{port} {reason}; choose another with --port / HOKUSAI_PORT") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    # Migration chatter on every start says nothing an operator needs.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, shutting down gracefully on SIGINT/SIGTERM and then returning normally.
+
+    Stock uvicorn re-raises the signal after shutdown, which would end `serve` before it stops
+    MLflow and turn a clean SIGTERM into a non-zero exit."""
+
+    def __init__(self, gateway: Gateway, settings: Settings) -> None:
+        super().__init__(
+            uvicorn.Config(
+                gateway,
+                loop="uvloop",
+                http="httptools",
+                lifespan="on",
+                proxy_headers=True,
+                forwarded_allow_ips=settings.forwarded_allow_ips,
+                server_header=False,
+                date_header=False,
+                access_log=False,
+                log_config=None,
+                timeout_graceful_shutdown=30,
+            )
+        )
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)

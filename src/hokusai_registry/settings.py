@@ -1,0 +1,259 @@
+"""One validated settings object, read from flags and environment variables at start-up.
+
+Every setting has exactly one environment variable and at most one flag; `docs/configuration.md` is
+generated from this class (`hokusai-registry config-reference`), so the reference cannot drift.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the variable and the fix."""
+
+
+def _setting(default: Any, env: str, flag: str | None, description: str) -> Any:
+    extra: dict[str, Any] = {"env": env}
+    if flag:
+        extra["flag"] = flag
+    return Field(default, validation_alias=env, description=description, json_schema_extra=extra)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(validate_by_name=True, validate_by_alias=True, extra="ignore")
+
+    data_dir: Path = _setting(
+        Path("registry-data"),
+        "HOKUSAI_DATA_DIR",
+        "--data-dir",
+        "Directory for the key store and, in `serve`, MLflow's SQLite database and artifacts.",
+    )
+    host: str = _setting("127.0.0.1", "HOKUSAI_HOST", "--host", "Address the gateway listens on.")
+    port: int = _setting(8000, "HOKUSAI_PORT", "--port", "Port the gateway listens on (0 picks a free port).")
+    public_url: str | None = _setting(
+        None,
+        "HOKUSAI_PUBLIC_URL",
+        "--public-url",
+        "URL clients use to reach the gateway, if not `http://HOST:PORT` (for example behind a load "
+        "balancer). Printed in the export lines; the gateway refuses an upstream equal to it.",
+    )
+    mlflow_server_url: str | None = _setting(
+        None,
+        "MLFLOW_SERVER_URL",
+        "--mlflow-url",
+        "Internal URL of the MLflow server the gateway forwards to (`gateway` requires it; `serve` sets "
+        "it to the MLflow it starts). Must not point back at the gateway.",
+    )
+    upstream_api_prefix: Literal["api", "ajax-api"] = _setting(
+        "api",
+        "MLFLOW_UPSTREAM_API_PREFIX",
+        "--upstream-api-prefix",
+        "`ajax-api` translates client `/api/<v>/...` paths to `/ajax-api/<v>/...` for an upstream MLflow "
+        "that only serves UI-style paths. Chosen by configuration only, never by host name.",
+    )
+    key_store_url: str | None = _setting(
+        None,
+        "HOKUSAI_KEY_STORE_URL",
+        "--key-store-url",
+        "SQLAlchemy URL of the key store. Default: `sqlite:///DATA_DIR/keys.db`.",
+    )
+    key_environment: Literal["live", "test"] = _setting(
+        "live",
+        "HOKUSAI_KEY_ENVIRONMENT",
+        "--environment",
+        "Environment written into new keys: `hk_live_...` or `hk_test_...`.",
+    )
+    key_cache_ttl: float = _setting(
+        60.0,
+        "HOKUSAI_KEY_CACHE_TTL",
+        None,
+        "Seconds a successful key check is reused in-process before the key store is asked again.",
+    )
+    key_revision_poll_interval: float = _setting(
+        1.0,
+        "HOKUSAI_KEY_REVISION_POLL_INTERVAL",
+        None,
+        "Seconds between checks for key changes made by other processes (a revoked key stops working "
+        "within this interval).",
+    )
+    upstream_connect_timeout: float = _setting(
+        10.0, "HOKUSAI_UPSTREAM_CONNECT_TIMEOUT", None, "Seconds to open a connection to MLflow."
+    )
+    upstream_read_timeout: float = _setting(
+        115.0,
+        "HOKUSAI_UPSTREAM_READ_TIMEOUT",
+        None,
+        "Seconds to wait for MLflow's answer on API routes before answering 504 (just under the "
+        "MLflow client's 120 s, so the client sees the gateway's explanation).",
+    )
+    artifact_read_timeout: float = _setting(
+        600.0,
+        "HOKUSAI_ARTIFACT_READ_TIMEOUT",
+        None,
+        "Seconds of silence allowed between chunks on artifact transfers (no total deadline); 0 disables.",
+    )
+    upstream_pool_size: int = _setting(
+        256, "HOKUSAI_UPSTREAM_POOL_SIZE", None, "Maximum open connections to MLflow (one shared pool)."
+    )
+    forwarded_allow_ips: str = _setting(
+        "127.0.0.1",
+        "HOKUSAI_FORWARDED_ALLOW_IPS",
+        None,
+        "Comma-separated proxy addresses whose `X-Forwarded-For/Proto` the gateway trusts.",
+    )
+    mlflow_host: str = _setting(
+        "127.0.0.1",
+        "HOKUSAI_MLFLOW_HOST",
+        None,
+        "Address MLflow listens on in `serve` and `mlflow` (the `mlflow` command's `--host`).",
+    )
+    mlflow_port: int | None = _setting(
+        None,
+        "HOKUSAI_MLFLOW_PORT",
+        None,
+        "Port MLflow listens on (the `mlflow` command's `--port`). Default: a free port in `serve`, 5000 "
+        "in `mlflow`.",
+    )
+    mlflow_workers: int = _setting(2, "HOKUSAI_MLFLOW_WORKERS", None, "MLflow server worker processes.")
+    mlflow_backend_store_uri: str | None = _setting(
+        None,
+        "HOKUSAI_MLFLOW_BACKEND_STORE_URI",
+        None,
+        "MLflow backend store. Default: `sqlite:///DATA_DIR/mlflow.db`.",
+    )
+    mlflow_artifacts_destination: str | None = _setting(
+        None,
+        "HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION",
+        None,
+        "Where MLflow stores artifacts it serves (`--artifacts-destination`). Default: `DATA_DIR/artifacts`.",
+    )
+    mlflow_allowed_hosts: str | None = _setting(
+        None,
+        "HOKUSAI_MLFLOW_ALLOWED_HOSTS",
+        None,
+        "MLflow's `--allowed-hosts`; set it to `NAME,NAME:*` when the gateway reaches MLflow by a DNS name.",
+    )
+    mlflow_startup_timeout: float = _setting(
+        300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."
+    )
+
+    @field_validator("mlflow_server_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {redact_url(value)!r}")
+        return value.rstrip("/")
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Environment first, then any flag that was given; a bad value becomes a ConfigError."""
+        given = {name: value for name, value in overrides.items() if value is not None}
+        try:
+            return cls(**given)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                name = str(error["loc"][0]) if error["loc"] else "?"
+                field = cls.model_fields.get(name)
+                env = (field.json_schema_extra or {}).get("env", name) if field else name  # type: ignore[union-attr]
+                problems.append(f"{env}: {error['msg']}")
+            raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+    @property
+    def resolved_key_store_url(self) -> str:
+        return self.key_store_url or f"sqlite:///{self.data_dir.resolve() / 'keys.db'}"
+
+    @property
+    def gateway_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104 - display only
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def require_upstream(self) -> str:
+        if not self.mlflow_server_url:
+            raise ConfigError(
+                "MLFLOW_SERVER_URL is not set: pass --mlflow-url http://<internal-mlflow>:5000 (the private "
+                "address of `mlflow server --serve-artifacts`, never the gateway's public URL)"
+            )
+        self.check_upstream_is_not_self(self.mlflow_server_url)
+        return self.mlflow_server_url
+
+    def check_upstream_is_not_self(self, upstream: str) -> None:
+        """Refuse the configuration that made every artifact upload 404: the gateway forwarding to itself."""
+        up = urlsplit(upstream)
+        up_port = up.port or (443 if up.scheme == "https" else 80)
+        if self.public_url:
+            pub = urlsplit(self.public_url)
+            pub_port = pub.port or (443 if pub.scheme == "https" else 80)
+            if (up.hostname or "").lower() == (pub.hostname or "").lower() and up_port == pub_port:
+                raise ConfigError(
+                    f"MLFLOW_SERVER_URL ({redact_url(upstream)}) is the gateway's own public URL "
+                    f"(HOKUSAI_PUBLIC_URL={self.public_url}); requests would loop through the gateway. "
+                    "Point it at the internal MLflow address instead."
+                )
+        if up_port == self.port and _same_machine(up.hostname or "", self.host):
+            raise ConfigError(
+                f"MLFLOW_SERVER_URL ({redact_url(upstream)}) points at the gateway's own listener "
+                f"({self.host}:{self.port}); requests would loop through the gateway. "
+                "Point it at the internal MLflow address instead."
+            )
+
+
+def _is_loopback_or_any(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _same_machine(upstream_host: str, listen_host: str) -> bool:
+    if upstream_host.lower() == listen_host.lower():
+        return True
+    # A gateway bound to 0.0.0.0 or a loopback address is reachable as any loopback name.
+    return _is_loopback_or_any(upstream_host) and _is_loopback_or_any(listen_host)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user name and password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def reference_markdown() -> str:
+    """The configuration reference in `docs/configuration.md`, generated from the fields above."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `hokusai_registry.settings.Settings` by `hokusai-registry config-reference`;",
+        "a test fails when this file is out of date. Flags win over environment variables.",
+        "",
+        "| Setting | Flag | Environment variable | Default | Meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        flag = f"`{extra['flag']}`" if "flag" in extra else "—"
+        default = "—" if field.default is None else f"`{field.default}`"
+        lines.append(f"| `{name}` | {flag} | `{extra['env']}` | {default} | {field.description} |")
+    return "\n".join(lines) + "\n"
