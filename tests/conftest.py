@@ -1,0 +1,42 @@
+"""Session fixtures: one real MLflow per session, and a gateway process in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, wait_until_healthy
+from hokusai_registry.settings import Settings
+from tests.helpers import GatewayProcess, free_port
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server --serve-artifacts`, started the way `serve` starts it."""
+    data_dir = tmp_path_factory.mktemp("mlflow")
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # ~13 s start instead of ~30 s
+    settings = Settings.load(data_dir=data_dir, mlflow_workers=1)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = MlflowProcess(mlflow_command(settings, port), data_dir / "mlflow.log", url)
+    process.start()
+    try:
+        asyncio.run(wait_until_healthy(process, 180))
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(mlflow_server, tmp_path_factory.mktemp("gateway"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def api_key(gateway: GatewayProcess) -> str:
+    return gateway.create_key("e2e")

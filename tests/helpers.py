@@ -1,0 +1,233 @@
+"""Live-server helpers for the tests: gateway processes, a recording upstream, raw HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyStore
+
+HOKUSAI = str(Path(sys.executable).with_name("hokusai-registry"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def key_store(data_dir: Path) -> KeyStore:
+    store = KeyStore(f"sqlite:///{data_dir / 'keys.db'}")
+    store.migrate()
+    return store
+
+
+class GatewayProcess:
+    """`hokusai-registry gateway` as its own process, as users run it."""
+
+    def __init__(
+        self, upstream: str, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        self.log_path = data_dir / "gateway.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                HOKUSAI,
+                "gateway",
+                "--mlflow-url",
+                upstream,
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start:\n" + self.log())
+            time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def create_key(self, name: str, *, admin: bool = False) -> str:
+        store = key_store(self.data_dir)
+        try:
+            _, key = store.create(name, environment="live", scopes=ADMIN_SCOPES if admin else DEFAULT_SCOPES)
+        finally:
+            store.close()
+        return key
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+        self._log.close()
+
+
+class RecordingUpstream:
+    """A stand-in upstream on loopback that records exactly what reached it (method, raw target,
+    headers as sent) and answers JSON, with a hop-by-hop header and a cookie to be filtered."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        self.requests: list[dict[str, object]] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            self.requests.append(
+                {
+                    "method": request.method,
+                    "target": request.raw_path,
+                    "headers": [(k.decode(), v.decode()) for k, v in request.raw_headers],
+                    "body_length": len(body),
+                }
+            )
+            response = web.json_response({"ok": True, "target": request.raw_path})
+            response.headers["Connection"] = "keep-alive, X-Upstream-Hop"
+            response.headers["X-Upstream-Hop"] = "must not reach the client"
+            response.headers["Keep-Alive"] = "timeout=5"
+            response.set_cookie("upstream_session", "secret-cookie")
+            return response
+
+        async def main() -> None:
+            app = web.Application(handler_args={"max_line_size": 131072, "max_field_size": 131072})
+            app.router.add_route("*", "/{tail:.*}", handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(main())
+            self._loop.run_forever()
+
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait(10)
+
+    def header(self, index: int, name: str) -> list[str]:
+        headers = self.requests[index]["headers"]
+        assert isinstance(headers, list)
+        return [value for key, value in headers if key.lower() == name.lower()]
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def raw_request(
+    url: str, method: str, target: str | bytes, headers: dict[str, str] | None = None, body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """Send a request byte for byte (HTTP clients normalise paths, which would hide what we test)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    target_bytes = target.encode("latin-1") if isinstance(target, str) else target
+    lines = [method.encode() + b" " + target_bytes + b" HTTP/1.1", f"Host: {host}:{port}".encode()]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}".encode("latin-1"))
+    lines.append(f"Content-Length: {len(body)}".encode())
+    if "Connection" not in (headers or {}):
+        lines.append(b"Connection: close")
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    if parsed.get("transfer-encoding") == "chunked":
+        payload = _dechunk(payload)
+    return int(status_line.split()[1]), parsed, payload
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return out
+
+
+class TcpServer:
+    """A loopback TCP server for fault tests: `relay_to` forwards bytes to another port (a load
+    balancer that sends traffic back to the gateway); without it, it accepts and never answers."""
+
+    def __init__(self, relay_to: int | None = None) -> None:
+        import threading
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._relay_to = relay_to
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            self._open.append(client)
+            if self._relay_to is not None:
+                upstream = socket.create_connection(("127.0.0.1", self._relay_to))
+                self._open.append(upstream)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.close()
+        for sock in self._open:
+            sock.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
