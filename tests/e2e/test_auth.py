@@ -1,0 +1,129 @@
+"""Refused keys: the unmodified MLflow client raises with UNAUTHENTICATED and the gateway's hint."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import mlflow
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from hokusai_registry.auth import keys
+from tests.helpers import HOKUSAI, GatewayProcess, raw_request
+
+
+@pytest.fixture
+def client_env(monkeypatch: pytest.MonkeyPatch, gateway: GatewayProcess) -> Iterator[pytest.MonkeyPatch]:
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow.set_tracking_uri(gateway.url + "/mlflow")
+    yield monkeypatch
+    mlflow.set_tracking_uri(None)
+
+
+def client_error() -> str:
+    with pytest.raises(MlflowException) as raised:
+        MlflowClient().search_experiments()
+    assert raised.value.error_code == "UNAUTHENTICATED"
+    return str(raised.value)
+
+
+def test_no_key(client_env: pytest.MonkeyPatch) -> None:
+    message = client_error()
+    assert "UNAUTHENTICATED" in message and "no API key was sent" in message
+    assert "MLFLOW_TRACKING_TOKEN" in message
+
+
+def test_unknown_key(client_env: pytest.MonkeyPatch) -> None:
+    client_env.setenv("MLFLOW_TRACKING_TOKEN", keys.generate("live").text)
+    message = client_error()
+    assert "not recognised" in message
+
+
+def test_wrong_secret_for_a_real_key_id(client_env: pytest.MonkeyPatch, api_key: str) -> None:
+    other_secret = keys.generate("live").text.split("_")[3][: keys.SECRET_LENGTH]
+    body = f"hk_live_{keys.parse(api_key).key_id}_{other_secret}"
+    client_env.setenv("MLFLOW_TRACKING_TOKEN", body + keys.checksum(body))
+    assert "not recognised" in client_error()
+
+
+@pytest.mark.parametrize("mangle", ["typo", "truncated", "prefix"])
+def test_malformed_key(mangle: str, client_env: pytest.MonkeyPatch, api_key: str) -> None:
+    if mangle == "typo":
+        bad = api_key[:-10] + ("A" if api_key[-10] != "A" else "B") + api_key[-9:]
+    elif mangle == "truncated":
+        bad = api_key[:-3]
+    else:
+        bad = "sk_" + api_key[3:]
+    client_env.setenv("MLFLOW_TRACKING_TOKEN", bad)
+    message = client_error()
+    assert "malformed" in message
+    assert bad not in message  # never echo a credential
+
+
+def test_revoked_key_stops_working(client_env: pytest.MonkeyPatch, gateway: GatewayProcess) -> None:
+    key = gateway.create_key("to-revoke")
+    client_env.setenv("MLFLOW_TRACKING_TOKEN", key)
+    assert MlflowClient().search_experiments() is not None  # cached as valid now
+    subprocess.run(
+        [HOKUSAI, "keys", "revoke", keys.parse(key).key_id, "--data-dir", str(gateway.data_dir)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    # The gateway polls the key store's revision every second (HOKUSAI_KEY_REVISION_POLL_INTERVAL).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            MlflowClient().search_experiments()
+        except MlflowException as exc:
+            assert exc.error_code == "UNAUTHENTICATED"
+            assert "was revoked" in str(exc)
+            return
+        time.sleep(0.2)
+    pytest.fail("revoked key still accepted after 10 s")
+
+
+def test_basic_without_password_explains(client_env: pytest.MonkeyPatch) -> None:
+    client_env.setenv("MLFLOW_TRACKING_USERNAME", "me")
+    client_env.setenv("MLFLOW_TRACKING_PASSWORD", "")
+    # An empty password makes the client skip Basic; send it by hand as a misconfigured tool would.
+    response = requests.get(
+        mlflow.get_tracking_uri() + "/api/2.0/mlflow/experiments/search", auth=("me", ""), timeout=10
+    )
+    assert response.status_code == 401
+    assert response.json()["error_code"] == "UNAUTHENTICATED"
+    assert "MLFLOW_TRACKING_PASSWORD" in response.json()["message"]
+
+
+def test_x_api_key_header_works(gateway: GatewayProcess, api_key: str) -> None:
+    response = requests.post(
+        gateway.url + "/api/mlflow/api/2.0/mlflow/experiments/search",
+        json={"max_results": 1},
+        headers={"X-API-Key": api_key},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert "experiments" in response.json()
+
+
+def test_ui_asks_the_browser_for_basic_credentials(gateway: GatewayProcess) -> None:
+    status, headers, _ = raw_request(gateway.url, "GET", "/mlflow/")
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Basic")
+
+
+def test_ui_page_and_assets_load_through_the_gateway(gateway: GatewayProcess, api_key: str) -> None:
+    session = requests.Session()
+    session.auth = ("anyone", api_key)
+    page = session.get(gateway.url + "/mlflow/", timeout=10)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    asset = next(
+        part.split('"')[0] for part in page.text.split('src="')[1:] if part.startswith("static-files/")
+    )
+    assert session.get(gateway.url + "/mlflow/" + asset, timeout=10).status_code == 200
