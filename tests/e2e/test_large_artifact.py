@@ -95,7 +95,7 @@ def test_300_mb_artifact_round_trip_with_flat_gateway_memory(
     sampled_mb = max(sampler.samples) / 1024
     with capsys.disabled():
         print(
-            f"\n300 MB round trip: gateway RSS baseline {baseline_mb:.1f} MB, sampled max {sampled_mb:.1f} MB "
-            f"({len(sampler.samples)} samples), peak VmHWM {peak_mb:.1f} MB"
+            f"\n300 MB round trip: gateway RSS baseline {baseline_mb:.1f} MB, "
+            f"sampled max {sampled_mb:.1f} MB ({len(sampler.samples)} samples), peak VmHWM {peak_mb:.1f} MB"
         )
     assert peak_mb < RSS_LIMIT_MB
