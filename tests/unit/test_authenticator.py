@@ -1,0 +1,131 @@
+"""Key checks: cached in-process, one lookup for concurrent checks, revocation seen from another process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hokusai_registry.auth import keys
+from hokusai_registry.auth.authenticator import Authenticator
+from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyRecord, KeyStore
+from hokusai_registry.errors import GatewayError
+
+
+class CountingStore(KeyStore):
+    """The real SQLite store, counting how often the gateway asks it."""
+
+    lookups = 0
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        self.lookups += 1
+        return super().get(key_id)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CountingStore:
+    store = CountingStore(f"sqlite:///{tmp_path / 'keys.db'}")
+    store.migrate()
+    return store
+
+
+def run(coroutine: object) -> object:
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def test_known_key_is_checked_once_then_served_from_memory(store: CountingStore) -> None:
+    record, key = store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
+
+    async def scenario() -> None:
+        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        await auth.start()
+        for _ in range(100):
+            identity = await auth.authenticate(key)
+            assert identity.key_id == record.key_id and identity.scopes == DEFAULT_SCOPES
+        await auth.stop()
+
+    run(scenario())
+    assert store.lookups == 1
+
+
+def test_concurrent_checks_of_one_key_share_one_lookup(store: CountingStore) -> None:
+    _, key = store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
+
+    async def scenario() -> None:
+        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        await auth.start()
+        results = await asyncio.gather(*(auth.authenticate(key) for _ in range(50)))
+        assert len({r.key_id for r in results}) == 1
+        await auth.stop()
+
+    run(scenario())
+    assert store.lookups == 1
+
+
+def test_unknown_keys_are_refused_and_briefly_remembered(store: CountingStore) -> None:
+    unknown = keys.generate("live").text
+
+    async def scenario() -> None:
+        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        await auth.start()
+        for _ in range(20):
+            with pytest.raises(GatewayError, match="not recognised"):
+                await auth.authenticate(unknown)
+        await auth.stop()
+
+    run(scenario())
+    assert store.lookups == 1
+
+
+def test_malformed_keys_never_reach_the_store(store: CountingStore) -> None:
+    async def scenario() -> None:
+        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        await auth.start()
+        with pytest.raises(GatewayError, match="malformed"):
+            await auth.authenticate("hk_live_nope")
+        await auth.stop()
+
+    run(scenario())
+    assert store.lookups == 0
+
+
+def test_revocation_by_another_process_drops_the_cached_check(store: CountingStore, tmp_path: Path) -> None:
+    record, key = store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
+    other_process = KeyStore(store.url)  # e.g. `hokusai-registry keys revoke`
+
+    async def scenario() -> None:
+        auth = Authenticator(store, cache_ttl=3600, poll_interval=0.05)
+        await auth.start()
+        await auth.authenticate(key)
+        await asyncio.to_thread(other_process.revoke, record.key_id)
+        for _ in range(200):  # bounded wait for the revision watcher, not a timing assertion
+            try:
+                await auth.authenticate(key)
+            except GatewayError as error:
+                assert error.code == "UNAUTHENTICATED" and "revoked" in error.message
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("revoked key still accepted")
+        await auth.stop()
+
+    run(scenario())
+
+
+def test_store_failure_is_503_not_401(store: CountingStore) -> None:
+    _, key = store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
+
+    class BrokenStore(KeyStore):
+        def get(self, key_id: str) -> KeyRecord | None:
+            raise OSError("disk gone")
+
+    async def scenario() -> None:
+        auth = Authenticator(BrokenStore(store.url), cache_ttl=60, poll_interval=60)
+        await auth.start()
+        with pytest.raises(GatewayError) as raised:
+            await auth.authenticate(key)
+        assert raised.value.code == "TEMPORARILY_UNAVAILABLE" and raised.value.http_status == 503
+        await auth.stop()
+
+    run(scenario())

@@ -1,0 +1,120 @@
+"""Header rules between client and MLflow (pure)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hokusai_registry.proxy.headers import (
+    HOP_BY_HOP,
+    client_response_headers,
+    is_cross_origin_write,
+    rewrite_location,
+    upstream_request_headers,
+)
+
+BASE = "http://mlflow.internal:5000"
+
+
+def upstream(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return upstream_request_headers(
+        headers, client_ip="10.1.2.3", scheme="https", key_id="KEYID0000000", mark="m1"
+    )
+
+
+def names(headers: list[tuple[str, str]]) -> list[str]:
+    return [name.lower() for name, _ in headers]
+
+
+def test_credentials_hop_by_hop_and_owned_headers_are_dropped() -> None:
+    sent = upstream(
+        [
+            (b"host", b"registry.example"),
+            (b"authorization", b"Bearer hk_live_x"),
+            (b"x-api-key", b"hk_live_x"),
+            (b"cookie", b"a=b"),
+            (b"connection", b"keep-alive, x-listed"),
+            (b"x-listed", b"1"),
+            (b"transfer-encoding", b"chunked"),
+            (b"upgrade", b"websocket"),
+            (b"x-forwarded-for", b"6.6.6.6"),
+            (b"forwarded", b"for=6.6.6.6"),
+            (b"x-hokusai-key-id", b"forged"),
+            (b"x-hokusai-anything", b"forged"),
+            (b"origin", b"https://registry.example"),
+            (b"expect", b"100-continue"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"12"),
+            (b"x-mlflow-workspace", b"team-a"),
+        ]
+    )
+    assert dict(sent) == {
+        "content-type": "application/json",
+        "content-length": "12",
+        "x-mlflow-workspace": "team-a",
+        "X-Forwarded-For": "10.1.2.3",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "registry.example",
+        "x-hokusai-gateway": "m1",
+        "X-Hokusai-Key-Id": "KEYID0000000",
+    }
+
+
+@given(
+    st.lists(
+        st.sampled_from(sorted(HOP_BY_HOP) + [b"authorization", b"x-forwarded-for", b"x-hokusai-key-id"])
+    )
+)
+def test_identity_is_set_exactly_once_whatever_the_client_sends(extra: list[bytes]) -> None:
+    sent = upstream([(name, b"client value") for name in extra])
+    lowered = names(sent)
+    for owned in ("x-forwarded-for", "x-forwarded-proto", "x-hokusai-key-id", "x-hokusai-gateway"):
+        assert lowered.count(owned) == 1
+    assert "client value" not in {value for _, value in sent}
+    assert not set(lowered) & {name.decode() for name in HOP_BY_HOP | {b"authorization"}}
+
+
+def test_response_headers_drop_hop_by_hop_and_keep_encoding_with_length() -> None:
+    out = client_response_headers(
+        [
+            (b"Content-Type", b"application/json"),
+            (b"Content-Encoding", b"gzip"),
+            (b"Content-Length", b"45"),
+            (b"Connection", b"keep-alive, X-Hop"),
+            (b"X-Hop", b"1"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Keep-Alive", b"timeout=5"),
+        ],
+        upstream_base=BASE,
+        mount="/mlflow",
+    )
+    assert out == [
+        (b"content-type", b"application/json"),
+        (b"content-encoding", b"gzip"),
+        (b"content-length", b"45"),
+    ]
+
+
+def test_location_is_rewritten_into_the_mount() -> None:
+    assert (
+        rewrite_location(b"http://mlflow.internal:5000/static-files/x", BASE, "/mlflow")
+        == b"/mlflow/static-files/x"
+    )
+    assert rewrite_location(b"/#/experiments", BASE, "/api/mlflow") == b"/api/mlflow/#/experiments"
+    assert rewrite_location(b"https://elsewhere.example/x", BASE, "/mlflow") == b"https://elsewhere.example/x"
+    assert rewrite_location(b"//elsewhere.example/x", BASE, "/mlflow") == b"//elsewhere.example/x"
+    assert rewrite_location(b"/prefix/ajax-api/x", BASE + "/prefix", "/mlflow") == b"/mlflow/ajax-api/x"
+
+
+def test_cross_origin_writes() -> None:
+    def check(method: str, origin: bytes | None, public: str | None = None) -> bool:
+        headers = [(b"host", b"127.0.0.1:8000")] + ([(b"origin", origin)] if origin else [])
+        return is_cross_origin_write(method, headers, public)
+
+    assert not check("POST", None)  # the Python client sends no Origin
+    assert not check("POST", b"http://127.0.0.1:8000")
+    assert not check("GET", b"https://evil.example")
+    assert check("POST", b"https://evil.example")
+    assert check("DELETE", b"null")
+    assert not check("PUT", b"https://registry.example", public="https://registry.example")
+    assert check("PUT", b"https://registry.example.evil", public="https://registry.example")

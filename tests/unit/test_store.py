@@ -1,0 +1,71 @@
+"""The key store on SQLite: only hashes stored, revision bumps, names, revocation."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hokusai_registry.auth import keys
+from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyNameTaken, KeyNotFound, KeyStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> KeyStore:
+    store = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}")
+    store.migrate()
+    store.migrate()  # idempotent
+    return store
+
+
+def test_create_stores_only_the_hash(store: KeyStore, tmp_path: Path) -> None:
+    record, key = store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
+    assert keys.parse(key).key_id == record.key_id
+    assert record.secret_hash == keys.digest(key)
+    secret = key.split("_")[3]
+    raw = b"".join(path.read_bytes() for path in tmp_path.glob("keys.db*"))
+    assert secret.encode() not in raw and key.encode() not in raw
+    assert store.get(record.key_id) == record
+
+
+def test_list_and_count(store: KeyStore) -> None:
+    store.create("a", environment="live", scopes=ADMIN_SCOPES)
+    store.create("b", environment="test", scopes=DEFAULT_SCOPES)
+    assert [r.name for r in store.list()] == ["a", "b"]
+    assert store.count() == 2
+    assert store.list()[0].is_admin and not store.list()[1].is_admin
+
+
+def test_active_names_are_unique(store: KeyStore) -> None:
+    record, _ = store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
+    with pytest.raises(KeyNameTaken, match=record.key_id):
+        store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
+    store.revoke(record.key_id)
+    store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
+
+
+def test_empty_name_is_refused(store: KeyStore) -> None:
+    with pytest.raises(ValueError, match="name"):
+        store.create("  ", environment="live", scopes=DEFAULT_SCOPES)
+
+
+def test_every_change_bumps_the_revision(store: KeyStore) -> None:
+    start = store.revision()
+    record, _ = store.create("a", environment="live", scopes=DEFAULT_SCOPES)
+    assert store.revision() == start + 1
+    revoked = store.revoke(record.key_id)
+    assert revoked.revoked_at is not None
+    assert store.revision() == start + 2
+    store.revoke(record.key_id)  # already revoked: no change
+    assert store.revision() == start + 2
+
+
+def test_revoking_an_unknown_key(store: KeyStore) -> None:
+    with pytest.raises(KeyNotFound, match="keys list"):
+        store.revoke("AAAAAAAAAAAA")
+
+
+def test_schema_is_versioned_by_alembic(store: KeyStore, tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "keys.db") as connection:
+        assert connection.execute("select version_num from alembic_version").fetchall() == [("0001",)]
