@@ -52,10 +52,17 @@ def test_make_run_from_a_clean_clone(tmp_path: Path) -> None:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
     data_dir = tmp_path / "data"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    }
     env.update({"HOKUSAI_PORT": str(port), "HOKUSAI_DATA_DIR": str(data_dir), "HOKUSAI_MLFLOW_WORKERS": "1"})
     make = subprocess.Popen(
-        ["make", "run"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ["make", "run"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     output: queue.Queue[str] = queue.Queue()
@@ -80,8 +87,12 @@ def test_make_run_from_a_clean_clone(tmp_path: Path) -> None:
 
         client_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
         result = subprocess.run(
-            [sys.executable, "-c", CLIENT], cwd=tmp_path, env={**client_env, **exports},
-            capture_output=True, text=True, timeout=300,
+            [sys.executable, "-c", CLIENT],
+            cwd=tmp_path,
+            env={**client_env, **exports},
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stderr
         assert "RUNS 1" in result.stdout and "FILES ['note.txt']" in result.stdout
