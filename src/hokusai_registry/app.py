@@ -8,7 +8,6 @@ the forwarder. Every refusal is MLflow JSON made in `errors.py`.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -36,6 +35,12 @@ async def _health(scope: Scope, receive: Receive, send: Send) -> int:
     return 200
 
 
+def _method_error(method: str) -> GatewayError:
+    return GatewayError(
+        "BAD_REQUEST", f"Hokusai Registry gateway does not accept {method[:16]} requests here.", status=405
+    )
+
+
 def _loop_error() -> GatewayError:
     return GatewayError(
         "INTERNAL_ERROR",
@@ -50,8 +55,7 @@ class Gateway:
         self.authenticator = authenticator
         self.forwarder = forwarder
         self.public_url = public_url
-        self.instance = secrets.token_hex(6)
-        # Exact (path) matches, checked before anything is forwarded.
+        # Exact path matches, answered by the gateway and never forwarded.
         self.own_routes: dict[str, Handler] = {"/health": _health}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -83,7 +87,9 @@ class Gateway:
         status = 500
         try:
             own = self.own_routes.get(scope["path"])
-            if own is not None and scope["method"] in ("GET", "HEAD"):
+            if own is not None:
+                if scope["method"] not in ("GET", "HEAD"):
+                    raise _method_error(scope["method"])
                 status = await own(scope, receive, send)
                 return
             target = self._target(scope)
@@ -103,9 +109,10 @@ class Gateway:
             await send_error(send, error)
             status = error.http_status
         finally:
+            client = scope.get("client")
             access_log.info(
                 "%s %s %s %d %.1fms key=%s",
-                scope.get("client", ("-",))[0] if scope.get("client") else "-",
+                client[0] if client else "-",
                 scope["method"],
                 scope["path"],
                 status,
@@ -129,9 +136,7 @@ class Gateway:
             return resolved
         method = scope["method"]
         if method not in FORWARDED_METHODS:
-            raise GatewayError(
-                "BAD_REQUEST", f"Hokusai Registry gateway does not forward {method} requests.", status=405
-            )
+            raise _method_error(method)
         query = scope["query_string"]
         if b"hk_live_" in query or b"hk_test_" in query:
             raise GatewayError(

@@ -366,3 +366,32 @@ def test_gateway_without_upstream_says_which_variable(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "MLFLOW_SERVER_URL is not set" in result.stderr
+
+
+def test_gateway_routes_are_answered_by_the_gateway(
+    echo_gateway: GatewayProcess, echo_key: str, upstream: RecordingUpstream
+) -> None:
+    before = len(upstream.requests)
+    status, headers, body = raw_request(echo_gateway.url, "GET", "/health")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert headers["x-hokusai-origin"] == "gateway"
+    status, _, body = raw_request(echo_gateway.url, "POST", "/health", auth(echo_key))
+    assert status == 405
+    assert_mlflow_error(body, "BAD_REQUEST")
+    assert len(upstream.requests) == before
+    # Under a mount, /health is MLflow's own and is forwarded like any MLflow path.
+    status, _, _ = raw_request(echo_gateway.url, "GET", "/mlflow/health", auth(echo_key))
+    assert status == 200 and upstream.requests[-1]["target"] == "/health"
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/mlflow/api/2.0/mlflow/experiments/get-by-name?experiment_name=caf\u00e9", "/mlflow/caf\u00e9"],
+)
+def test_raw_non_ascii_request_target_is_refused_by_the_http_parser(
+    target: str, echo_gateway: GatewayProcess, echo_key: str, upstream: RecordingUpstream
+) -> None:
+    before = len(upstream.requests)
+    status, _, _ = raw_request(echo_gateway.url, "GET", target.encode(), auth(echo_key))
+    assert status == 400
+    assert len(upstream.requests) == before

@@ -1,0 +1,137 @@
+"""`serve` and `mlflow` as users run them: real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from hokusai_registry.mlflow_server import mlflow_command
+from hokusai_registry.settings import Settings
+from tests.helpers import HOKUSAI, free_port
+
+
+def _processes_using(path: Path) -> list[psutil.Process]:
+    return [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if any(str(path) in part for part in process.info["cmdline"] or [])
+    ]
+
+
+class Running:
+    """A command whose output is read line by line while it runs."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env}
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.seen):
+            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "".join(self.seen)
+            try:
+                self.seen.append(self.lines.get(timeout=1))
+            except queue.Empty:
+                assert self.process.poll() is None, "exited early:\n" + "".join(self.seen)
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(60)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code
+
+
+def test_mlflow_command_flags(tmp_path: Path) -> None:
+    command = mlflow_command(
+        Settings.load(data_dir=tmp_path, mlflow_allowed_hosts="mlflow.local,mlflow.local:*"), 5001
+    )
+    assert command[1:4] == ["server", "--host", "127.0.0.1"]
+    assert "--serve-artifacts" in command
+    assert command[command.index("--artifacts-destination") + 1] == str(tmp_path.resolve() / "artifacts")
+    assert (
+        command[command.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    )
+    assert command[command.index("--allowed-hosts") + 1] == "mlflow.local,mlflow.local:*"
+    assert "--static-prefix" not in command and "--default-artifact-root" not in command
+
+
+def test_serve_first_and_later_start_and_sigterm(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = {"HOKUSAI_DATA_DIR": str(data_dir), "HOKUSAI_PORT": str(free_port()), "HOKUSAI_MLFLOW_WORKERS": "1"}
+
+    first = Running([HOKUSAI, "serve"], env)
+    first.wait_for("Press Ctrl-C to stop.")
+    output = "".join(first.seen)
+    assert "First start: an admin key was created" in output
+    token = next(line.split("=", 1)[1].strip() for line in first.seen if "MLFLOW_TRACKING_TOKEN=" in line)
+    url = f"http://127.0.0.1:{env['HOKUSAI_PORT']}"
+    assert requests.get(url + "/mlflow/version", headers={"Authorization": f"Bearer {token}"}, timeout=10).ok
+    assert first.terminate() == 0
+    assert "Stopped." in "".join(first.seen)
+    assert _processes_using(data_dir) == []
+
+    later = Running([HOKUSAI, "serve"], env)
+    later.wait_for("Press Ctrl-C to stop.")
+    output = "".join(later.seen)
+    assert "hk_live_" not in output
+    assert "hokusai-registry keys create --name NAME" in output
+    # The key from the first start still works.
+    assert requests.get(url + "/mlflow/version", headers={"Authorization": f"Bearer {token}"}, timeout=10).ok
+    assert later.terminate() == 0
+    assert _processes_using(data_dir) == []
+
+
+def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [HOKUSAI, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"127.0.0.1:{port} is already in use" in result.stderr
+
+
+@pytest.mark.slow
+def test_mlflow_command_serves_artifacts(tmp_path: Path) -> None:
+    port = free_port()
+    running = Running(
+        [HOKUSAI, "mlflow", "--port", str(port), "--data-dir", str(tmp_path)], {"HOKUSAI_MLFLOW_WORKERS": "1"}
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).text == "OK":
+                    break
+            except requests.RequestException:  # not listening yet, or still starting
+                pass
+            assert running.process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        listing = requests.get(f"http://127.0.0.1:{port}/api/2.0/mlflow-artifacts/artifacts", timeout=10)
+        assert listing.status_code == 200 and listing.headers["content-type"].startswith("application/json")
+    finally:
+        assert running.terminate() == 0
+    assert _processes_using(tmp_path) == []
