@@ -286,53 +286,52 @@ def test_other_methods_are_answered_by_the_gateway(
     assert len(upstream.requests) == before
 
 
-def test_stopped_upstream_gives_502_naming_it(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    process = GatewayProcess(dead, tmp_path / "gw")
+def search_through_new_gateway(
+    upstream: str, tmp_path: Path, env: dict[str, str] | None = None, port: int | None = None
+) -> tuple[int, dict[str, str]]:
+    """Start a gateway in front of `upstream`, send one authenticated search, return status and JSON."""
+    process = GatewayProcess(upstream, tmp_path / "gw", env=env, port=port)
     try:
-        key = process.create_key("k")
         status, _, body = raw_request(
-            process.url, "GET", "/mlflow/api/2.0/mlflow/experiments/search", auth(key)
+            process.url, "GET", "/mlflow/api/2.0/mlflow/experiments/search", auth(process.create_key("k"))
         )
-        assert status == 502
-        payload = assert_mlflow_error(body, "TEMPORARILY_UNAVAILABLE")
-        assert dead in payload["message"] and "MLFLOW_SERVER_URL" in payload["message"]
     finally:
         process.stop()
+    return status, json.loads(body)
+
+
+def test_stopped_upstream_gives_502_naming_it(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    status, payload = search_through_new_gateway(dead, tmp_path)
+    assert status == 502
+    assert payload["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert dead in payload["message"] and "MLFLOW_SERVER_URL" in payload["message"]
 
 
 def test_silent_upstream_gives_504_after_the_read_timeout(tmp_path: Path) -> None:
     silent = TcpServer()
-    process = GatewayProcess(silent.url, tmp_path / "gw", env={"HOKUSAI_UPSTREAM_READ_TIMEOUT": "1"})
     try:
-        key = process.create_key("k")
-        status, _, body = raw_request(
-            process.url, "GET", "/mlflow/api/2.0/mlflow/experiments/search", auth(key)
+        status, payload = search_through_new_gateway(
+            silent.url, tmp_path, env={"HOKUSAI_UPSTREAM_READ_TIMEOUT": "1"}
         )
-        assert status == 504
-        payload = assert_mlflow_error(body, "DEADLINE_EXCEEDED")
-        assert "HOKUSAI_UPSTREAM_READ_TIMEOUT" in payload["message"]
     finally:
-        process.stop()
         silent.stop()
+    assert status == 504
+    assert payload["error_code"] == "DEADLINE_EXCEEDED"
+    assert "HOKUSAI_UPSTREAM_READ_TIMEOUT" in payload["message"]
 
 
 def test_request_that_loops_back_gets_508(tmp_path: Path) -> None:
     # A "load balancer" that sends the gateway's upstream traffic back to the gateway itself.
     gateway_port = free_port()
     balancer = TcpServer(relay_to=gateway_port)
-    process = GatewayProcess(balancer.url, tmp_path / "gw", port=gateway_port)
     try:
-        key = process.create_key("k")
-        status, _, body = raw_request(
-            process.url, "GET", "/mlflow/api/2.0/mlflow/experiments/search", auth(key)
-        )
-        assert status == 508
-        payload = assert_mlflow_error(body, "INTERNAL_ERROR")
-        assert "MLFLOW_SERVER_URL points back at the gateway" in payload["message"]
+        status, payload = search_through_new_gateway(balancer.url, tmp_path, port=gateway_port)
     finally:
-        process.stop()
         balancer.stop()
+    assert status == 508
+    assert payload["error_code"] == "INTERNAL_ERROR"
+    assert "MLFLOW_SERVER_URL points back at the gateway" in payload["message"]
 
 
 @pytest.mark.parametrize("public", [False, True])
