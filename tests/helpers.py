@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import queue
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyStore
@@ -86,6 +90,59 @@ class GatewayProcess:
         self.process.terminate()
         self.process.wait(30)
         self._log.close()
+
+
+def processes_using(path: Path) -> list[psutil.Process]:
+    """Processes whose command line names `path` (e.g. an MLflow started on a data directory)."""
+    return [
+        process
+        for process in psutil.process_iter(["cmdline"])
+        if any(str(path) in part for part in process.info["cmdline"] or [])
+    ]
+
+
+class Running:
+    """A command whose output is read line by line while it runs."""
+
+    def __init__(
+        self, args: list[str], env: dict[str, str], cwd: Path | None = None, new_session: bool = False
+    ) -> None:
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env},
+            cwd=cwd,
+            start_new_session=new_session,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.seen):
+            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "".join(self.seen)
+            try:
+                self.seen.append(self.lines.get(timeout=1))
+            except queue.Empty:
+                assert self.process.poll() is None, "exited early:\n" + "".join(self.seen)
+
+    def terminate(self, sig: signal.Signals = signal.SIGTERM, group: bool = False) -> int:
+        if group:  # what Ctrl-C in a terminal does: the whole foreground process group
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
+        code = self.process.wait(120)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code
 
 
 class RecordingUpstream:

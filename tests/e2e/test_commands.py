@@ -2,63 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
 from hokusai_registry.mlflow_server import mlflow_command
 from hokusai_registry.settings import Settings
-from tests.helpers import HOKUSAI, free_port
-
-
-def _processes_using(path: Path) -> list[psutil.Process]:
-    return [
-        process
-        for process in psutil.process_iter(["cmdline"])
-        if any(str(path) in part for part in process.info["cmdline"] or [])
-    ]
-
-
-class Running:
-    """A command whose output is read line by line while it runs."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **env}
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.seen):
-            assert time.monotonic() < deadline, f"no {text!r} in:\n" + "".join(self.seen)
-            try:
-                self.seen.append(self.lines.get(timeout=1))
-            except queue.Empty:
-                assert self.process.poll() is None, "exited early:\n" + "".join(self.seen)
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(60)
-        while not self.lines.empty():
-            self.seen.append(self.lines.get())
-        return code
+from tests.helpers import HOKUSAI, Running, free_port, processes_using
 
 
 def test_mlflow_command_flags(tmp_path: Path) -> None:
@@ -88,7 +42,7 @@ def test_serve_first_and_later_start_and_sigterm(tmp_path: Path) -> None:
     assert requests.get(url + "/mlflow/version", headers={"Authorization": f"Bearer {token}"}, timeout=10).ok
     assert first.terminate() == 0
     assert "Stopped." in "".join(first.seen)
-    assert _processes_using(data_dir) == []
+    assert processes_using(data_dir) == []
 
     later = Running([HOKUSAI, "serve"], env)
     later.wait_for("Press Ctrl-C to stop.")
@@ -98,7 +52,7 @@ def test_serve_first_and_later_start_and_sigterm(tmp_path: Path) -> None:
     # The key from the first start still works.
     assert requests.get(url + "/mlflow/version", headers={"Authorization": f"Bearer {token}"}, timeout=10).ok
     assert later.terminate() == 0
-    assert _processes_using(data_dir) == []
+    assert processes_using(data_dir) == []
 
 
 def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:
@@ -134,4 +88,4 @@ def test_mlflow_command_serves_artifacts(tmp_path: Path) -> None:
         assert listing.status_code == 200 and listing.headers["content-type"].startswith("application/json")
     finally:
         assert running.terminate() == 0
-    assert _processes_using(tmp_path) == []
+    assert processes_using(tmp_path) == []
