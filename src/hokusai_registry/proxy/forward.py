@@ -90,10 +90,12 @@ class Forwarder:
         self._mark = mark
         # `connect` covers waiting for a pooled connection too; `sock_read` is the idle time between
         # reads and starts only after the request body was sent, so long uploads are not cut off.
+        api = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout * 3, sock_connect=connect_timeout, sock_read=read_timeout
+        )
         self._timeouts = {
-            Family.REST: aiohttp.ClientTimeout(
-                total=None, connect=connect_timeout * 3, sock_connect=connect_timeout, sock_read=read_timeout
-            ),
+            Family.REST: api,
+            Family.UI: api,
             Family.TRANSFER: aiohttp.ClientTimeout(
                 total=None,
                 connect=connect_timeout * 3,
@@ -101,7 +103,6 @@ class Forwarder:
                 sock_read=transfer_idle_timeout or None,
             ),
         }
-        self._timeouts[Family.UI] = self._timeouts[Family.REST]
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -149,7 +150,7 @@ class Forwarder:
                 timeout=timeout,
                 auth=self._auth,
             )
-        except Exception as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             if client.gone:
                 return 499
             error = self._upstream_error(exc, target, timeout)
