@@ -20,8 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import aiohttp
-
+from hokusai_registry.proxy.upstream import UpstreamError, UpstreamPool
 from hokusai_registry.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -65,10 +64,12 @@ def mlflow_command(settings: Settings, port: int) -> list[str]:
 class MlflowProcess:
     """`mlflow server` as a child in its own process group, so stopping it stops all its workers."""
 
-    def __init__(self, command: list[str], log_path: Path, url: str) -> None:
+    def __init__(self, command: list[str], log_path: Path, host: str, port: int) -> None:
         self.command = command
         self.log_path = log_path
-        self.url = url
+        self.host = host
+        self.port = port
+        self.url = f"http://{host}:{port}"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -125,28 +126,28 @@ async def wait_until_healthy(
 ) -> float:
     """Poll MLflow's `/health` until it answers `OK`; returns the seconds it took."""
     started = time.monotonic()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while True:
-            elapsed = time.monotonic() - started
-            code = process.exit_code()
-            if code is not None:
-                raise RuntimeError(
-                    f"MLflow exited with code {code} while starting. Last lines of {process.log_path}:\n"
-                    + process.log_tail()
-                )
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with session.get(process.url + "/health") as response:
-                    if response.status == 200 and (await response.text()).strip() == "OK":
-                        return elapsed
-            if elapsed > timeout:
-                raise RuntimeError(
-                    f"MLflow did not answer {process.url}/health within {timeout:g} s "
-                    f"(HOKUSAI_MLFLOW_STARTUP_TIMEOUT). Last lines of {process.log_path}:\n"
-                    + process.log_tail()
-                )
-            if on_progress:
-                on_progress(elapsed)
-            await asyncio.sleep(0.5)
+    pool = UpstreamPool(
+        process.host, process.port, tls=False, limit=1, connect_timeout=2, pool_timeout=2, idle_timeout=0
+    )
+    while True:
+        elapsed = time.monotonic() - started
+        code = process.exit_code()
+        if code is not None:
+            raise RuntimeError(
+                f"MLflow exited with code {code} while starting. Last lines of {process.log_path}:\n"
+                + process.log_tail()
+            )
+        with contextlib.suppress(UpstreamError):
+            if await pool.fetch("/health", read_timeout=2) == (200, b"OK"):
+                return elapsed
+        if elapsed > timeout:
+            raise RuntimeError(
+                f"MLflow did not answer {process.url}/health within {timeout:g} s "
+                f"(HOKUSAI_MLFLOW_STARTUP_TIMEOUT). Last lines of {process.log_path}:\n" + process.log_tail()
+            )
+        if on_progress:
+            on_progress(elapsed)
+        await asyncio.sleep(0.5)
 
 
 async def supervise(process: MlflowProcess, timeout: float) -> None:

@@ -94,11 +94,14 @@ async def serve_embedded(settings: Settings) -> None:
     listener = bind_socket(settings.host, settings.port)
     settings = settings.model_copy(update={"port": listener.getsockname()[1]})
     mlflow_port = settings.mlflow_port or _free_port(settings.mlflow_host)
-    mlflow_url = f"http://{settings.mlflow_host}:{mlflow_port}"
-    settings.check_upstream_is_not_self(mlflow_url)
     mlflow = MlflowProcess(
-        mlflow_command(settings, mlflow_port), settings.data_dir.resolve() / "mlflow.log", mlflow_url
+        mlflow_command(settings, mlflow_port),
+        settings.data_dir.resolve() / "mlflow.log",
+        settings.mlflow_host,
+        mlflow_port,
     )
+    mlflow_url = mlflow.url
+    settings.check_upstream_is_not_self(mlflow_url)
     _out(f"Hokusai Registry {__version__}: data in {settings.data_dir.resolve()}")
     mlflow.start()
     server = GatewayServer(build_gateway(settings, store, mlflow_url), settings)

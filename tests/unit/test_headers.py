@@ -16,14 +16,14 @@ from hokusai_registry.proxy.headers import (
 BASE = "http://mlflow.internal:5000"
 
 
-def upstream(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+def upstream(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     return upstream_request_headers(
         headers, client_ip="10.1.2.3", scheme="https", key_id="KEYID0000000", mark="m1"
     )
 
 
-def names(headers: list[tuple[str, str]]) -> list[str]:
-    return [name.lower() for name, _ in headers]
+def names(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    return [name for name, _ in headers]
 
 
 def test_credentials_hop_by_hop_and_owned_headers_are_dropped() -> None:
@@ -48,16 +48,16 @@ def test_credentials_hop_by_hop_and_owned_headers_are_dropped() -> None:
             (b"x-mlflow-workspace", b"team-a"),
         ]
     )
-    assert dict(sent) == {
-        "content-type": "application/json",
-        "content-length": "12",
-        "x-mlflow-workspace": "team-a",
-        "X-Forwarded-For": "10.1.2.3",
-        "X-Forwarded-Proto": "https",
-        "X-Forwarded-Host": "registry.example",
-        "x-hokusai-gateway": "m1",
-        "X-Hokusai-Key-Id": "KEYID0000000",
-    }
+    assert sent == [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"12"),
+        (b"x-mlflow-workspace", b"team-a"),
+        (b"x-forwarded-for", b"10.1.2.3"),
+        (b"x-forwarded-proto", b"https"),
+        (b"x-forwarded-host", b"registry.example"),
+        (b"x-hokusai-gateway", b"m1"),
+        (b"x-hokusai-key-id", b"KEYID0000000"),
+    ]
 
 
 @given(
@@ -68,10 +68,10 @@ def test_credentials_hop_by_hop_and_owned_headers_are_dropped() -> None:
 def test_identity_is_set_exactly_once_whatever_the_client_sends(extra: list[bytes]) -> None:
     sent = upstream([(name, b"client value") for name in extra])
     lowered = names(sent)
-    for owned in ("x-forwarded-for", "x-forwarded-proto", "x-hokusai-key-id", "x-hokusai-gateway"):
+    for owned in (b"x-forwarded-for", b"x-forwarded-proto", b"x-hokusai-key-id", b"x-hokusai-gateway"):
         assert lowered.count(owned) == 1
-    assert "client value" not in {value for _, value in sent}
-    assert not set(lowered) & {name.decode() for name in HOP_BY_HOP | {b"authorization"}}
+    assert b"client value" not in {value for _, value in sent}
+    assert not set(lowered) & (HOP_BY_HOP | {b"authorization"})
 
 
 def test_response_headers_drop_hop_by_hop_and_keep_encoding_with_length() -> None:

@@ -34,9 +34,19 @@ def test_keys_are_unique() -> None:
     assert len({keys.generate("live").text for _ in range(1000)}) == 1000
 
 
-@given(st.data())
-def test_any_single_character_change_is_caught(data: st.DataObject) -> None:
-    text = keys.generate("live").text
+key_texts = (
+    st.tuples(
+        st.text(alphabet=keys.BASE62, min_size=keys.KEY_ID_LENGTH, max_size=keys.KEY_ID_LENGTH),
+        st.text(alphabet=keys.BASE62, min_size=keys.SECRET_LENGTH, max_size=keys.SECRET_LENGTH),
+    )
+    .map(lambda parts: f"hk_live_{parts[0]}_{parts[1]}")
+    .map(lambda body: body + keys.checksum(body))
+)
+
+
+@given(key_texts, st.data())
+def test_any_single_character_change_is_caught(text: str, data: st.DataObject) -> None:
+    assert keys.parse(text).text == text
     position = data.draw(st.integers(min_value=len("hk_live_"), max_value=len(text) - 1))
     if text[position] == "_":
         return

@@ -62,6 +62,11 @@ class Authenticator:
 
     async def authenticate(self, presented: str) -> Identity:
         """The identity behind a presented key, or an UNAUTHENTICATED GatewayError."""
+        # Only well-formed keys are ever cached, so a hit needs no parsing.
+        cache_key = hmac.digest(self._cache_secret, presented.encode("latin-1"), hashlib.sha256)
+        cached = self._cache.get(cache_key)
+        if cached is not None and cached[0] > time.monotonic():
+            return _identity_or_raise(cached[1])
         try:
             parsed = keys.parse(presented)
         except keys.KeyFormatError as exc:
@@ -69,10 +74,6 @@ class Authenticator:
                 f"the API key is malformed: {exc}. Copy the whole key as printed by "
                 "`hokusai-registry keys create`."
             ) from None
-        cache_key = hmac.digest(self._cache_secret, presented.encode("ascii"), hashlib.sha256)
-        cached = self._cache.get(cache_key)
-        if cached is not None and cached[0] > time.monotonic():
-            return _identity_or_raise(cached[1])
         pending = self._inflight.get(cache_key)
         if pending is not None:
             return _identity_or_raise(await asyncio.shield(pending))

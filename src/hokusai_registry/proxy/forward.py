@@ -1,48 +1,49 @@
-"""The streaming forwarder: one shared aiohttp pool to MLflow, bodies streamed both ways.
+"""The streaming forwarder: request and response bodies flow through, MLflow's answer is relayed,
+and upstream failures become MLflow-shaped errors that name the upstream and what to check.
 
 Memory is independent of body size: request chunks go from the ASGI server to the upstream socket
-as they arrive, response chunks the other way, each side waiting for the other (backpressure).
-Upstream failures become MLflow-shaped errors that name the upstream and what to check.
+as they arrive and response chunks the other way, each side waiting for the other (backpressure).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
-
-import aiohttp
-from yarl import URL
+from urllib.parse import unquote, urlsplit
 
 from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.errors import GatewayError, send_error
 from hokusai_registry.proxy.headers import client_response_headers, header_value, upstream_request_headers
 from hokusai_registry.proxy.paths import Target, upstream_path
 from hokusai_registry.proxy.routes import Family
+from hokusai_registry.proxy.upstream import (
+    ConnectFailed,
+    ConnectTimeout,
+    ReadTimeout,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+)
 from hokusai_registry.settings import redact_url
 
 log = logging.getLogger(__name__)
 
 CHECK_HINT = "Check that MLflow is running and that MLFLOW_SERVER_URL is its internal address."
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-class _ClientGone:
-    """Set when the client disconnects while its request body is being forwarded."""
-
-    __slots__ = ("gone",)
-
-    def __init__(self) -> None:
-        self.gone = False
+class ClientGone(Exception):
+    """The client disconnected while its request body was being forwarded."""
 
 
-async def _request_body(receive: Receive, client: _ClientGone) -> AsyncIterator[bytes]:
+async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            client.gone = True
-            raise ConnectionResetError("client disconnected during upload")
+            raise ClientGone
         body = message.get("body", b"")
         if body:
             yield body
@@ -53,14 +54,6 @@ async def _request_body(receive: Receive, client: _ClientGone) -> AsyncIterator[
 async def _wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-def _has_body(scope: Scope) -> bool:
-    headers = scope["headers"]
-    length = header_value(headers, b"content-length")
-    if length is not None:
-        return length.strip() != b"0"
-    return header_value(headers, b"transfer-encoding") is not None
 
 
 class Forwarder:
@@ -76,94 +69,96 @@ class Forwarder:
         mark: str,
     ) -> None:
         parts = urlsplit(upstream_url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        self._origin = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
-        self._base = self._origin + parts.path.rstrip("/")
-        self._auth = (
-            aiohttp.BasicAuth(parts.username, parts.password or "") if parts.username is not None else None
+        tls = parts.scheme == "https"
+        self.pool = UpstreamPool(
+            parts.hostname or "",
+            parts.port or (443 if tls else 80),
+            tls=tls,
+            limit=pool_size,
+            connect_timeout=connect_timeout,
+            pool_timeout=connect_timeout * 3,
         )
+        self._base_path = parts.path.rstrip("/")
+        self._upstream_base = f"{parts.scheme}://{self.pool.authority}{self._base_path}"
         self.upstream_display = redact_url(upstream_url)
+        # Everything every forwarded request carries besides its own headers.
+        fixed = [(b"host", self.pool.authority.encode())]
+        if parts.username is not None:  # an upstream MLflow with its own basic-auth
+            login = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            fixed.append((b"authorization", b"Basic " + base64.b64encode(login)))
+        self._fixed_headers = fixed
         self._api_prefix = api_prefix
-        self._pool_size = pool_size
         self._mark = mark
-        # `connect` covers waiting for a pooled connection too; `sock_read` is the idle time between
-        # reads and starts only after the request body was sent, so long uploads are not cut off.
-        api = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout * 3, sock_connect=connect_timeout, sock_read=read_timeout
-        )
-        self._timeouts = {
-            Family.REST: api,
-            Family.UI: api,
-            Family.TRANSFER: aiohttp.ClientTimeout(
-                total=None,
-                connect=connect_timeout * 3,
-                sock_connect=connect_timeout,
-                sock_read=transfer_idle_timeout or None,
-            ),
+        self._read_timeouts = {
+            Family.REST: read_timeout,
+            Family.UI: read_timeout,
+            Family.TRANSFER: transfer_idle_timeout or None,
         }
-        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=self._pool_size),
-            # Never keep cookies: one user's Set-Cookie must not be replayed for the next.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            # Bytes pass through as MLflow sent them, with their Content-Encoding.
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            max_line_size=65536,
-            max_field_size=65536,
-        )
+        """Nothing to open ahead of time: connections are made on first use."""
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self.pool.close()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("Forwarder.start() was not awaited")
-        return self._session
+    def target_bytes(self, target: Target, query: bytes) -> bytes:
+        path = (self._base_path + upstream_path(target.path, self._api_prefix)).encode("ascii")
+        return path + b"?" + query if query else path
 
-    def url_for(self, target: Target, query: bytes) -> str:
-        url = self._base + upstream_path(target.path, self._api_prefix)
-        return url + "?" + query.decode("latin-1") if query else url
+    def _head(self, scope: Scope, target: Target, key_id: str) -> tuple[bytes, bool, bool]:
+        """The request line and headers for MLflow; whether a body follows; whether it is chunked."""
+        client = scope.get("client")
+        headers = upstream_request_headers(
+            scope["headers"],
+            client_ip=client[0] if client else "",
+            scheme=scope["scheme"],
+            key_id=key_id,
+            mark=self._mark,
+        )
+        length = header_value(headers, b"content-length")
+        chunked = length is None and header_value(scope["headers"], b"transfer-encoding") is not None
+        has_body = chunked or (length is not None and length.strip() != b"0")
+        parts = [
+            scope["method"].encode(),
+            b" ",
+            self.target_bytes(target, scope["query_string"]),
+            b" HTTP/1.1\r\n",
+        ]
+        for name, value in self._fixed_headers + headers:
+            parts += [name, b": ", value, b"\r\n"]
+        if chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts), has_body, chunked
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, target: Target, key_id: str) -> int:
         """Forward one request and stream the answer back; returns the status sent to the client."""
-        client_ip = scope["client"][0] if scope.get("client") else ""
-        headers = upstream_request_headers(
-            scope["headers"], client_ip=client_ip, scheme=scope["scheme"], key_id=key_id, mark=self._mark
-        )
-        client = _ClientGone()
-        data = _request_body(receive, client) if _has_body(scope) else None
-        timeout = self._timeouts[target.family]
+        method = scope["method"]
+        head, has_body, chunked = self._head(scope, target, key_id)
+        read_timeout = self._read_timeouts[target.family]
         try:
-            response = await self.session.request(
-                scope["method"],
-                URL(self.url_for(target, scope["query_string"]), encoded=True),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                timeout=timeout,
-                auth=self._auth,
+            response = await self.pool.request(
+                head,
+                _request_body(receive) if has_body else None,
+                chunked=chunked,
+                read_timeout=read_timeout,
+                head_only=method == "HEAD",
+                idempotent=method in IDEMPOTENT,
             )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if client.gone:
-                return 499
-            error = self._upstream_error(exc, target, timeout)
-            log.warning("upstream %s %s failed: %s", scope["method"], target.path, error.message)
+        except ClientGone:
+            return 499
+        except UpstreamError as exc:
+            error = self._upstream_error(exc, target, read_timeout)
+            log.warning("upstream %s %s failed: %s", method, target.path, error.message)
             await send_error(send, error)
             return error.http_status
-        async with response:
+        try:
             await send(
                 {
                     "type": "http.response.start",
                     "status": response.status,
                     "headers": client_response_headers(
-                        response.raw_headers, upstream_base=self._base, mount=target.mount
+                        response.headers, upstream_base=self._upstream_base, mount=target.mount
                     ),
                 }
             )
@@ -171,65 +166,66 @@ class Forwarder:
                 await self._stream_until_disconnect(response, receive, send, target)
             else:
                 await self._stream(response, send, target)
+        finally:
+            response.release()
         return response.status
 
-    async def _stream(self, response: aiohttp.ClientResponse, send: Send, target: Target) -> None:
+    async def _stream(self, response: UpstreamResponse, send: Send, target: Target) -> None:
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except UpstreamError as exc:
             # Headers are out: the only honest signal left is to cut the connection, which
             # returning without the final body message does.
-            log.warning("upstream broke off %s mid-response: %r", target.path, exc)
+            log.warning("upstream broke off %s mid-response: %s", target.path, exc)
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream_until_disconnect(
-        self, response: aiohttp.ClientResponse, receive: Receive, send: Send, target: Target
+        self, response: UpstreamResponse, receive: Receive, send: Send, target: Target
     ) -> None:
-        """Large downloads stop, and release their upstream connection, when the client leaves."""
+        """Large downloads stop, and give up their upstream connection, when the client leaves."""
         streaming = asyncio.ensure_future(self._stream(response, send, target))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-        client_left = False
         try:
             done, _ = await asyncio.wait({streaming, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            client_left = streaming not in done
+            if streaming not in done:
+                log.info("client left during %s; upstream connection closed", target.path)
         finally:
             for task in (streaming, watcher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if client_left:
-            log.info("client left during %s; upstream connection closed", target.path)
-            response.close()
 
-    def _upstream_error(
-        self, exc: BaseException, target: Target, timeout: aiohttp.ClientTimeout
-    ) -> GatewayError:
+    def _upstream_error(self, exc: UpstreamError, target: Target, read_timeout: float | None) -> GatewayError:
         upstream = self.upstream_display
-        if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            return GatewayError(
-                "DEADLINE_EXCEEDED",
-                f"Hokusai Registry gateway timed out connecting to MLflow at {upstream} "
-                f"(after {timeout.sock_connect:g} s). {CHECK_HINT}",
+        if isinstance(exc, ReadTimeout):
+            setting = (
+                "HOKUSAI_ARTIFACT_READ_TIMEOUT"
+                if target.family is Family.TRANSFER
+                else "HOKUSAI_UPSTREAM_READ_TIMEOUT"
             )
-        if isinstance(exc, asyncio.TimeoutError):
             return GatewayError(
                 "DEADLINE_EXCEEDED",
                 f"Hokusai Registry gateway: MLflow at {upstream} did not answer {target.path} within "
-                f"{timeout.sock_read:g} s (waiting for the response). MLflow may be overloaded; "
-                "the timeout is HOKUSAI_UPSTREAM_READ_TIMEOUT.",
+                f"{read_timeout:g} s (waiting for the response). MLflow may be overloaded; the timeout "
+                f"is {setting}.",
             )
-        if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, ConnectTimeout):
+            return GatewayError(
+                "DEADLINE_EXCEEDED",
+                f"Hokusai Registry gateway timed out connecting to MLflow at {upstream} ({exc}). "
+                f"{CHECK_HINT}",
+            )
+        if isinstance(exc, ConnectFailed):
             return GatewayError(
                 "TEMPORARILY_UNAVAILABLE",
-                f"Hokusai Registry gateway could not connect to MLflow at {upstream} "
-                f"({exc.os_error.strerror or type(exc.os_error).__name__}). {CHECK_HINT}",
+                f"Hokusai Registry gateway could not connect to MLflow at {upstream} ({exc}). {CHECK_HINT}",
                 status=502,
             )
         return GatewayError(
             "TEMPORARILY_UNAVAILABLE",
-            f"Hokusai Registry gateway lost the connection to MLflow at {upstream} "
-            f"({type(exc).__name__}). {CHECK_HINT}",
+            f"Hokusai Registry gateway lost the connection to MLflow at {upstream} while {exc.stage} "
+            f"({exc}). {CHECK_HINT}",
             status=502,
         )

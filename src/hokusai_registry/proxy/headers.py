@@ -39,7 +39,7 @@ GATEWAY_OWNED = frozenset(
 )
 GATEWAY_PREFIX = b"x-hokusai-"
 LOOP_MARK = b"x-hokusai-gateway"
-KEY_ID_HEADER = "X-Hokusai-Key-Id"
+KEY_ID_HEADER = b"x-hokusai-key-id"
 _DROP_UPSTREAM = HOP_BY_HOP | CREDENTIALS | GATEWAY_OWNED
 
 
@@ -60,25 +60,25 @@ def header_value(headers: Headers, name: bytes) -> bytes | None:
 
 def upstream_request_headers(
     headers: Headers, *, client_ip: str, scheme: str, key_id: str, mark: str
-) -> list[tuple[str, str]]:
+) -> Headers:
     """Client headers as sent to MLflow: credentials, hop-by-hop and gateway-owned headers removed,
-    `X-Forwarded-*` and identity overwritten. `Host` is left to the HTTP client (the upstream's own
-    authority), which is what MLflow's allowed-hosts check expects."""
+    `X-Forwarded-*` and identity overwritten. `Host` becomes the upstream's own authority (set by the
+    forwarder), which is what MLflow's allowed-hosts check expects."""
     listed = _connection_tokens(headers)
-    forwarded_host = ""
-    out: list[tuple[str, str]] = []
+    forwarded_host = b""
+    out: Headers = []
     for name, value in headers:
         if name == b"host":
-            forwarded_host = value.decode("latin-1")
+            forwarded_host = value
         if name in _DROP_UPSTREAM or name in listed or name.startswith(GATEWAY_PREFIX):
             continue
-        out.append((name.decode("latin-1"), value.decode("latin-1")))
-    out.append(("X-Forwarded-For", client_ip))
-    out.append(("X-Forwarded-Proto", scheme))
+        out.append((name, value))
+    out.append((b"x-forwarded-for", client_ip.encode("latin-1")))
+    out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
     if forwarded_host:
-        out.append(("X-Forwarded-Host", forwarded_host))
-    out.append((LOOP_MARK.decode(), mark))
-    out.append((KEY_ID_HEADER, key_id))
+        out.append((b"x-forwarded-host", forwarded_host))
+    out.append((LOOP_MARK, mark.encode("latin-1")))
+    out.append((KEY_ID_HEADER, key_id.encode("latin-1")))
     return out
 
 

@@ -1,0 +1,432 @@
+"""HTTP/1.1 to the one upstream: a keep-alive connection pool on asyncio protocols and httptools.
+
+Why not aiohttp's client: with the same gateway on top, aiohttp's per-request machinery (request and
+response objects, auto headers, timers, tracing) cost about three quarters of the gateway's CPU; this
+transport does only what a reverse proxy to one origin needs (see docs/benchmarks.md). The parser is
+llhttp (via httptools, the one uvicorn uses); framing, flow control and timeouts are here.
+
+Flow control both ways: request bodies wait for the socket to drain, and reading from MLflow pauses
+while more than `HIGH_WATER` bytes of response body wait for the client, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import time
+from collections.abc import AsyncIterator
+from typing import cast
+
+import httptools
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """Any failure talking to the upstream; `stage` says when it happened (for messages)."""
+
+    stage = "exchanging data"
+
+
+class ConnectFailed(UpstreamError):
+    stage = "connecting"
+
+
+class ConnectTimeout(UpstreamError):
+    stage = "connecting"
+
+
+class ReadTimeout(UpstreamError):
+    stage = "waiting for the response"
+
+
+class ConnectionLost(UpstreamError):
+    pass
+
+
+class ProtocolViolation(UpstreamError):
+    stage = "reading the response"
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one exchange at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_timeout: float | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.must_close = False
+        self.keep_alive = False
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_complete = False
+        self.message_complete = False
+        self.received_any = False
+        self.error: UpstreamError | None = None
+        self._framed = False
+        self._body: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._read_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        if self._timer is not None:
+            self._arm_timer()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ProtocolViolation(f"invalid HTTP from upstream ({exc})"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.head_complete and not self._framed and not self.message_complete and self.error is None:
+            # A body delimited by the end of the connection is complete now.
+            self.message_complete = True
+            self._wake()
+        elif not self.message_complete:
+            reason = f"{type(exc).__name__}: {exc}" if exc else "closed by the upstream"
+            self._fail(ConnectionLost(f"connection lost ({reason})"))
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # interim response: the real one follows
+            self.headers = []
+            return
+        self.status = status
+        self.head_complete = True
+        # llhttp answers this only while the message is being parsed, not after it completed.
+        self.keep_alive = self.parser.should_keep_alive()
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+                self._framed = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.status:
+            self.message_complete = True
+            self._cancel_timer()
+            self._wake()
+
+    # helpers
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._read_timeout:
+            self._timer = self.loop.call_later(self._read_timeout, self._on_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self._fail(ReadTimeout(f"no data from the upstream for {self._read_timeout:g} s"))
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # the exchange, as the pool drives it
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.closed:
+            raise self.error or ConnectionLost("connection lost (closed by the upstream)")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self._write_paused and not self.closed:
+            self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+        if self.closed and not self.head_complete:
+            raise self.error or ConnectionLost("connection lost while sending the request body")
+
+    def start_reading(self, read_timeout: float | None) -> None:
+        """The request is out: from now on, silence longer than `read_timeout` is a timeout."""
+        self._read_timeout = read_timeout
+        if read_timeout and not self.message_complete:
+            self._arm_timer()
+
+    async def wait_head(self) -> None:
+        while not self.head_complete:
+            if self.error is not None:
+                raise self.error
+            self._waiter = self.loop.create_future()
+            await self._waiter
+
+    async def next_chunk(self) -> bytes:
+        """The next piece of response body; b"" at the end."""
+        while True:
+            if self._body:
+                chunk = self._body.popleft()
+                self._buffered -= len(chunk)
+                if self._read_paused and self._buffered < LOW_WATER and self.transport is not None:
+                    self._read_paused = False
+                    self.transport.resume_reading()
+                return chunk
+            if self.message_complete:
+                return b""
+            if self.error is not None:
+                raise self.error
+            self._waiter = self.loop.create_future()
+            await self._waiter
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            self.message_complete
+            and not self.must_close
+            and not self.closed
+            and self.error is None
+            and self.keep_alive
+        )
+
+
+class UpstreamResponse:
+    """Status and headers as MLflow sent them; the body is read with `chunks()`. Always `release()`."""
+
+    def __init__(self, pool: UpstreamPool, connection: _Connection, head_only: bool) -> None:
+        self._pool = pool
+        self._connection: _Connection | None = connection
+        self.status = connection.status
+        self.headers = connection.headers
+        self._head_only = head_only
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        if connection is None or self._head_only:
+            return
+        while chunk := await connection.next_chunk():
+            yield chunk
+
+    def release(self) -> None:
+        """Back to the pool if the exchange completed cleanly; otherwise the connection is closed."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._pool.give_back(connection, reuse=not self._head_only and connection.reusable)
+
+
+class UpstreamPool:
+    """Keep-alive connections to one origin. Idle connections are dropped before the upstream's own
+    keep-alive timeout (uvicorn, which MLflow runs on, closes them after 5 s)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: bool,
+        limit: int,
+        connect_timeout: float,
+        pool_timeout: float,
+        idle_timeout: float = 4.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.authority = (f"[{host}]" if ":" in host else host) + f":{port}"
+        self._ssl = ssl.create_default_context() if tls else None
+        self.limit = limit
+        # A counter and a queue of waiters: asyncio.Semaphore.locked() scans its waiters on every call.
+        self._in_use = 0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._connect_timeout = connect_timeout
+        self._pool_timeout = pool_timeout
+        self._idle_timeout = idle_timeout
+        self._idle: list[_Connection] = []
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(loop),
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl else None,
+                ),
+                self._connect_timeout,
+            )
+        except TimeoutError:
+            raise ConnectTimeout(f"no connection within {self._connect_timeout:g} s") from None
+        except OSError as exc:
+            raise ConnectFailed(exc.strerror or type(exc).__name__) from None
+        return connection
+
+    def _take_idle(self) -> _Connection | None:
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and now - connection.idle_since < self._idle_timeout:
+                return connection
+            connection.close()
+        return None
+
+    async def _acquire_slot(self) -> None:
+        if self._in_use < self.limit and not self._waiting:
+            self._in_use += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            # The slot is handed over by _release_slot: _in_use already counts it.
+            await asyncio.wait_for(waiter, self._pool_timeout)
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # handed over just as this request gave up
+            elif waiter in self._waiting:
+                self._waiting.remove(waiter)
+            if isinstance(exc, TimeoutError):
+                raise ConnectTimeout(f"all {self.limit} pooled connections stayed busy") from None
+            raise
+
+    def _release_slot(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # hand the slot straight to the next waiter
+                return
+        self._in_use -= 1
+
+    def give_back(self, connection: _Connection, *, reuse: bool) -> None:
+        self._release_slot()
+        if reuse:
+            connection.reset()
+            connection.idle_since = time.monotonic()
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    async def request(
+        self,
+        head: bytes,
+        body: AsyncIterator[bytes] | None,
+        *,
+        chunked: bool,
+        read_timeout: float | None,
+        head_only: bool,
+        idempotent: bool,
+    ) -> UpstreamResponse:
+        """Send one request (`head`: request line and all headers) and wait for the response head.
+        A kept-alive connection that the upstream closed in the meantime is retried once, on a fresh
+        connection, for idempotent requests without a body and before any response byte."""
+        await self._acquire_slot()
+        connection: _Connection | None = None
+        try:
+            connection = self._take_idle()
+            reused = connection is not None
+            if connection is None:
+                connection = await self._connect()
+            try:
+                await self._exchange(connection, head, body, chunked, read_timeout)
+            except ConnectionLost:
+                if not (reused and idempotent and body is None and not connection.received_any):
+                    raise
+                connection.close()
+                connection = await self._connect()
+                await self._exchange(connection, head, body, chunked, read_timeout)
+        except BaseException:
+            self._release_slot()
+            if connection is not None:
+                connection.close()
+            raise
+        assert connection is not None
+        return UpstreamResponse(self, connection, head_only)
+
+    async def _exchange(
+        self,
+        connection: _Connection,
+        head: bytes,
+        body: AsyncIterator[bytes] | None,
+        chunked: bool,
+        read_timeout: float | None,
+    ) -> None:
+        connection.write(head)
+        if body is not None:
+            async for chunk in body:
+                if connection.head_complete:
+                    connection.must_close = True  # answered early (e.g. an error); the rest is not sent
+                    break
+                if chunk:
+                    connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    await connection.drain()
+            else:
+                if chunked:
+                    connection.write(b"0\r\n\r\n")
+        connection.start_reading(read_timeout)
+        await connection.wait_head()
+
+    async def fetch(self, path: str, read_timeout: float) -> tuple[int, bytes]:
+        """GET a small resource from the upstream (health checks); the whole body in memory."""
+        head = f"GET {path} HTTP/1.1\r\nhost: {self.authority}\r\n\r\n".encode()
+        response = await self.request(
+            head, None, chunked=False, read_timeout=read_timeout, head_only=False, idempotent=True
+        )
+        try:
+            body = b"".join([chunk async for chunk in response.chunks()])
+        finally:
+            response.release()
+        return response.status, body
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
