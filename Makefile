@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint docs clean
+.PHONY: run test lint docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Minutes, not part of `make test`; installs wrk and nginx from Debian's packages when missing (root).
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 docs: $(VENV)/.installed-run
 	$(BIN)/hokusai-registry config-reference > docs/configuration.md

@@ -49,11 +49,9 @@ def load_settings(**flags: Any) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
-def _run(main: Callable[[Settings], Any], settings: Settings) -> None:
-    from hokusai_registry.runner import run
-
+def _run(main: Callable[[Settings], None], settings: Settings) -> None:
     try:
-        run(main(settings))
+        main(settings)
     except ConfigError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
@@ -72,20 +70,27 @@ def main() -> None:
 @setting_options("data_dir", "host", "port", "public_url", "key_environment")
 def serve(**flags: Any) -> None:
     """Run MLflow (SQLite, local artifacts) and the gateway in front of it: the embedded default."""
-    from hokusai_registry.runner import serve_embedded
+    from hokusai_registry.runner import run, serve_embedded
 
-    _run(serve_embedded, load_settings(**flags))
+    _run(lambda settings: run(serve_embedded(settings)), load_settings(**flags))
 
 
 @main.command()
 @setting_options(
-    "mlflow_server_url", "data_dir", "host", "port", "public_url", "key_store_url", "upstream_api_prefix"
+    "mlflow_server_url",
+    "data_dir",
+    "host",
+    "port",
+    "workers",
+    "public_url",
+    "key_store_url",
+    "upstream_api_prefix",
 )
 def gateway(**flags: Any) -> None:
     """Run only the gateway, in front of an MLflow server that runs elsewhere."""
-    from hokusai_registry.runner import serve_gateway
+    from hokusai_registry.runner import run_gateway
 
-    _run(serve_gateway, load_settings(**flags))
+    _run(run_gateway, load_settings(**flags))
 
 
 @main.command("mlflow")

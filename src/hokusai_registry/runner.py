@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import signal
 import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import click
@@ -22,7 +25,7 @@ from hokusai_registry.server import (
     configure_logging,
     open_key_store,
 )
-from hokusai_registry.settings import Settings
+from hokusai_registry.settings import Settings, redact_url
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
@@ -141,25 +144,67 @@ async def serve_embedded(settings: Settings) -> None:
         _out("Stopped.")
 
 
-async def serve_gateway(settings: Settings) -> None:
-    """The gateway alone, in front of an MLflow that runs elsewhere."""
+def run_gateway(settings: Settings) -> None:
+    """The gateway alone, in front of an MLflow that runs elsewhere, in one or more processes."""
     configure_logging()
     settings.require_upstream()
     store = open_key_store(settings)
     listener = bind_socket(settings.host, settings.port)
     settings = settings.model_copy(update={"port": listener.getsockname()[1]})
     upstream = settings.require_upstream()  # again, now that port 0 is a real port
-    gateway = build_gateway(settings, store, upstream)
+    workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
     _out(
-        f"Hokusai Registry {__version__} gateway on {settings.gateway_url}, "
-        f"forwarding to MLflow at {gateway.forwarder.upstream_display}"
+        f"Hokusai Registry {__version__} gateway on {settings.gateway_url}{workers}, "
+        f"forwarding to MLflow at {redact_url(upstream)}"
     )
     if store.count() == 0:
         _out(
             "No API keys yet: hokusai-registry keys create --name NAME --admin "
             f"--data-dir {settings.data_dir}"
         )
+    store.close()  # each worker opens its own connections
+    if settings.workers == 1:
+        run(_serve_gateway(settings, listener, upstream))
+    else:
+        _run_workers(settings.workers, lambda: run(_serve_gateway(settings, listener, upstream)))
+
+
+async def _serve_gateway(settings: Settings, listener: socket.socket, upstream: str) -> None:
+    store = KeyStore(settings.resolved_key_store_url)
     try:
-        await GatewayServer(gateway, settings).serve(sockets=[listener])
+        await GatewayServer(build_gateway(settings, store, upstream), settings).serve(sockets=[listener])
     finally:
         store.close()
+
+
+def _run_workers(count: int, serve: Callable[[], None]) -> None:
+    """Fork `count` workers sharing the listening socket; the kernel spreads connections over them.
+    Workers get their own process group, so Ctrl-C reaches only this parent, which passes SIGTERM on
+    (a worker that got both would stop without draining)."""
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # worker
+            os.setpgid(0, 0)
+            code = 0
+            try:
+                serve()
+            except BaseException:
+                logging.getLogger(__name__).exception("worker failed")
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def stop(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    if worst:
+        sys.exit(worst)

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     )
     host: str = _setting("127.0.0.1", "HOKUSAI_HOST", "--host", "Address the gateway listens on.")
     port: int = _setting(8000, "HOKUSAI_PORT", "--port", "Port the gateway listens on (0 picks a free port).")
+    workers: int = _setting(
+        1,
+        "HOKUSAI_WORKERS",
+        "--workers",
+        "Gateway worker processes sharing the port (`gateway` only; each keeps its own key cache).",
+    )
     public_url: str | None = _setting(
         None,
         "HOKUSAI_PUBLIC_URL",
@@ -143,6 +149,13 @@ class Settings(BaseSettings):
     mlflow_startup_timeout: float = _setting(
         300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."
     )
+
+    @field_validator("workers")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
 
     @field_validator("mlflow_server_url", "public_url")
     @classmethod

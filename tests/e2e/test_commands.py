@@ -7,12 +7,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
 from hokusai_registry.mlflow_server import mlflow_command
 from hokusai_registry.settings import Settings
-from tests.helpers import HOKUSAI, Running, free_port, processes_using
+from tests.helpers import HOKUSAI, RecordingUpstream, Running, free_port, key_store, processes_using
 
 
 def test_mlflow_command_flags(tmp_path: Path) -> None:
@@ -89,3 +90,46 @@ def test_mlflow_command_serves_artifacts(tmp_path: Path) -> None:
     finally:
         assert running.terminate() == 0
     assert processes_using(tmp_path) == []
+
+
+def test_gateway_with_two_workers_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    upstream = RecordingUpstream()
+    store = key_store(tmp_path)
+    _, key = store.create("w", environment="live", scopes=("read", "write"))
+    store.close()
+    port = free_port()
+    running = Running(
+        [
+            HOKUSAI,
+            "gateway",
+            "--mlflow-url",
+            upstream.url,
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        {},
+    )
+    try:
+        running.wait_for("2 worker processes")
+        url = f"http://127.0.0.1:{port}/mlflow/api/2.0/mlflow/experiments/search"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                statuses = {
+                    requests.get(url, headers={"X-API-Key": key}, timeout=5).status_code for _ in range(20)
+                }
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert statuses == {200}
+        workers = psutil.Process(running.process.pid).children()
+        assert len(workers) == 2
+    finally:
+        assert running.terminate() == 0
+        upstream.stop()
+    assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers)

@@ -22,6 +22,7 @@ import httptools
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+WRITE_HIGH_WATER = 1024 * 1024
 
 
 class UpstreamError(Exception):
@@ -85,6 +86,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
+        # Room for a few request-body chunks in flight, so reading from the client and writing to
+        # MLflow overlap instead of taking turns (uploads); still a fixed bound per connection.
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True

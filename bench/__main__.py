@@ -1,0 +1,313 @@
+"""`make bench`: the gateway against its references (direct upstream, nginx), measured in one run.
+
+Every figure is the median of several runs taken in the same run as its reference, so the ratios
+hold on whatever machine runs this. Writes docs/benchmarks.md and docs/benchmarks.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from bench import report
+from bench.load import Rate, RssSampler, download, median_rate, upload, wrk
+from bench.stack import free_port, gateway, make_key, nginx_config, running, wait_http
+from hokusai_registry.auth.authenticator import Authenticator
+from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyStore
+from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, wait_until_healthy
+from hokusai_registry.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Plan:
+    seconds: float
+    runs: int
+    artifact_mb: int
+    output: Path
+    mlflow_url: str | None
+
+
+@dataclass
+class Results:
+    machine: dict[str, str] = field(default_factory=dict)
+    small: dict[str, dict[int, Rate]] = field(default_factory=dict)
+    workers: dict[int, Rate] = field(default_factory=dict)
+    mlflow: dict[str, dict[str, Rate]] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, float]] = field(default_factory=dict)
+    gateway_peak_rss_mb: float = 0.0
+    auth_us: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def ensure_tools() -> list[str]:
+    """wrk and nginx from Debian's packages when missing (root only); returns what is still missing."""
+    missing = [
+        tool for tool in ("wrk", "nginx") if not shutil.which(tool) and not Path("/usr/sbin/nginx").exists()
+    ]
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        say(f"Installing {' and '.join(missing)} from Debian's packages (apt-get) ...")
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        packages = ["wrk" if tool == "wrk" else "nginx-light" for tool in missing]
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=False, capture_output=True)
+    return [
+        tool for tool in ("wrk", "nginx") if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())
+    ]
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import mlflow  # only to report its version
+
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "mlflow": mlflow.__version__,
+        "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().split("/")[-1]
+        if shutil.which("nginx") or Path("/usr/sbin/nginx").exists()
+        else "-",
+    }
+
+
+def rounds(
+    plan: Plan, targets: dict[str, str], connections: int, headers: dict[str, str], script: Path | None = None
+) -> dict[str, Rate]:
+    """Median of `plan.runs` runs per target, taking the targets in turn so drift hits all alike."""
+    samples: dict[str, list[Rate]] = {name: [] for name in targets}
+    for _ in range(plan.runs):
+        for name, url in targets.items():
+            samples[name].append(wrk(url, connections, plan.seconds, headers, script))
+    return {name: median_rate(rates) for name, rates in samples.items()}
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def small_requests(plan: Plan, results: Results, workdir: Path) -> None:
+    with running(workdir) as processes:
+        stub_port, proxy_port = free_port(), free_port()
+        config = nginx_config(
+            workdir, "nginx-stub", proxy_port=proxy_port, upstream_port=stub_port, stub_port=stub_port
+        )
+        processes.start("nginx-stub", [nginx_binary(), "-c", str(config)])
+        stub = f"http://127.0.0.1:{stub_port}"
+        wait_http(stub + "/")
+        data_dir = workdir / "gateway-small"
+        key = make_key(data_dir)
+        one, _ = gateway(processes, "gateway-1", stub, data_dir, workers=1)
+        two, _ = gateway(processes, "gateway-2", stub, data_dir, workers=2)
+        path = "/api/2.0/mlflow/experiments/get?experiment_id=1"
+        targets = {
+            "direct": stub + path,
+            "nginx": f"http://127.0.0.1:{proxy_port}" + path,
+            "gateway": one + path,
+        }
+        auth = {"Authorization": f"Bearer {key}"}
+        for connections in (1, 32):
+            say(f"  small requests, {connections} connection(s) ...")
+            for name, rate in rounds(plan, targets, connections, auth).items():
+                results.small.setdefault(name, {})[connections] = rate
+        say("  gateway workers ...")
+        workers = rounds(plan, {"1": one + path, "2": two + path}, 32, auth)
+        results.workers = {int(name): rate for name, rate in workers.items()}
+
+
+def start_mlflow(workdir: Path) -> tuple[str, MlflowProcess]:
+    settings = Settings.load(data_dir=workdir / "mlflow")
+    port = free_port()
+    process = MlflowProcess(mlflow_command(settings, port), workdir / "mlflow.log", "127.0.0.1", port)
+    process.start()
+    say("  starting MLflow (15-30 s) ...")
+    asyncio.run(wait_until_healthy(process, 300))
+    return process.url, process
+
+
+def real_mlflow(plan: Plan, results: Results, workdir: Path) -> None:
+    own: MlflowProcess | None = None
+    with running(workdir) as processes:
+        try:
+            if plan.mlflow_url:
+                mlflow_url = plan.mlflow_url
+            else:
+                mlflow_url, own = start_mlflow(workdir)
+            data_dir = workdir / "gateway-mlflow"
+            key = make_key(data_dir)
+            gateway_url, gateway_process = gateway(processes, "gateway-mlflow", mlflow_url, data_dir)
+            nginx_port = free_port()
+            config = nginx_config(
+                workdir,
+                "nginx-mlflow",
+                proxy_port=nginx_port,
+                upstream_port=int(mlflow_url.rsplit(":", 1)[1]),
+            )
+            processes.start("nginx-mlflow", [nginx_binary(), "-c", str(config)])
+            nginx_url = f"http://127.0.0.1:{nginx_port}"
+            wait_http(nginx_url + "/health")
+            references = {"direct": mlflow_url, "nginx": nginx_url, "gateway": gateway_url + "/mlflow"}
+            auth = {"Authorization": f"Bearer {key}"}
+            api = "/api/2.0/mlflow"
+            created = requests.post(
+                f"{mlflow_url}{api}/experiments/create", json={"name": f"bench-{time.time_ns()}"}, timeout=30
+            )
+            experiment = created.json()["experiment_id"]
+            run = requests.post(
+                f"{mlflow_url}{api}/runs/create", json={"experiment_id": experiment}, timeout=30
+            ).json()["run"]["info"]["run_id"]
+            say("  MLflow experiments/get ...")
+            get_path = f"{api}/experiments/get?experiment_id={experiment}"
+            results.mlflow["experiments/get"] = rounds(
+                plan, {name: base + get_path for name, base in references.items()}, 8, auth
+            )
+            say("  MLflow runs/log-batch ...")
+            script = workdir / "log-batch.lua"
+            batch = {
+                "run_id": run,
+                "metrics": [{"key": f"m{i}", "value": i * 0.5, "timestamp": 1, "step": 0} for i in range(10)],
+            }
+            script.write_text(
+                'wrk.method = "POST"\n'
+                f"wrk.body = {json.dumps(json.dumps(batch))}\n"
+                'wrk.headers["Content-Type"] = "application/json"\n'
+            )
+            batch_path = f"{api}/runs/log-batch"
+            results.mlflow["runs/log-batch"] = rounds(
+                plan, {name: base + batch_path for name, base in references.items()}, 8, auth, script
+            )
+            artifacts(plan, results, workdir, references, gateway_process.pid, experiment, run, auth)
+        finally:
+            if own:
+                own.stop()
+
+
+def artifacts(
+    plan: Plan,
+    results: Results,
+    workdir: Path,
+    references: dict[str, str],
+    gateway_pid: int,
+    experiment: str,
+    run: str,
+    auth: dict[str, str],
+) -> None:
+    size = plan.artifact_mb * 2**20
+    blob = workdir / "blob.bin"
+    say(f"  writing a {plan.artifact_mb} MiB test file ...")
+    with blob.open("wb") as handle:
+        for _ in range(plan.artifact_mb):
+            handle.write(os.urandom(2**20))
+    base = f"/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts"
+    speeds: dict[str, dict[str, list[float]]] = {name: {"PUT": [], "GET": []} for name in references}
+    peak = 0.0
+    for attempt in range(plan.runs):
+        for name, prefix in references.items():
+            headers = auth if name == "gateway" else {}
+            say(f"  artifacts {plan.artifact_mb} MiB through {name}, run {attempt + 1} ...")
+            url = f"{prefix}{base}/blob-{name}-{attempt}.bin"
+            with RssSampler(gateway_pid) as sampler:
+                speeds[name]["PUT"].append(upload(url, blob, headers))
+                speeds[name]["GET"].append(download(url, headers, size))
+            if name == "gateway":
+                peak = max(peak, sampler.peak_mb)
+    results.artifacts = {
+        name: {method: statistics.median(values) for method, values in by_method.items()}
+        for name, by_method in speeds.items()
+    }
+    results.gateway_peak_rss_mb = peak
+    blob.unlink()
+
+
+def auth_costs(results: Results, workdir: Path, iterations: int) -> None:
+    """One cached and one uncached key check, in-process (µs per check)."""
+    store = KeyStore(f"sqlite:///{workdir / 'auth-keys.db'}")
+    store.migrate()
+    _, key = store.create("bench", environment="test", scopes=DEFAULT_SCOPES)
+
+    async def measure(ttl: float, count: int) -> float:
+        authenticator = Authenticator(store, cache_ttl=ttl, poll_interval=3600)
+        await authenticator.start()
+        await authenticator.authenticate(key)
+        started = time.perf_counter()
+        for _ in range(count):
+            await authenticator.authenticate(key)
+        elapsed = time.perf_counter() - started
+        await authenticator.stop()
+        return elapsed / count * 1e6
+
+    # A TTL of zero makes every check a miss: a key-store lookup in a worker thread.
+    results.auth_us = {
+        "cached": asyncio.run(measure(3600, iterations)),
+        "uncached": asyncio.run(measure(0, max(200, iterations // 100))),
+    }
+    store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="seconds instead of minutes: proves the harness")
+    parser.add_argument("--runs", type=int, default=None, help="runs per figure (median); default 5, quick 1")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per wrk run; default 5, quick 1")
+    parser.add_argument("--artifact-mb", type=int, default=None, help="artifact size; default 1024, quick 16")
+    parser.add_argument("--mlflow-url", default=None, help="use this running MLflow instead of starting one")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    plan = Plan(
+        seconds=args.seconds or (1 if args.quick else 5),
+        runs=args.runs or (1 if args.quick else 5),
+        artifact_mb=args.artifact_mb or (16 if args.quick else 1024),
+        output=args.output,
+        mlflow_url=args.mlflow_url,
+    )
+    started = time.monotonic()
+    results = Results()
+    missing = ensure_tools()
+    results.machine = machine()
+    say(f"Benchmark on {results.machine['cores']} cores ({results.machine['cpu']}); report: {plan.output}")
+    with tempfile.TemporaryDirectory(prefix="hokusai-bench-") as tmp:
+        workdir = Path(tmp)
+        say("Auth check cost ...")
+        auth_costs(results, workdir, 2000 if args.quick else 200_000)
+        if missing:
+            results.skipped.append(f"request-rate scenarios: {', '.join(missing)} not available")
+            say(f"Skipping request-rate scenarios: {', '.join(missing)} not available")
+        else:
+            say("Small requests against a fast stub ...")
+            small_requests(plan, results, workdir)
+            say("Real MLflow and artifacts ...")
+            real_mlflow(plan, results, workdir)
+    plan.output.parent.mkdir(parents=True, exist_ok=True)
+    chart = plan.output.with_suffix(".png")
+    report.chart(results, chart)
+    plan.output.write_text(report.markdown(results, plan, chart.name, time.monotonic() - started))
+    say(report.summary(results))
+    say(f"Wrote {plan.output} and {chart} in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

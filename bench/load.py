@@ -1,0 +1,118 @@
+"""Load generators and samplers: wrk for request rates and latency, streaming transfers for
+artifacts, /proc for a process tree's resident memory."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import requests
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+@dataclass(frozen=True)
+class Rate:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(
+    url: str, connections: int, seconds: float, headers: dict[str, str], script: Path | None = None
+) -> Rate:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    if script:
+        args += ["-s", str(script)]
+    out = subprocess.run(
+        [*args, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if found := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(found.group(1))
+    if found := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(n) for n in found.groups())
+    return Rate(rps, p50, p99, errors)
+
+
+def median_rate(samples: list[Rate]) -> Rate:
+    return Rate(
+        statistics.median(s.rps for s in samples),
+        statistics.median(s.p50_ms for s in samples),
+        statistics.median(s.p99_ms for s in samples),
+        sum(s.errors for s in samples),
+    )
+
+
+class RssSampler:
+    """Peak resident memory of a process and its children, sampled while a transfer runs."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float:
+        total = self.process.memory_info().rss
+        for child in self.process.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += child.memory_info().rss
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._sample())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def upload(url: str, path: Path, headers: dict[str, str]) -> float:
+    """PUT a file, streamed from disk; returns MB/s."""
+    size = path.stat().st_size
+    started = time.perf_counter()
+    with path.open("rb") as body:
+        response = requests.put(url, data=body, headers={**headers, "Content-Length": str(size)}, timeout=600)
+    response.raise_for_status()
+    return size / 1e6 / (time.perf_counter() - started)
+
+
+def download(url: str, headers: dict[str, str], expected: int) -> float:
+    """GET a file, streamed and discarded; returns MB/s."""
+    started = time.perf_counter()
+    received = 0
+    with requests.get(url, headers=headers, stream=True, timeout=600) as response:
+        response.raise_for_status()
+        for chunk in response.iter_content(1 << 20):
+            received += len(chunk)
+    if received != expected:
+        raise RuntimeError(f"downloaded {received} bytes, expected {expected}")
+    return expected / 1e6 / (time.perf_counter() - started)
