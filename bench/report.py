@@ -140,9 +140,9 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
         out += [
             f"## Artifacts ({plan.artifact_mb} MiB)",
             "",
-            "One streamed PUT and one streamed GET per run, direct to MLflow, through nginx (no buffering) "
-            "and through the gateway (`requests`, 1 MiB chunks). Gateway RSS is sampled from /proc every "
-            "20 ms during its transfers.",
+            f"Median of {plan.artifact_runs} run(s); in each, one streamed PUT and one streamed GET, "
+            "direct to MLflow, through nginx (no buffering) and through the gateway (`requests`, 1 MiB "
+            "chunks). Gateway RSS is sampled from /proc every 20 ms during its transfers.",
             "",
             "| Direction | Path | MB/s | ratio to direct |",
             "|---|---|---|---|",
