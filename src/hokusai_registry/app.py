@@ -7,32 +7,28 @@ the forwarder. Every refusal is MLflow JSON made in `errors.py`.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from hokusai_registry.asgi import Receive, Scope, Send
+from hokusai_registry.asgi import Message, Receive, Scope, Send
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.errors import GatewayError, send_error, send_json
+from hokusai_registry.observability import RequestRecord, log_access, request_id
 from hokusai_registry.proxy.forward import Forwarder
 from hokusai_registry.proxy.headers import LOOP_MARK, header_value, is_cross_origin_write
 from hokusai_registry.proxy.paths import Redirect, Target, resolve
 from hokusai_registry.proxy.routes import Family
 
-access_log = logging.getLogger("hokusai_registry.access")
-log = logging.getLogger(__name__)
-
 FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 # Lets a browser opening the UI log in with any user name and an API key as the password.
 BASIC_CHALLENGE = (b"www-authenticate", b'Basic realm="Hokusai Registry", charset="UTF-8"')
 
-Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def _health(scope: Scope, receive: Receive, send: Send) -> int:
+async def _health(scope: Scope, receive: Receive, send: Send) -> None:
     await send_json(send, 200, b'{"status": "ok"}')
-    return 200
 
 
 def _method_error(method: str) -> GatewayError:
@@ -83,42 +79,55 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        key_id = "-"
-        status = 500
+        record = RequestRecord(request_id(header_value(scope["headers"], b"x-request-id")))
+        id_header = (b"x-request-id", record.request_id)
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                message["headers"] = [*message["headers"], id_header]
+            else:
+                record.bytes_out += len(message.get("body", b""))
+            await send(message)
+
+        async def receive_counted() -> Message:
+            message = await receive()
+            record.bytes_in += len(message.get("body", b""))
+            return message
+
         try:
-            own = self.own_routes.get(scope["path"])
-            if own is not None:
-                if scope["method"] not in ("GET", "HEAD"):
-                    raise _method_error(scope["method"])
-                status = await own(scope, receive, send)
-                return
-            target = self._target(scope)
-            if isinstance(target, Redirect):
-                status = await _redirect(send, target.location, scope["query_string"])
-                return
-            try:
-                identity = await self.authenticator.authenticate(presented_key(scope["headers"]))
-            except GatewayError as error:
-                challenge = [BASIC_CHALLENGE] if target.family is Family.UI else []
-                await send_error(send, error, challenge)
-                status = error.http_status
-                return
-            key_id = identity.key_id
-            status = await self.forwarder.forward(scope, receive, send, target, key_id)
+            await self._dispatch(scope, receive_counted, send_counted, record)
         except GatewayError as error:
-            await send_error(send, error)
-            status = error.http_status
+            await send_error(send_counted, error)
         finally:
             client = scope.get("client")
-            access_log.info(
-                "%s %s %s %d %.1fms key=%s",
+            log_access(
+                record,
                 client[0] if client else "-",
                 scope["method"],
                 scope["path"],
-                status,
                 (time.perf_counter() - started) * 1000,
-                key_id,
             )
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
+        own = self.own_routes.get(scope["path"])
+        if own is not None:
+            if scope["method"] not in ("GET", "HEAD"):
+                raise _method_error(scope["method"])
+            await own(scope, receive, send)
+            return
+        target = self._target(scope)
+        if isinstance(target, Redirect):
+            await _redirect(send, target.location, scope["query_string"])
+            return
+        try:
+            identity = await self.authenticator.authenticate(presented_key(scope["headers"]))
+        except GatewayError as error:
+            challenge = [BASIC_CHALLENGE] if target.family is Family.UI else []
+            await send_error(send, error, challenge)
+            return
+        record.key_id = identity.key_id
+        await self.forwarder.forward(scope, receive, send, target, record)
 
     def _target(self, scope: Scope) -> Target | Redirect:
         """Everything decided before authentication; raises GatewayError for a refusal."""
@@ -153,7 +162,7 @@ class Gateway:
         return resolved
 
 
-async def _redirect(send: Send, location: str, query: bytes) -> int:
+async def _redirect(send: Send, location: str, query: bytes) -> None:
     target = location.encode() + (b"?" + query if query else b"")
     await send(
         {
@@ -163,4 +172,3 @@ async def _redirect(send: Send, location: str, query: bytes) -> int:
         }
     )
     await send({"type": "http.response.body", "body": b""})
-    return 308

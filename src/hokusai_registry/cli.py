@@ -25,18 +25,20 @@ def setting_options(*names: str) -> Callable[[F], F]:
             field = Settings.model_fields[name]
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
             annotation = field.annotation
+            help_text = f"{field.description} [env {extra['env']}]"
+            if annotation is bool:
+                function = click.option(str(extra["flag"]), name, is_flag=True, default=None, help=help_text)(
+                    function
+                )
+                continue
             kind: Any = str
             if get_origin(annotation) is Literal:
                 kind = click.Choice(get_args(annotation))
             elif annotation in (int, float):
                 kind = annotation
-            function = click.option(
-                str(extra["flag"]),
-                name,
-                type=kind,
-                default=None,
-                help=f"{field.description} [env {extra['env']}]",
-            )(function)
+            function = click.option(str(extra["flag"]), name, type=kind, default=None, help=help_text)(
+                function
+            )
         return function
 
     return decorate
@@ -67,7 +69,7 @@ def main() -> None:
 
 
 @main.command()
-@setting_options("data_dir", "host", "port", "public_url", "key_environment")
+@setting_options("data_dir", "host", "port", "public_url", "key_environment", "log_format", "debug")
 def serve(**flags: Any) -> None:
     """Run MLflow (SQLite, local artifacts) and the gateway in front of it: the embedded default."""
     from hokusai_registry.runner import run, serve_embedded
@@ -85,6 +87,8 @@ def serve(**flags: Any) -> None:
     "public_url",
     "key_store_url",
     "upstream_api_prefix",
+    "log_format",
+    "debug",
 )
 def gateway(**flags: Any) -> None:
     """Run only the gateway, in front of an MLflow server that runs elsewhere."""

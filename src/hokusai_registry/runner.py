@@ -18,11 +18,11 @@ import uvloop
 from hokusai_registry import __version__
 from hokusai_registry.auth.store import ADMIN_SCOPES, KeyStore
 from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, supervise, wait_until_healthy
+from hokusai_registry.observability import configure_logging
 from hokusai_registry.server import (
     GatewayServer,
     bind_socket,
     build_gateway,
-    configure_logging,
     open_key_store,
 )
 from hokusai_registry.settings import Settings, redact_url
@@ -92,7 +92,7 @@ def _key_advice(settings: Settings, store: KeyStore) -> list[str]:
 
 async def serve_embedded(settings: Settings) -> None:
     """Gateway plus a supervised MLflow on SQLite and local artifacts under the data directory."""
-    configure_logging()
+    configure_logging(settings.log_format, settings.debug)
     store = open_key_store(settings)
     listener = bind_socket(settings.host, settings.port)
     settings = settings.model_copy(update={"port": listener.getsockname()[1]})
@@ -146,7 +146,7 @@ async def serve_embedded(settings: Settings) -> None:
 
 def run_gateway(settings: Settings) -> None:
     """The gateway alone, in front of an MLflow that runs elsewhere, in one or more processes."""
-    configure_logging()
+    configure_logging(settings.log_format, settings.debug)
     settings.require_upstream()
     store = open_key_store(settings)
     listener = bind_socket(settings.host, settings.port)

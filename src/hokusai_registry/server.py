@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import logging
 import secrets
 import signal
 import socket
@@ -56,14 +55,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-    # Migration chatter on every start says nothing an operator needs.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 class GatewayServer(uvicorn.Server):

@@ -64,6 +64,19 @@ class Settings(BaseSettings):
         "`ajax-api` translates client `/api/<v>/...` paths to `/ajax-api/<v>/...` for an upstream MLflow "
         "that only serves UI-style paths. Chosen by configuration only, never by host name.",
     )
+    log_format: Literal["text", "json"] = _setting(
+        "text",
+        "LOG_FORMAT",
+        "--log-format",
+        "`json` writes one JSON object per log line (access lines included).",
+    )
+    debug: bool = _setting(
+        False,
+        "MLFLOW_PROXY_DEBUG",
+        "--debug",
+        "Debug logging: each request's path rewrite, forwarded headers (credentials redacted) and upstream "
+        "timing.",
+    )
     key_store_url: str | None = _setting(
         None,
         "HOKUSAI_KEY_STORE_URL",

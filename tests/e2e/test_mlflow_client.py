@@ -85,7 +85,7 @@ def test_bearer_token_registers_and_loads_a_model(
     # The artifact bytes went through this gateway, under this mount, and were accepted.
     uploads = re.findall(
         rf"PUT {re.escape(MOUNTS[style])}/api/2\.0/mlflow-artifacts/artifacts/\d+/{run_id}/"
-        r"artifacts/\S+ (\d+)",
+        r"artifacts/\S+ -> \S+ (\d+)",
         gateway.log(),
     )
     assert uploads and set(uploads) == {"200"}

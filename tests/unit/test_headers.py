@@ -18,7 +18,7 @@ BASE = "http://mlflow.internal:5000"
 
 def upstream(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     return upstream_request_headers(
-        headers, client_ip="10.1.2.3", scheme="https", key_id="KEYID0000000", mark="m1"
+        headers, client_ip="10.1.2.3", scheme="https", key_id="KEYID0000000", mark="m1", request_id=b"rid-1"
     )
 
 
@@ -46,6 +46,7 @@ def test_credentials_hop_by_hop_and_owned_headers_are_dropped() -> None:
             (b"content-type", b"application/json"),
             (b"content-length", b"12"),
             (b"x-mlflow-workspace", b"team-a"),
+            (b"x-request-id", b"from-the-client"),
         ]
     )
     assert sent == [
@@ -57,6 +58,7 @@ def test_credentials_hop_by_hop_and_owned_headers_are_dropped() -> None:
         (b"x-forwarded-host", b"registry.example"),
         (b"x-hokusai-gateway", b"m1"),
         (b"x-hokusai-key-id", b"KEYID0000000"),
+        (b"x-request-id", b"rid-1"),
     ]
 
 

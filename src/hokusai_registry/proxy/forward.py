@@ -11,11 +11,13 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlsplit
 
 from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.errors import GatewayError, send_error
+from hokusai_registry.observability import RequestRecord, redact_headers
 from hokusai_registry.proxy.headers import client_response_headers, header_value, upstream_request_headers
 from hokusai_registry.proxy.paths import Target, upstream_path
 from hokusai_registry.proxy.routes import Family
@@ -105,36 +107,52 @@ class Forwarder:
         path = (self._base_path + upstream_path(target.path, self._api_prefix)).encode("ascii")
         return path + b"?" + query if query else path
 
-    def _head(self, scope: Scope, target: Target, key_id: str) -> tuple[bytes, bool, bool]:
+    def _head(self, scope: Scope, target: Target, record: RequestRecord) -> tuple[bytes, bool, bool]:
         """The request line and headers for MLflow; whether a body follows; whether it is chunked."""
         client = scope.get("client")
         headers = upstream_request_headers(
             scope["headers"],
             client_ip=client[0] if client else "",
             scheme=scope["scheme"],
-            key_id=key_id,
+            key_id=record.key_id,
             mark=self._mark,
+            request_id=record.request_id,
         )
         length = header_value(headers, b"content-length")
         chunked = length is None and header_value(scope["headers"], b"transfer-encoding") is not None
         has_body = chunked or (length is not None and length.strip() != b"0")
-        parts = [
-            scope["method"].encode(),
-            b" ",
-            self.target_bytes(target, scope["query_string"]),
-            b" HTTP/1.1\r\n",
-        ]
+        upstream_target = self.target_bytes(target, scope["query_string"])
+        record.upstream = upstream_target.decode("ascii")
+        parts = [scope["method"].encode(), b" ", upstream_target, b" HTTP/1.1\r\n"]
         for name, value in self._fixed_headers + headers:
             parts += [name, b": ", value, b"\r\n"]
         if chunked:
             parts.append(b"transfer-encoding: chunked\r\n")
         parts.append(b"\r\n")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s rewrite: %s -> mount %r, MLflow path %s -> upstream %s%s",
+                record.request_id.decode(),
+                scope["raw_path"].decode("latin-1"),
+                target.mount,
+                target.path,
+                self.upstream_display,
+                record.upstream,
+            )
+            log.debug(
+                "%s forwarded headers: %s",
+                record.request_id.decode(),
+                redact_headers(self._fixed_headers + headers),
+            )
         return b"".join(parts), has_body, chunked
 
-    async def forward(self, scope: Scope, receive: Receive, send: Send, target: Target, key_id: str) -> int:
-        """Forward one request and stream the answer back; returns the status sent to the client."""
+    async def forward(
+        self, scope: Scope, receive: Receive, send: Send, target: Target, record: RequestRecord
+    ) -> None:
+        """Forward one request and stream the answer back."""
         method = scope["method"]
-        head, has_body, chunked = self._head(scope, target, key_id)
+        head, has_body, chunked = self._head(scope, target, record)
+        started = time.perf_counter()
         read_timeout = self._read_timeouts[target.family]
         try:
             response = await self.pool.request(
@@ -146,12 +164,16 @@ class Forwarder:
                 idempotent=method in IDEMPOTENT,
             )
         except ClientGone:
-            return 499
+            record.status = 499  # nginx's "client closed request": nothing was sent
+            return
         except UpstreamError as exc:
             error = self._upstream_error(exc, target, read_timeout)
-            log.warning("upstream %s %s failed: %s", method, target.path, error.message)
+            log.warning(
+                "%s upstream %s %s failed: %s", record.request_id.decode(), method, target.path, error.message
+            )
             await send_error(send, error)
-            return error.http_status
+            return
+        record.upstream_ms = (time.perf_counter() - started) * 1000
         try:
             await send(
                 {
@@ -168,7 +190,15 @@ class Forwarder:
                 await self._stream(response, send, target)
         finally:
             response.release()
-        return response.status
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s upstream answered %d: head after %.1f ms, done after %.1f ms; response headers: %s",
+                    record.request_id.decode(),
+                    response.status,
+                    record.upstream_ms,
+                    (time.perf_counter() - started) * 1000,
+                    redact_headers(response.headers),
+                )
 
     async def _stream(self, response: UpstreamResponse, send: Send, target: Target) -> None:
         try:

@@ -35,6 +35,7 @@ GATEWAY_OWNED = frozenset(
         b"x-real-ip",
         b"origin",
         b"expect",
+        b"x-request-id",  # replaced by the id the gateway validated or made
     }
 )
 GATEWAY_PREFIX = b"x-hokusai-"
@@ -59,7 +60,7 @@ def header_value(headers: Headers, name: bytes) -> bytes | None:
 
 
 def upstream_request_headers(
-    headers: Headers, *, client_ip: str, scheme: str, key_id: str, mark: str
+    headers: Headers, *, client_ip: str, scheme: str, key_id: str, mark: str, request_id: bytes
 ) -> Headers:
     """Client headers as sent to MLflow: credentials, hop-by-hop and gateway-owned headers removed,
     `X-Forwarded-*` and identity overwritten. `Host` becomes the upstream's own authority (set by the
@@ -79,6 +80,7 @@ def upstream_request_headers(
         out.append((b"x-forwarded-host", forwarded_host))
     out.append((LOOP_MARK, mark.encode("latin-1")))
     out.append((KEY_ID_HEADER, key_id.encode("latin-1")))
+    out.append((b"x-request-id", request_id))
     return out
 
 

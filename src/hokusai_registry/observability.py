@@ -1,0 +1,137 @@
+"""Logging (text or JSON lines, a debug mode that really changes the level), request ids, redaction.
+
+Every line passes through `redact` on its way out, so a key or credential that reaches a message by
+accident is still never written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import secrets
+import sys
+from typing import Any
+
+ACCESS_LOGGER = "hokusai_registry.access"
+REDACTED = "[redacted]"
+# Header names whose values are credentials; shown as [redacted] in debug output.
+SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"x-api-key", b"cookie", b"set-cookie"})
+_SECRETS = re.compile(
+    r"hk_(live|test)_[0-9A-Za-z_]+"  # Hokusai keys, whole or cut
+    r"|(?i:\b(bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"  # credentials after an auth scheme
+)
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(
+        lambda m: f"hk_{m.group(1)}_{REDACTED}" if m.group(1) else f"{m.group(2)} {REDACTED}", text
+    )
+
+
+def request_id(offered: bytes | None) -> bytes:
+    """The client's X-Request-ID if it is well-formed (1-128 of A-Z a-z 0-9 . _ : -), else a new one."""
+    if offered is not None and _REQUEST_ID.fullmatch(offered):
+        return offered
+    return secrets.token_hex(16).encode()
+
+
+def redact_headers(headers: list[tuple[bytes, bytes]]) -> str:
+    return ", ".join(
+        f"{name.decode('latin-1')}: {REDACTED if name.lower() in SECRET_HEADERS else value.decode('latin-1')}"
+        for name, value in headers
+    )
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; access lines carry their fields (`extra={"fields": {...}}`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(line, default=str))
+
+
+def configure_logging(log_format: str = "text", debug: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # The debug switch changes the effective level of the gateway's own loggers, not just a flag.
+    logging.getLogger("hokusai_registry").setLevel(logging.DEBUG if debug else logging.INFO)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # Migration chatter on every start says nothing an operator needs.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+class RequestRecord:
+    """What the access line reports about one request; filled in as the request goes through."""
+
+    __slots__ = ("bytes_in", "bytes_out", "key_id", "request_id", "status", "upstream", "upstream_ms")
+
+    def __init__(self, request_id: bytes) -> None:
+        self.request_id = request_id
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.key_id = "-"
+        self.upstream = "-"
+        self.upstream_ms: float | None = None
+
+
+_access = logging.getLogger(ACCESS_LOGGER)
+
+
+def log_access(record: RequestRecord, client: str, method: str, path: str, duration_ms: float) -> None:
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    request_id = record.request_id.decode("latin-1")
+    fields = {
+        "request_id": request_id,
+        "client": client,
+        "method": method,
+        "path": path,
+        "upstream": record.upstream,
+        "status": record.status,
+        "bytes_in": record.bytes_in,
+        "bytes_out": record.bytes_out,
+        "duration_ms": round(duration_ms, 2),
+        "upstream_ms": None if record.upstream_ms is None else round(record.upstream_ms, 2),
+        "key_id": record.key_id,
+    }
+    _access.info(
+        "%s %s %s %s -> %s %d in=%d out=%d %.1fms key=%s",
+        request_id,
+        client,
+        method,
+        path,
+        record.upstream,
+        record.status,
+        record.bytes_in,
+        record.bytes_out,
+        duration_ms,
+        record.key_id,
+        extra={"fields": fields},
+    )
