@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from hokusai_registry.asgi import Message, Receive, Scope, Send
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.credentials import presented_key
-from hokusai_registry.errors import GatewayError, send_error, send_json
+from hokusai_registry.errors import GatewayError, send_error
+from hokusai_registry.health import MLFLOW_HEALTH_PATHS, Health
 from hokusai_registry.observability import RequestRecord, log_access, request_id
 from hokusai_registry.proxy.forward import Forwarder
 from hokusai_registry.proxy.headers import LOOP_MARK, header_value, is_cross_origin_write
@@ -25,10 +26,6 @@ FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 BASIC_CHALLENGE = (b"www-authenticate", b'Basic realm="Hokusai Registry", charset="UTF-8"')
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-async def _health(scope: Scope, receive: Receive, send: Send) -> None:
-    await send_json(send, 200, b'{"status": "ok"}')
 
 
 def _method_error(method: str) -> GatewayError:
@@ -47,12 +44,20 @@ def _loop_error() -> GatewayError:
 
 
 class Gateway:
-    def __init__(self, *, authenticator: Authenticator, forwarder: Forwarder, public_url: str | None) -> None:
+    def __init__(
+        self, *, authenticator: Authenticator, forwarder: Forwarder, health: Health, public_url: str | None
+    ) -> None:
         self.authenticator = authenticator
         self.forwarder = forwarder
         self.public_url = public_url
-        # Exact path matches, answered by the gateway and never forwarded.
-        self.own_routes: dict[str, Handler] = {"/health": _health}
+        # Exact paths answered by the gateway and never forwarded: the handler, and whether it needs a key.
+        self.own_routes: dict[str, tuple[Handler, bool]] = {
+            "/health": (health.liveness, False),
+            "/ready": (health.readiness, False),
+        }
+        for path in MLFLOW_HEALTH_PATHS:
+            self.own_routes[path] = (health.mlflow_summary, False)
+            self.own_routes[path + "/detailed"] = (health.mlflow_detailed, True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -112,9 +117,14 @@ class Gateway:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         own = self.own_routes.get(scope["path"])
         if own is not None:
+            handler, needs_key = own
             if scope["method"] not in ("GET", "HEAD"):
                 raise _method_error(scope["method"])
-            await own(scope, receive, send)
+            if needs_key:
+                record.key_id = (
+                    await self.authenticator.authenticate(presented_key(scope["headers"]))
+                ).key_id
+            await handler(scope, receive, send)
             return
         target = self._target(scope)
         if isinstance(target, Redirect):

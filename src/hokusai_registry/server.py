@@ -15,6 +15,7 @@ import uvicorn
 from hokusai_registry.app import Gateway
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.store import KeyStore
+from hokusai_registry.health import Health
 from hokusai_registry.proxy.forward import Forwarder
 from hokusai_registry.settings import ConfigError, Settings
 
@@ -32,7 +33,18 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     authenticator = Authenticator(
         store, cache_ttl=settings.key_cache_ttl, poll_interval=settings.key_revision_poll_interval
     )
-    return Gateway(authenticator=authenticator, forwarder=forwarder, public_url=settings.public_url)
+    health = Health(
+        forwarder,
+        authenticator.check_store,
+        timeout=settings.health_check_timeout,
+        cache_seconds=settings.health_cache_seconds,
+        upstream_url=upstream_url,
+        api_prefix=settings.upstream_api_prefix,
+        public_url=settings.public_url,
+    )
+    return Gateway(
+        authenticator=authenticator, forwarder=forwarder, health=health, public_url=settings.public_url
+    )
 
 
 def open_key_store(settings: Settings) -> KeyStore:

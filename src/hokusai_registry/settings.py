@@ -121,6 +121,15 @@ class Settings(BaseSettings):
     upstream_pool_size: int = _setting(
         256, "HOKUSAI_UPSTREAM_POOL_SIZE", None, "Maximum open connections to MLflow (one shared pool)."
     )
+    health_check_timeout: float = _setting(
+        5.0, "HOKUSAI_HEALTH_CHECK_TIMEOUT", None, "Deadline in seconds for each MLflow health check."
+    )
+    health_cache_seconds: float = _setting(
+        5.0,
+        "HOKUSAI_HEALTH_CACHE_SECONDS",
+        None,
+        "Seconds a health result is reused, so frequent health calls cannot load MLflow.",
+    )
     forwarded_allow_ips: str = _setting(
         "127.0.0.1",
         "HOKUSAI_FORWARDED_ALLOW_IPS",

@@ -60,6 +60,10 @@ class Authenticator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
 
+    async def check_store(self) -> int:
+        """Asks the key store for its revision: proof that it answers (readiness)."""
+        return await asyncio.to_thread(self._store.revision)
+
     async def authenticate(self, presented: str) -> Identity:
         """The identity behind a presented key, or an UNAUTHENTICATED GatewayError."""
         # Only well-formed keys are ever cached, so a hit needs no parsing.

@@ -18,7 +18,12 @@ from urllib.parse import unquote, urlsplit
 from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.errors import GatewayError, send_error
 from hokusai_registry.observability import RequestRecord, redact_headers
-from hokusai_registry.proxy.headers import client_response_headers, header_value, upstream_request_headers
+from hokusai_registry.proxy.headers import (
+    LOOP_MARK,
+    client_response_headers,
+    header_value,
+    upstream_request_headers,
+)
 from hokusai_registry.proxy.paths import Target, upstream_path
 from hokusai_registry.proxy.routes import Family
 from hokusai_registry.proxy.upstream import (
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CHECK_HINT = "Check that MLflow is running and that MLFLOW_SERVER_URL is its internal address."
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+PROBE_LIMIT = 1 << 20
 
 
 class ClientGone(Exception):
@@ -145,6 +151,44 @@ class Forwarder:
                 redact_headers(self._fixed_headers + headers),
             )
         return b"".join(parts), has_body, chunked
+
+    async def probe(self, method: str, path: str, query: bytes, body: bytes | None) -> tuple[int, bytes]:
+        """A request of the gateway's own (health checks), sent through the same pool, path translation
+        and fixed headers as users' requests. Reads at most PROBE_LIMIT bytes of the answer."""
+        target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
+        headers = [
+            *self._fixed_headers,
+            (LOOP_MARK, self._mark.encode()),
+            (b"user-agent", b"hokusai-registry-health-check"),
+        ]
+        if body is not None:
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        head = b"".join(
+            [method.encode(), b" ", target + (b"?" + query if query else b""), b" HTTP/1.1\r\n"]
+            + [name + b": " + value + b"\r\n" for name, value in headers]
+            + [b"\r\n"]
+        )
+
+        async def single(chunk: bytes) -> AsyncIterator[bytes]:
+            yield chunk
+
+        response = await self.pool.request(
+            head,
+            single(body) if body is not None else None,
+            chunked=False,
+            read_timeout=self._read_timeouts[Family.REST],
+            head_only=False,
+            idempotent=method == "GET",
+        )
+        received = bytearray()
+        try:
+            async for chunk in response.chunks():
+                received += chunk
+                if len(received) > PROBE_LIMIT:
+                    break
+        finally:
+            response.release()
+        return response.status, bytes(received[:PROBE_LIMIT])
 
     async def forward(
         self, scope: Scope, receive: Receive, send: Send, target: Target, record: RequestRecord
