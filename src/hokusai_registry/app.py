@@ -15,6 +15,7 @@ from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.errors import GatewayError, send_error
 from hokusai_registry.health import MLFLOW_HEALTH_PATHS, Health
+from hokusai_registry.metrics import Metrics
 from hokusai_registry.observability import RequestRecord, log_access, request_id
 from hokusai_registry.proxy.forward import Forwarder
 from hokusai_registry.proxy.headers import LOOP_MARK, header_value, is_cross_origin_write
@@ -45,15 +46,23 @@ def _loop_error() -> GatewayError:
 
 class Gateway:
     def __init__(
-        self, *, authenticator: Authenticator, forwarder: Forwarder, health: Health, public_url: str | None
+        self,
+        *,
+        authenticator: Authenticator,
+        forwarder: Forwarder,
+        health: Health,
+        metrics: Metrics,
+        public_url: str | None,
     ) -> None:
         self.authenticator = authenticator
         self.forwarder = forwarder
+        self.metrics = metrics
         self.public_url = public_url
         # Exact paths answered by the gateway and never forwarded: the handler, and whether it needs a key.
         self.own_routes: dict[str, tuple[Handler, bool]] = {
             "/health": (health.liveness, False),
             "/ready": (health.readiness, False),
+            "/metrics": (metrics.endpoint, True),
         }
         for path in MLFLOW_HEALTH_PATHS:
             self.own_routes[path] = (health.mlflow_summary, False)
@@ -100,11 +109,15 @@ class Gateway:
             record.bytes_in += len(message.get("body", b""))
             return message
 
+        self.metrics.in_flight.inc()
         try:
             await self._dispatch(scope, receive_counted, send_counted, record)
         except GatewayError as error:
+            if error.code == "UNAUTHENTICATED" or error.kind == "store_unavailable":
+                record.auth_failure = error.kind
             await send_error(send_counted, error)
         finally:
+            self.metrics.in_flight.dec()
             client = scope.get("client")
             log_access(
                 record,
@@ -113,10 +126,12 @@ class Gateway:
                 scope["path"],
                 (time.perf_counter() - started) * 1000,
             )
+            self.metrics.observe(record, scope["method"])
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         own = self.own_routes.get(scope["path"])
         if own is not None:
+            record.family = "gateway"
             handler, needs_key = own
             if scope["method"] not in ("GET", "HEAD"):
                 raise _method_error(scope["method"])
@@ -126,23 +141,26 @@ class Gateway:
                 ).key_id
             await handler(scope, receive, send)
             return
-        target = self._target(scope)
+        target = self._target(scope, record)
         if isinstance(target, Redirect):
             await _redirect(send, target.location, scope["query_string"])
             return
+        record.family = target.family.value
         try:
             identity = await self.authenticator.authenticate(presented_key(scope["headers"]))
         except GatewayError as error:
+            record.auth_failure = error.kind
             challenge = [BASIC_CHALLENGE] if target.family is Family.UI else []
             await send_error(send, error, challenge)
             return
         record.key_id = identity.key_id
         await self.forwarder.forward(scope, receive, send, target, record)
 
-    def _target(self, scope: Scope) -> Target | Redirect:
+    def _target(self, scope: Scope, record: RequestRecord) -> Target | Redirect:
         """Everything decided before authentication; raises GatewayError for a refusal."""
         headers = scope["headers"]
         if header_value(headers, LOOP_MARK) is not None:
+            record.upstream_error = "loop"
             raise _loop_error()
         resolved = resolve(scope.get("raw_path") or scope["path"].encode())
         if resolved is None:

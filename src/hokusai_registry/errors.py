@@ -32,11 +32,13 @@ class GatewayError(Exception):
     """A request the gateway answers itself. `status` overrides the code's usual status where MLflow
     has no code of its own (502, 508)."""
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(self, code: str, message: str, status: int | None = None, kind: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.http_status = status or STATUS_BY_CODE[code]
+        # A short machine-readable cause (e.g. "revoked"), for metrics; never user data.
+        self.kind = kind
 
 
 def error_body(code: str, message: str) -> bytes:

@@ -89,10 +89,24 @@ def configure_logging(log_format: str = "text", debug: bool = False) -> None:
 class RequestRecord:
     """What the access line reports about one request; filled in as the request goes through."""
 
-    __slots__ = ("bytes_in", "bytes_out", "key_id", "request_id", "status", "upstream", "upstream_ms")
+    __slots__ = (
+        "auth_failure",
+        "bytes_in",
+        "bytes_out",
+        "family",
+        "key_id",
+        "request_id",
+        "status",
+        "upstream",
+        "upstream_error",
+        "upstream_ms",
+    )
 
     def __init__(self, request_id: bytes) -> None:
         self.request_id = request_id
+        self.family = "none"  # the route family, or "gateway" for the gateway's own routes
+        self.upstream_error: str | None = None  # refused, reset, timeout, loop
+        self.auth_failure: str | None = None
         self.status = 0
         self.bytes_in = 0
         self.bytes_out = 0

@@ -16,6 +16,7 @@ from hokusai_registry.app import Gateway
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.store import KeyStore
 from hokusai_registry.health import Health
+from hokusai_registry.metrics import Metrics
 from hokusai_registry.proxy.forward import Forwarder
 from hokusai_registry.settings import ConfigError, Settings
 
@@ -43,7 +44,11 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         public_url=settings.public_url,
     )
     return Gateway(
-        authenticator=authenticator, forwarder=forwarder, health=health, public_url=settings.public_url
+        authenticator=authenticator,
+        forwarder=forwarder,
+        health=health,
+        metrics=Metrics(),
+        public_url=settings.public_url,
     )
 
 

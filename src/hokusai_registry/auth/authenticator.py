@@ -76,7 +76,8 @@ class Authenticator:
         except keys.KeyFormatError as exc:
             raise unauthenticated(
                 f"the API key is malformed: {exc}. Copy the whole key as printed by "
-                "`hokusai-registry keys create`."
+                "`hokusai-registry keys create`.",
+                "malformed",
             ) from None
         pending = self._inflight.get(cache_key)
         if pending is not None:
@@ -110,12 +111,14 @@ class Authenticator:
         if record is None or not hmac.compare_digest(record.secret_hash, keys.digest(parsed.text)):
             return unauthenticated(
                 "the API key is not recognised. Check that MLFLOW_TRACKING_TOKEN holds a current key "
-                "for this registry, or ask an admin for one."
+                "for this registry, or ask an admin for one.",
+                "unknown",
             )
         if record.revoked_at is not None:
             return unauthenticated(
                 f"the API key {record.key_id} was revoked on {record.revoked_at:%Y-%m-%d %H:%M} UTC. "
-                "Ask an admin for a new key."
+                "Ask an admin for a new key.",
+                "revoked",
             )
         return Identity(record.key_id, record.name, record.scopes)
 
@@ -134,12 +137,14 @@ class Authenticator:
 
 
 _STORE_UNAVAILABLE = GatewayError(
-    "TEMPORARILY_UNAVAILABLE", "Hokusai Registry gateway: the key store is unavailable; retry shortly."
+    "TEMPORARILY_UNAVAILABLE",
+    "Hokusai Registry gateway: the key store is unavailable; retry shortly.",
+    kind="store_unavailable",
 )
 
 
 def _identity_or_raise(result: Identity | GatewayError) -> Identity:
     if isinstance(result, GatewayError):
         # A fresh exception each time: re-raising a shared one would grow its traceback forever.
-        raise GatewayError(result.code, result.message, result.http_status)
+        raise GatewayError(result.code, result.message, result.http_status, result.kind)
     return result

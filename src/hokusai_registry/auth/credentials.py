@@ -17,8 +17,8 @@ HOW_TO_SEND = (
 )
 
 
-def unauthenticated(reason: str) -> GatewayError:
-    return GatewayError("UNAUTHENTICATED", f"Hokusai Registry gateway: {reason}")
+def unauthenticated(reason: str, kind: str) -> GatewayError:
+    return GatewayError("UNAUTHENTICATED", f"Hokusai Registry gateway: {reason}", kind=kind)
 
 
 def presented_key(headers: Headers) -> str:
@@ -33,7 +33,7 @@ def presented_key(headers: Headers) -> str:
         return _from_authorization(authorization)
     if api_key is not None:
         return api_key.decode("latin-1").strip()
-    raise unauthenticated(f"no API key was sent. {HOW_TO_SEND}.")
+    raise unauthenticated(f"no API key was sent. {HOW_TO_SEND}.", "missing")
 
 
 def _from_authorization(value: bytes) -> str:
@@ -45,7 +45,7 @@ def _from_authorization(value: bytes) -> str:
         try:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise unauthenticated("the Basic credentials are not valid base64.") from None
+            raise unauthenticated("the Basic credentials are not valid base64.", "bad_basic") from None
         user, _, password = decoded.partition(":")
         # The key is the password (any user name); a key pasted as the user name also works.
         if password:
@@ -54,8 +54,10 @@ def _from_authorization(value: bytes) -> str:
             return user
         raise unauthenticated(
             "Basic credentials were sent without an API key as the password. Set "
-            "MLFLOW_TRACKING_PASSWORD=hk_live_... (any MLFLOW_TRACKING_USERNAME)."
+            "MLFLOW_TRACKING_PASSWORD=hk_live_... (any MLFLOW_TRACKING_USERNAME).",
+            "bad_basic",
         )
     raise unauthenticated(
-        f"the Authorization header uses an unsupported scheme {scheme[:20]!r}. {HOW_TO_SEND}."
+        f"the Authorization header uses an unsupported scheme {scheme[:20]!r}. {HOW_TO_SEND}.",
+        "unsupported_scheme",
     )

@@ -43,6 +43,14 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 PROBE_LIMIT = 1 << 20
 
 
+def _error_kind(exc: UpstreamError) -> str:
+    if isinstance(exc, ConnectFailed):
+        return "refused"
+    if isinstance(exc, ConnectTimeout | ReadTimeout):
+        return "timeout"
+    return "reset"
+
+
 class ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
@@ -211,6 +219,7 @@ class Forwarder:
             record.status = 499  # nginx's "client closed request": nothing was sent
             return
         except UpstreamError as exc:
+            record.upstream_error = _error_kind(exc)
             error = self._upstream_error(exc, target, read_timeout)
             log.warning(
                 "%s upstream %s %s failed: %s", record.request_id.decode(), method, target.path, error.message
@@ -229,9 +238,9 @@ class Forwarder:
                 }
             )
             if target.family is Family.TRANSFER:
-                await self._stream_until_disconnect(response, receive, send, target)
+                await self._stream_until_disconnect(response, receive, send, target, record)
             else:
-                await self._stream(response, send, target)
+                await self._stream(response, send, target, record)
         finally:
             response.release()
             if log.isEnabledFor(logging.DEBUG):
@@ -244,11 +253,14 @@ class Forwarder:
                     redact_headers(response.headers),
                 )
 
-    async def _stream(self, response: UpstreamResponse, send: Send, target: Target) -> None:
+    async def _stream(
+        self, response: UpstreamResponse, send: Send, target: Target, record: RequestRecord
+    ) -> None:
         try:
             async for chunk in response.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
+            record.upstream_error = _error_kind(exc)
             # Headers are out: the only honest signal left is to cut the connection, which
             # returning without the final body message does.
             log.warning("upstream broke off %s mid-response: %s", target.path, exc)
@@ -256,10 +268,10 @@ class Forwarder:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _stream_until_disconnect(
-        self, response: UpstreamResponse, receive: Receive, send: Send, target: Target
+        self, response: UpstreamResponse, receive: Receive, send: Send, target: Target, record: RequestRecord
     ) -> None:
         """Large downloads stop, and give up their upstream connection, when the client leaves."""
-        streaming = asyncio.ensure_future(self._stream(response, send, target))
+        streaming = asyncio.ensure_future(self._stream(response, send, target, record))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
             done, _ = await asyncio.wait({streaming, watcher}, return_when=asyncio.FIRST_COMPLETED)
