@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 import click
 
@@ -44,19 +44,24 @@ def setting_options(*names: str) -> Callable[[F], F]:
     return decorate
 
 
+def config_failure(exc: ConfigError) -> NoReturn:
+    """A bad configuration ends the command with one line naming the setting, and exit code 2."""
+    click.echo(f"hokusai-registry: configuration error: {exc}", err=True)
+    sys.exit(2)
+
+
 def load_settings(**flags: Any) -> Settings:
     try:
         return Settings.load(**flags)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        config_failure(exc)
 
 
 def _run(main: Callable[[Settings], None], settings: Settings) -> None:
     try:
         main(settings)
     except ConfigError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
+        config_failure(exc)
     except RuntimeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
@@ -111,7 +116,7 @@ def mlflow_server(**flags: Any) -> None:
     try:
         command = mlflow_command(settings, settings.mlflow_port or 5000)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        config_failure(exc)
     click.echo("Running: " + " ".join(command), err=True)
     os.execv(command[0], command)  # noqa: S606 - replaces this process, as a container entrypoint should
 
@@ -124,7 +129,10 @@ def keys() -> None:
 def _store(settings: Settings) -> KeyStore:
     from hokusai_registry.server import open_key_store
 
-    return open_key_store(settings)
+    try:
+        return open_key_store(settings)
+    except ConfigError as exc:
+        config_failure(exc)
 
 
 @keys.command("create")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from hokusai_registry.errors import send_json
 from hokusai_registry.proxy.forward import Forwarder
 from hokusai_registry.proxy.headers import LOOP_MARK
 from hokusai_registry.proxy.upstream import UpstreamError
+from hokusai_registry.settings import is_internal_host
 
 MLFLOW_HEALTH_PATHS = ("/mlflow/health/mlflow", "/api/mlflow/health/mlflow")
 LIVENESS_BODY = b'{"status": "ok"}'
@@ -87,15 +87,6 @@ PROBES = (
 CRITICAL = ("mlflow", "experiments", "registered_models")
 
 
-def _is_internal(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        # Names: single labels and the usual private suffixes are internal by convention.
-        return "." not in host or host.endswith((".local", ".internal", ".svc", ".cluster.local", ".lan"))
-    return address.is_private or address.is_loopback
-
-
 class Health:
     def __init__(
         self,
@@ -116,7 +107,7 @@ class Health:
         self._running: asyncio.Task[dict[str, Any]] | None = None
         self._routing = {
             "upstream": forwarder.upstream_display,
-            "upstream_is_internal": _is_internal(urlsplit(upstream_url).hostname or ""),
+            "upstream_is_internal": is_internal_host(urlsplit(upstream_url).hostname or ""),
             "path_translation": "api -> ajax-api" if api_prefix == "ajax-api" else "off",
             "loop_guard": {
                 "mark_header": LOOP_MARK.decode(),

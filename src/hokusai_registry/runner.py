@@ -25,7 +25,7 @@ from hokusai_registry.server import (
     build_gateway,
     open_key_store,
 )
-from hokusai_registry.settings import Settings, redact_url
+from hokusai_registry.settings import ConfigError, Settings, redact_url
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
@@ -93,6 +93,11 @@ def _key_advice(settings: Settings, store: KeyStore) -> list[str]:
 async def serve_embedded(settings: Settings) -> None:
     """Gateway plus a supervised MLflow on SQLite and local artifacts under the data directory."""
     configure_logging(settings.log_format, settings.debug)
+    if settings.mlflow_server_url:
+        raise ConfigError(
+            "MLFLOW_SERVER_URL is set, but `serve` starts its own MLflow: unset it, or run "
+            "`hokusai-registry gateway` to use that MLflow"
+        )
     store = open_key_store(settings)
     listener = bind_socket(settings.host, settings.port)
     settings = settings.model_copy(update={"port": listener.getsockname()[1]})
@@ -152,6 +157,8 @@ def run_gateway(settings: Settings) -> None:
     listener = bind_socket(settings.host, settings.port)
     settings = settings.model_copy(update={"port": listener.getsockname()[1]})
     upstream = settings.require_upstream()  # again, now that port 0 is a real port
+    for warning in settings.upstream_warnings(upstream):
+        logging.getLogger(__name__).warning("%s", warning)
     workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
     _out(
         f"Hokusai Registry {__version__} gateway on {settings.gateway_url}{workers}, "

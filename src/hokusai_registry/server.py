@@ -53,6 +53,8 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
 
 
 def open_key_store(settings: Settings) -> KeyStore:
+    if settings.key_store_url is None:
+        settings.check_data_dir()
     store = KeyStore(settings.resolved_key_store_url)
     store.migrate()
     return store

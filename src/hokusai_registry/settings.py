@@ -7,6 +7,7 @@ generated from this class (`hokusai-registry config-reference`), so the referenc
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -172,11 +173,31 @@ class Settings(BaseSettings):
         300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."
     )
 
-    @field_validator("workers")
+    @field_validator("workers", "upstream_pool_size", "mlflow_workers")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
+        return value
+
+    @field_validator(
+        "upstream_connect_timeout",
+        "upstream_read_timeout",
+        "health_check_timeout",
+        "key_revision_poll_interval",
+        "mlflow_startup_timeout",
+    )
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0 seconds")
+        return value
+
+    @field_validator("key_cache_ttl", "health_cache_seconds", "artifact_read_timeout")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must not be negative")
         return value
 
     @field_validator("mlflow_server_url", "public_url")
@@ -217,6 +238,29 @@ class Settings(BaseSettings):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
 
+    def check_data_dir(self) -> None:
+        """The data directory exists (created if missing) and this user can write to it."""
+        path = self.data_dir
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"HOKUSAI_DATA_DIR ({path}) is not a directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"HOKUSAI_DATA_DIR ({path}) cannot be created: {exc.strerror}") from None
+        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise ConfigError(f"HOKUSAI_DATA_DIR ({path}) is not readable and writable by this user")
+
+    def upstream_warnings(self, upstream: str) -> list[str]:
+        """Questionable but workable choices, logged at start-up."""
+        parts = urlsplit(upstream)
+        if parts.scheme == "http" and not is_internal_host(parts.hostname or ""):
+            return [
+                f"MLFLOW_SERVER_URL ({redact_url(upstream)}) is plain http to a public address: requests "
+                "and their identity headers cross the network unencrypted. Use https, or keep MLflow on a "
+                "private network reachable only from the gateway."
+            ]
+        return []
+
     def require_upstream(self) -> str:
         if not self.mlflow_server_url:
             raise ConfigError(
@@ -245,6 +289,15 @@ class Settings(BaseSettings):
                 f"({self.host}:{self.port}); requests would loop through the gateway. "
                 "Point it at the internal MLflow address instead."
             )
+
+
+def is_internal_host(host: str) -> bool:
+    """Loopback or private addresses, and names that are internal by convention."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "." not in host or host.endswith((".local", ".internal", ".svc", ".cluster.local", ".lan"))
+    return address.is_private or address.is_loopback
 
 
 def _is_loopback_or_any(host: str) -> bool:
