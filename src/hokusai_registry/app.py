@@ -113,8 +113,7 @@ class Gateway:
         try:
             await self._dispatch(scope, receive_counted, send_counted, record)
         except GatewayError as error:
-            if error.code == "UNAUTHENTICATED" or error.kind == "store_unavailable":
-                record.auth_failure = error.kind
+            record.auth_failure = error.kind
             await send_error(send_counted, error)
         finally:
             self.metrics.in_flight.dec()

@@ -37,7 +37,7 @@ class GatewayError(Exception):
         self.code = code
         self.message = message
         self.http_status = status or STATUS_BY_CODE[code]
-        # A short machine-readable cause (e.g. "revoked"), for metrics; never user data.
+        # Set only on refused credentials: the reason label of hokusai_auth_failures_total ("revoked", ...).
         self.kind = kind
 
 
