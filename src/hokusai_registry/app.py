@@ -7,16 +7,23 @@ the forwarder. Every refusal is MLflow JSON made in `errors.py`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from hokusai_registry.asgi import Message, Receive, Scope, Send
+from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.errors import GatewayError, send_error
 from hokusai_registry.health import MLFLOW_HEALTH_PATHS, Health
 from hokusai_registry.metrics import Metrics
-from hokusai_registry.observability import RequestRecord, log_access, request_id
+from hokusai_registry.observability import (
+    RequestRecord,
+    counted,
+    flush_periodically,
+    log_access,
+    request_id,
+)
 from hokusai_registry.proxy.forward import Forwarder
 from hokusai_registry.proxy.headers import LOOP_MARK, header_value, is_cross_origin_write
 from hokusai_registry.proxy.paths import Redirect, Target, resolve
@@ -58,6 +65,7 @@ class Gateway:
         self.forwarder = forwarder
         self.metrics = metrics
         self.public_url = public_url
+        self._log_flusher: asyncio.Future[None] | None = None
         # Exact paths answered by the gateway and never forwarded: the handler, and whether it needs a key.
         self.own_routes: dict[str, tuple[Handler, bool]] = {
             "/health": (health.liveness, False),
@@ -79,6 +87,7 @@ class Gateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    self._log_flusher = asyncio.ensure_future(flush_periodically())
                     await self.forwarder.start()
                     await self.authenticator.start()
                 except Exception as exc:
@@ -88,33 +97,20 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown":
                 await self.authenticator.stop()
                 await self.forwarder.close()
+                if self._log_flusher is not None:
+                    self._log_flusher.cancel()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         record = RequestRecord(request_id(header_value(scope["headers"], b"x-request-id")))
-        id_header = (b"x-request-id", record.request_id)
-
-        async def send_counted(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                record.status = message["status"]
-                message["headers"] = [*message["headers"], id_header]
-            else:
-                record.bytes_out += len(message.get("body", b""))
-            await send(message)
-
-        async def receive_counted() -> Message:
-            message = await receive()
-            record.bytes_in += len(message.get("body", b""))
-            return message
-
         self.metrics.in_flight.inc()
         try:
-            await self._dispatch(scope, receive_counted, send_counted, record)
+            await self._dispatch(scope, receive, send, record)
         except GatewayError as error:
             record.auth_failure = error.kind
-            await send_error(send_counted, error)
+            await send_error(counted(send, record), error)
         finally:
             self.metrics.in_flight.dec()
             client = scope.get("client")
@@ -138,11 +134,11 @@ class Gateway:
                 record.key_id = (
                     await self.authenticator.authenticate(presented_key(scope["headers"]))
                 ).key_id
-            await handler(scope, receive, send)
+            await handler(scope, receive, counted(send, record))
             return
         target = self._target(scope, record)
         if isinstance(target, Redirect):
-            await _redirect(send, target.location, scope["query_string"])
+            await _redirect(counted(send, record), target.location, scope["query_string"])
             return
         record.family = target.family.value
         try:
@@ -150,7 +146,7 @@ class Gateway:
         except GatewayError as error:
             record.auth_failure = error.kind
             challenge = [BASIC_CHALLENGE] if target.family is Family.UI else []
-            await send_error(send, error, challenge)
+            await send_error(counted(send, record), error, challenge)
             return
         record.key_id = identity.key_id
         await self.forwarder.forward(scope, receive, send, target, record)

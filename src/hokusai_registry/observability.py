@@ -6,13 +6,19 @@ accident is still never written.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import random
 import re
 import sys
 from typing import Any
+
+from hokusai_registry.asgi import Message, Send
 
 ACCESS_LOGGER = "hokusai_registry.access"
 REDACTED = "[redacted]"
@@ -72,10 +78,58 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(line, default=str))
 
 
+class BatchingStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to standard error in batches: a write per log line would be a system call per request.
+    `flush_now` runs every FLUSH_INTERVAL seconds while the gateway serves (see `flush_periodically`),
+    at exit, and at once after any warning or error."""
+
+    def __init__(self) -> None:
+        # The handler owns this stream for the life of the process.
+        fd = os.dup(sys.stderr.fileno())
+        super().__init__(open(fd, "w", buffering=1 << 16, encoding="utf-8", errors="replace"))  # noqa: SIM115
+        atexit.register(self.flush_now)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called under the handler's lock by Handler.handle; no flush per line (see flush_now).
+        try:
+            self.stream.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+        if record.levelno >= logging.WARNING:
+            self.stream.flush()
+
+    def flush_now(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            if not self.stream.closed:
+                self.stream.flush()
+
+    def flush(self) -> None:
+        self.flush_now()
+
+
+FLUSH_INTERVAL = 0.2
+
+
+async def flush_periodically() -> None:
+    """Runs for as long as the gateway serves; flushes batched log lines."""
+    try:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            flush_logs()
+    finally:
+        flush_logs()
+
+
+def flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, BatchingStderrHandler):
+            handler.flush_now()
+
+
 def configure_logging(log_format: str = "text", debug: bool = False) -> None:
     global _json_lines
     _json_lines = log_format == "json"
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchingStderrHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -116,6 +170,21 @@ class RequestRecord:
         self.key_id = "-"
         self.upstream = "-"
         self.upstream_ms: float | None = None
+
+
+def counted(send: Send, record: RequestRecord) -> Send:
+    """`send` that records status and body bytes and adds the request id (for gateway-made answers;
+    the forwarder does the same inline on its hot path)."""
+
+    async def send_counted(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            record.status = message["status"]
+            message["headers"] = [*message["headers"], (b"x-request-id", record.request_id)]
+        else:
+            record.bytes_out += len(message.get("body", b""))
+        await send(message)
+
+    return send_counted
 
 
 _access = logging.getLogger(ACCESS_LOGGER)

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.errors import GatewayError, send_error
-from hokusai_registry.observability import RequestRecord, redact_headers
+from hokusai_registry.observability import RequestRecord, counted, redact_headers
 from hokusai_registry.proxy.headers import (
     LOOP_MARK,
     client_response_headers,
@@ -55,13 +55,14 @@ class ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
-async def _request_body(receive: Receive) -> AsyncIterator[bytes]:
+async def _request_body(receive: Receive, record: RequestRecord) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         body = message.get("body", b"")
         if body:
+            record.bytes_in += len(body)
             yield body
         if not message.get("more_body", False):
             return
@@ -105,6 +106,8 @@ class Forwarder:
         self._fixed_headers = fixed
         self._api_prefix = api_prefix
         self._mark = mark
+        # Read once: the level is set before the gateway is built (MLFLOW_PROXY_DEBUG).
+        self._debug = log.isEnabledFor(logging.DEBUG)
         self._read_timeouts = {
             Family.REST: read_timeout,
             Family.UI: read_timeout,
@@ -143,7 +146,7 @@ class Forwarder:
         if chunked:
             parts.append(b"transfer-encoding: chunked\r\n")
         parts.append(b"\r\n")
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             log.debug(
                 "%s rewrite: %s -> mount %r, MLflow path %s -> upstream %s%s",
                 record.request_id.decode(),
@@ -209,7 +212,7 @@ class Forwarder:
         try:
             response = await self.pool.request(
                 head,
-                _request_body(receive) if has_body else None,
+                _request_body(receive, record) if has_body else None,
                 chunked=chunked,
                 read_timeout=read_timeout,
                 head_only=method == "HEAD",
@@ -224,26 +227,23 @@ class Forwarder:
             log.warning(
                 "%s upstream %s %s failed: %s", record.request_id.decode(), method, target.path, error.message
             )
-            await send_error(send, error)
+            await send_error(counted(send, record), error)
             return
         record.upstream_ms = (time.perf_counter() - started) * 1000
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": client_response_headers(
-                        response.headers, upstream_base=self._upstream_base, mount=target.mount
-                    ),
-                }
+            record.status = response.status
+            headers = client_response_headers(
+                response.headers, upstream_base=self._upstream_base, mount=target.mount
             )
+            headers.append((b"x-request-id", record.request_id))
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
             if target.family is Family.TRANSFER:
                 await self._stream_until_disconnect(response, receive, send, target, record)
             else:
                 await self._stream(response, send, target, record)
         finally:
             response.release()
-            if log.isEnabledFor(logging.DEBUG):
+            if self._debug:
                 log.debug(
                     "%s upstream answered %d: head after %.1f ms, done after %.1f ms; response headers: %s",
                     record.request_id.decode(),
@@ -258,6 +258,7 @@ class Forwarder:
     ) -> None:
         try:
             async for chunk in response.chunks():
+                record.bytes_out += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as exc:
             record.upstream_error = _error_kind(exc)
