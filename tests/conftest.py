@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, wait_until_healthy
+from hokusai_registry.mlflow_server import mlflow_command
 from hokusai_registry.settings import Settings
-from tests.helpers import GatewayProcess, free_port
+from tests.helpers import GatewayProcess, free_port, running_mlflow
 
 # Property tests share the machine with live servers: a per-example deadline would be a timing assertion.
 hypothesis_settings.register_profile("hokusai", deadline=None)
@@ -25,13 +24,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # ~13 s start instead of ~30 s
     settings = Settings.load(data_dir=data_dir, mlflow_workers=1)
     port = free_port()
-    process = MlflowProcess(mlflow_command(settings, port), data_dir / "mlflow.log", "127.0.0.1", port)
-    process.start()
-    try:
-        asyncio.run(wait_until_healthy(process, 180))
-        yield process.url
-    finally:
-        process.stop()
+    with running_mlflow(mlflow_command(settings, port), data_dir, port) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

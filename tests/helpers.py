@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import queue
 import signal
@@ -10,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import requests
 
 from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyStore
+from hokusai_registry.mlflow_server import MlflowProcess, wait_until_healthy
 
 HOKUSAI = str(Path(sys.executable).with_name("hokusai-registry"))
 
@@ -31,6 +35,18 @@ def key_store(data_dir: Path) -> KeyStore:
     store = KeyStore(f"sqlite:///{data_dir / 'keys.db'}")
     store.migrate()
     return store
+
+
+@contextlib.contextmanager
+def running_mlflow(command: list[str], data_dir: Path, port: int) -> Iterator[str]:
+    """An `mlflow server` child for the tests, stopped with all its workers afterwards; yields its URL."""
+    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port)
+    process.start()
+    try:
+        asyncio.run(wait_until_healthy(process, 180))
+        yield process.url
+    finally:
+        process.stop()
 
 
 class GatewayProcess:

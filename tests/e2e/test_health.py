@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import http.server
 import threading
@@ -12,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, wait_until_healthy
+from hokusai_registry.mlflow_server import mlflow_command
 from hokusai_registry.settings import Settings
-from tests.helpers import GatewayProcess, RecordingUpstream, free_port
+from tests.helpers import GatewayProcess, RecordingUpstream, free_port, running_mlflow
 
 MOUNTED = ("/mlflow/health/mlflow", "/api/mlflow/health/mlflow")
 
@@ -28,13 +27,8 @@ def mlflow_without_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterat
     command[command.index("--serve-artifacts")] = "--no-serve-artifacts"
     destination = command.index("--artifacts-destination")
     command[destination : destination + 2] = ["--default-artifact-root", str(data_dir / "artifacts")]
-    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port)
-    process.start()
-    try:
-        asyncio.run(wait_until_healthy(process, 180))
-        yield process.url
-    finally:
-        process.stop()
+    with running_mlflow(command, data_dir, port) as url:
+        yield url
 
 
 @pytest.fixture

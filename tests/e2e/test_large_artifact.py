@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bench.load import RssSampler
 from tests.helpers import GatewayProcess
 
 SIZE = 300 * 1024 * 1024
@@ -23,28 +23,6 @@ def _status_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
-
-
-class RssSampler:
-    """Samples a process's resident memory from /proc while a transfer runs."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.samples.append(_status_kb(self.pid, "VmRSS"))
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture
@@ -92,10 +70,10 @@ def test_300_mb_artifact_round_trip_with_flat_gateway_memory(
     assert downloaded.stat().st_size == SIZE
     assert _sha256(downloaded) == _sha256(source)
     peak_mb = _status_kb(fresh_gateway.pid, "VmHWM") / 1024
-    sampled_mb = max(sampler.samples) / 1024
+    sampled_mb = sampler.peak_mb
     with capsys.disabled():
         print(
             f"\n300 MB round trip: gateway RSS baseline {baseline_mb:.1f} MB, "
-            f"sampled max {sampled_mb:.1f} MB ({len(sampler.samples)} samples), peak VmHWM {peak_mb:.1f} MB"
+            f"sampled max {sampled_mb:.1f} MB, peak VmHWM {peak_mb:.1f} MB"
         )
     assert peak_mb < RSS_LIMIT_MB
