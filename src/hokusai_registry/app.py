@@ -88,7 +88,6 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 try:
                     self._log_flusher = asyncio.ensure_future(flush_periodically())
-                    await self.forwarder.start()
                     await self.authenticator.start()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})

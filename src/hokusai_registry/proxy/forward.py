@@ -114,10 +114,8 @@ class Forwarder:
             Family.TRANSFER: transfer_idle_timeout or None,
         }
 
-    async def start(self) -> None:
-        """Nothing to open ahead of time: connections are made on first use."""
-
     async def close(self) -> None:
+        """Connections are opened on first use; closing drops the idle ones."""
         self.pool.close()
 
     def target_bytes(self, target: Target, query: bytes) -> bytes:
