@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.credentials import presented_key
+from hokusai_registry.auth.scopes import grants, required_scope
 from hokusai_registry.errors import GatewayError, send_error
 from hokusai_registry.health import MLFLOW_HEALTH_PATHS, Health
 from hokusai_registry.metrics import Metrics
@@ -39,6 +40,19 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 def _method_error(method: str) -> GatewayError:
     return GatewayError(
         "BAD_REQUEST", f"Hokusai Registry gateway does not accept {method[:16]} requests here.", status=405
+    )
+
+
+def _permission_error(
+    key_id: str, held: tuple[str, ...], method: str, path: str, needed: str | None
+) -> GatewayError:
+    fix = (
+        f": that needs the '{needed}' scope. Ask an admin for a key with --scope {needed}." if needed else "."
+    )
+    return GatewayError(
+        "PERMISSION_DENIED",
+        f"Hokusai Registry gateway: key {key_id} (scopes: {' '.join(held)}) may not {method} {path}{fix}",
+        kind="scope",
     )
 
 
@@ -148,6 +162,10 @@ class Gateway:
             await send_error(counted(send, record), error, challenge)
             return
         record.key_id = identity.key_id
+        method = scope["method"]
+        needed = required_scope(method, target.path)
+        if needed is None or not grants(identity.scopes, needed):
+            raise _permission_error(identity.key_id, identity.scopes, method, target.path, needed)
         await self.forwarder.forward(scope, receive, send, target, record)
 
     def _target(self, scope: Scope, record: RequestRecord) -> Target | Redirect:

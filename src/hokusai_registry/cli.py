@@ -11,7 +11,8 @@ import click
 
 from hokusai_registry import __version__
 from hokusai_registry.auth import keys as key_format
-from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyNameTaken, KeyNotFound, KeyStore
+from hokusai_registry.auth.scopes import SCOPES, expand
+from hokusai_registry.auth.store import KeyNameTaken, KeyNotFound, KeyStore
 from hokusai_registry.settings import ConfigError, Settings, reference_markdown
 
 F = Callable[..., Any]
@@ -137,15 +138,23 @@ def _store(settings: Settings) -> KeyStore:
 
 @keys.command("create")
 @click.option("--name", required=True, help="Who or what the key is for, e.g. 'ci-trainer'.")
-@click.option("--admin", is_flag=True, help="The key may also manage keys.")
+@click.option(
+    "--scope",
+    type=click.Choice(SCOPES),
+    default="write",
+    show_default=True,
+    help="read: search and download; write: also log runs, artifacts and models; admin: also server "
+    "configuration and keys. Each implies the ones before it.",
+)
+@click.option("--admin", is_flag=True, help="Same as --scope admin.")
 @setting_options("data_dir", "key_store_url", "key_environment")
-def keys_create(name: str, admin: bool, **flags: Any) -> None:
+def keys_create(name: str, scope: str, admin: bool, **flags: Any) -> None:
     """Create a key. It is printed once, alone on standard output; only its hash is stored."""
     settings = load_settings(**flags)
     store = _store(settings)
     try:
         record, key = store.create(
-            name, environment=settings.key_environment, scopes=ADMIN_SCOPES if admin else DEFAULT_SCOPES
+            name, environment=settings.key_environment, scopes=expand("admin" if admin else scope)
         )
     except (KeyNameTaken, ValueError) as exc:
         raise click.UsageError(str(exc)) from None

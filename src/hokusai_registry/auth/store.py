@@ -18,9 +18,10 @@ from sqlalchemy.engine import Engine
 
 from hokusai_registry.auth import keys
 from hokusai_registry.auth.schema import api_keys, key_store_state
+from hokusai_registry.auth.scopes import expand
 
-ADMIN_SCOPES = ("read", "write", "admin")
-DEFAULT_SCOPES = ("read", "write")
+ADMIN_SCOPES = expand("admin")
+DEFAULT_SCOPES = expand("write")
 
 
 class KeyNotFound(LookupError):
