@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, Literal, NoReturn, get_args, get_origin
@@ -147,19 +149,31 @@ def _store(settings: Settings) -> KeyStore:
     "configuration and keys. Each implies the ones before it.",
 )
 @click.option("--admin", is_flag=True, help="Same as --scope admin.")
+@click.option("--expires-in", default=None, help="Lifetime such as 90d, 12h or 30m; default: no expiry.")
 @setting_options("data_dir", "key_store_url", "key_environment")
-def keys_create(name: str, scope: str, admin: bool, **flags: Any) -> None:
+def keys_create(name: str, scope: str, admin: bool, expires_in: str | None, **flags: Any) -> None:
     """Create a key. It is printed once, alone on standard output; only its hash is stored."""
     settings = load_settings(**flags)
+    expires_at = None
+    if expires_in is not None:
+        match = re.fullmatch(r"(\d+)([dhm])", expires_in.strip())
+        if not match or int(match.group(1)) == 0:
+            raise click.UsageError(f"--expires-in {expires_in!r}: give a number and d, h or m, e.g. 90d")
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
+        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(**{unit: int(match.group(1))})
     store = _store(settings)
     try:
         record, key = store.create(
-            name, environment=settings.key_environment, scopes=expand("admin" if admin else scope)
+            name,
+            environment=settings.key_environment,
+            scopes=expand("admin" if admin else scope),
+            expires_at=expires_at,
         )
     except (KeyNameTaken, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    expiry = f", expires {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
     click.echo(
-        f"Created key {record.key_id} ({record.name!r}, scopes: {' '.join(record.scopes)}). "
+        f"Created key {record.key_id} ({record.name!r}, scopes: {' '.join(record.scopes)}{expiry}). "
         "It is shown only this once:",
         err=True,
     )
@@ -175,8 +189,16 @@ def keys_list(**flags: Any) -> None:
         click.echo("No keys yet. Create one with: hokusai-registry keys create --name NAME --admin")
         return
     click.echo(f"{'KEY ID':<14}{'NAME':<24}{'ENV':<6}{'SCOPES':<20}{'CREATED (UTC)':<18}STATUS")
+    now = dt.datetime.now(dt.UTC)
     for record in records:
-        status = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "active"
+        if record.revoked_at:
+            status = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}"
+        elif record.expires_at and record.expires_at <= now:
+            status = f"expired {record.expires_at:%Y-%m-%d %H:%M}"
+        elif record.expires_at:
+            status = f"active, expires {record.expires_at:%Y-%m-%d %H:%M}"
+        else:
+            status = "active"
         click.echo(
             f"{record.key_id:<14}{record.name[:23]:<24}{record.environment:<6}"
             f"{' '.join(record.scopes):<20}{record.created_at:%Y-%m-%d %H:%M}  {status}"

@@ -127,3 +127,40 @@ def test_ui_page_and_assets_load_through_the_gateway(gateway: GatewayProcess, ap
         part.split('"')[0] for part in page.text.split('src="')[1:] if part.startswith("static-files/")
     )
     assert session.get(gateway.url + "/mlflow/" + asset, timeout=10).status_code == 200
+
+
+def test_expired_key_gets_401_that_says_it_expired(
+    client_env: pytest.MonkeyPatch, gateway: GatewayProcess
+) -> None:
+    import datetime as dt
+
+    from tests.helpers import key_store
+
+    store = key_store(gateway.data_dir)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    _, key = store.create("expired", environment="live", scopes=("read", "write"), expires_at=past)
+    store.close()
+    client_env.setenv("MLFLOW_TRACKING_TOKEN", key)
+    assert "expired on" in client_error()
+
+
+def test_keys_create_with_expiry_is_listed(gateway: GatewayProcess) -> None:
+    args = ["--data-dir", str(gateway.data_dir)]
+    created = subprocess.run(
+        [HOKUSAI, "keys", "create", "--name", "month", "--expires-in", "30d", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ", expires " in created.stderr
+    listing = subprocess.run(
+        [HOKUSAI, "keys", "list", *args], check=True, capture_output=True, text=True, timeout=60
+    )
+    assert "active, expires" in next(line for line in listing.stdout.splitlines() if " month " in line)
+    bad = subprocess.run(
+        [HOKUSAI, "keys", "create", "--name", "x", "--expires-in", "soon", *args],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--expires-in 'soon'" in bad.stderr

@@ -113,6 +113,24 @@ def test_revocation_by_another_process_drops_the_cached_check(store: CountingSto
     run(scenario())
 
 
+def test_expired_key_is_refused_and_says_so(store: CountingStore) -> None:
+    import datetime as dt
+
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    record, key = store.create("old", environment="live", scopes=DEFAULT_SCOPES, expires_at=past)
+
+    async def scenario() -> None:
+        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        await auth.start()
+        with pytest.raises(GatewayError) as raised:
+            await auth.authenticate(key)
+        assert raised.value.code == "UNAUTHENTICATED" and raised.value.kind == "expired"
+        assert f"{record.key_id} expired on" in raised.value.message
+        await auth.stop()
+
+    run(scenario())
+
+
 def test_store_failure_is_503_not_401(store: CountingStore) -> None:
     _, key = store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
 

@@ -68,4 +68,33 @@ def test_revoking_an_unknown_key(store: KeyStore) -> None:
 
 def test_schema_is_versioned_by_alembic(store: KeyStore, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "keys.db") as connection:
-        assert connection.execute("select version_num from alembic_version").fetchall() == [("0001",)]
+        assert connection.execute("select version_num from alembic_version").fetchall() == [("0002",)]
+
+
+def test_keys_made_before_expiry_existed_survive_the_upgrade(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    import hokusai_registry.auth.store as store_module
+
+    old = KeyStore(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(Path(store_module.__file__).parent / "migrations"))
+    with old.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.exec_driver_sql(
+            "insert into api_keys (key_id, name, environment, scopes, secret_hash, created_at) "
+            "values ('AAAAAAAAAAAA', 'step-1', 'live', 'read write', 'ab', '2026-11-01 00:00:00')"
+        )
+    old.migrate()
+    record = old.get("AAAAAAAAAAAA")
+    assert record is not None and record.expires_at is None and record.scopes == ("read", "write")
+
+
+def test_expiry_is_stored(store: KeyStore) -> None:
+    import datetime as dt
+
+    when = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    record, _ = store.create("temp", environment="live", scopes=DEFAULT_SCOPES, expires_at=when)
+    assert store.get(record.key_id).expires_at == when  # type: ignore[union-attr]

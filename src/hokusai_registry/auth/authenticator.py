@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -35,6 +36,7 @@ class Identity:
     key_id: str
     name: str
     scopes: tuple[str, ...]
+    expires_at: dt.datetime | None = None
 
 
 class Authenticator:
@@ -92,6 +94,9 @@ class Authenticator:
                 if len(self._cache) >= MAX_CACHE_ENTRIES:
                     self._cache.clear()
                 ttl = self._cache_ttl if isinstance(result, Identity) else NEGATIVE_TTL
+                if isinstance(result, Identity) and result.expires_at is not None:
+                    # A cached check must not outlive the key.
+                    ttl = min(ttl, (result.expires_at - dt.datetime.now(dt.UTC)).total_seconds())
                 self._cache[cache_key] = (time.monotonic() + ttl, result)
         finally:
             self._inflight.pop(cache_key, None)
@@ -120,7 +125,13 @@ class Authenticator:
                 "Ask an admin for a new key.",
                 "revoked",
             )
-        return Identity(record.key_id, record.name, record.scopes)
+        if record.expires_at is not None and record.expires_at <= dt.datetime.now(dt.UTC):
+            return unauthenticated(
+                f"the API key {record.key_id} expired on {record.expires_at:%Y-%m-%d %H:%M} UTC. "
+                "Ask an admin for a new key.",
+                "expired",
+            )
+        return Identity(record.key_id, record.name, record.scopes, record.expires_at)
 
     async def _watch_revision(self) -> None:
         while True:

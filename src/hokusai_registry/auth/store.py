@@ -41,6 +41,7 @@ class KeyRecord:
     secret_hash: str
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    expires_at: dt.datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -60,6 +61,7 @@ def _record(row: Any) -> KeyRecord:
         secret_hash=row.secret_hash,
         created_at=_aware(row.created_at),
         revoked_at=_aware(row.revoked_at) if row.revoked_at else None,
+        expires_at=_aware(row.expires_at) if row.expires_at else None,
     )
 
 
@@ -111,7 +113,12 @@ class KeyStore:
         )
 
     def create(
-        self, name: str, *, environment: keys.Environment, scopes: tuple[str, ...]
+        self,
+        name: str,
+        *,
+        environment: keys.Environment,
+        scopes: tuple[str, ...],
+        expires_at: dt.datetime | None = None,
     ) -> tuple[KeyRecord, str]:
         """Create a key; the plaintext is returned once and never stored."""
         name = name.strip()
@@ -135,6 +142,7 @@ class KeyStore:
                 secret_hash=keys.digest(generated.text),
                 created_at=_now(),
                 revoked_at=None,
+                expires_at=expires_at,
             )
             connection.execute(
                 api_keys.insert().values(
@@ -145,6 +153,7 @@ class KeyStore:
                     secret_hash=record.secret_hash,
                     created_at=record.created_at,
                     revoked_at=None,
+                    expires_at=expires_at,
                 )
             )
             self._bump_revision(connection)
