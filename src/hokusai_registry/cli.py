@@ -205,20 +205,39 @@ def keys_list(**flags: Any) -> None:
         )
 
 
+def _check_key_id(key_id: str) -> None:
+    if key_id.startswith(("hk_live_", "hk_test_")):
+        raise click.UsageError("pass the key id (see `keys list`), not the whole key")
+    if not key_format.is_key_id(key_id):
+        raise click.UsageError(f"{key_id!r} is not a key id (12 letters and digits; see `keys list`)")
+
+
 @keys.command("revoke")
 @click.argument("key_id")
 @setting_options("data_dir", "key_store_url")
 def keys_revoke(key_id: str, **flags: Any) -> None:
     """Revoke a key by its id (the part after hk_live_); running gateways refuse it within a second."""
-    if key_id.startswith(("hk_live_", "hk_test_")):
-        raise click.UsageError("pass the key id (see `keys list`), not the whole key")
-    if not key_format.is_key_id(key_id):
-        raise click.UsageError(f"{key_id!r} is not a key id (12 letters and digits; see `keys list`)")
+    _check_key_id(key_id)
     try:
         record = _store(load_settings(**flags)).revoke(key_id)
     except KeyNotFound as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"Revoked key {record.key_id} ({record.name!r}).")
+
+
+@keys.command("rotate")
+@click.argument("key_id")
+@setting_options("data_dir", "key_store_url")
+def keys_rotate(key_id: str, **flags: Any) -> None:
+    """Replace a key: the old one stops working (within a second on running gateways) and a new one with the
+    same name, scopes and expiry is printed once, alone on standard output."""
+    _check_key_id(key_id)
+    try:
+        record, key = _store(load_settings(**flags)).rotate(key_id)
+    except (KeyNotFound, KeyNameTaken) as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"Revoked {key_id}; its successor is {record.key_id}. It is shown only this once:", err=True)
+    click.echo(key)
 
 
 @main.command("config-reference")

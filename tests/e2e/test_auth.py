@@ -164,3 +164,27 @@ def test_keys_create_with_expiry_is_listed(gateway: GatewayProcess) -> None:
         text=True,
     )
     assert bad.returncode == 2 and "--expires-in 'soon'" in bad.stderr
+
+
+def test_rotate_old_secret_fails_new_works(gateway: GatewayProcess) -> None:
+    old = gateway.create_key("rotating")
+    url = gateway.url + "/mlflow/api/2.0/mlflow/experiments/search"
+
+    def status(key: str) -> int:
+        return requests.post(url, json={"max_results": 1}, headers={"X-API-Key": key}, timeout=10).status_code
+
+    assert status(old) == 200
+    rotated = subprocess.run(
+        [HOKUSAI, "keys", "rotate", keys.parse(old).key_id, "--data-dir", str(gateway.data_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    new = rotated.stdout.strip()
+    assert keys.parse(new).key_id != keys.parse(old).key_id
+    assert status(new) == 200
+    deadline = time.monotonic() + 10  # the gateway sees key changes within HOKUSAI_KEY_REVISION_POLL_INTERVAL
+    while status(old) != 401:
+        assert time.monotonic() < deadline, "rotated-out key still accepted after 10 s"
+        time.sleep(0.2)

@@ -98,3 +98,18 @@ def test_expiry_is_stored(store: KeyStore) -> None:
     when = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     record, _ = store.create("temp", environment="live", scopes=DEFAULT_SCOPES, expires_at=when)
     assert store.get(record.key_id).expires_at == when  # type: ignore[union-attr]
+
+
+def test_rotate_revokes_and_replaces(store: KeyStore) -> None:
+    import datetime as dt
+
+    when = dt.datetime(2031, 5, 1, tzinfo=dt.UTC)
+    old, old_key = store.create("trainer", environment="test", scopes=("read",), expires_at=when)
+    new, new_key = store.rotate(old.key_id)
+    assert new_key != old_key and new.key_id != old.key_id
+    assert (new.name, new.environment, new.scopes, new.expires_at) == ("trainer", "test", ("read",), when)
+    assert store.get(old.key_id).revoked_at is not None  # type: ignore[union-attr]
+    with pytest.raises(KeyNameTaken, match="revoked"):
+        store.rotate(old.key_id)
+    with pytest.raises(KeyNotFound):
+        store.rotate("BBBBBBBBBBBB")

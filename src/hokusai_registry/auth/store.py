@@ -159,6 +159,17 @@ class KeyStore:
             self._bump_revision(connection)
         return record, generated.text
 
+    def rotate(self, key_id: str) -> tuple[KeyRecord, str]:
+        """Revoke a key and create its successor (same name, environment, scopes and expiry) at once."""
+        old = self.get(key_id)
+        if old is None:
+            raise KeyNotFound(f"no key with id {key_id!r} (see `hokusai-registry keys list`)")
+        if old.revoked_at is not None:
+            raise KeyNameTaken(f"key {key_id} is revoked; create a new key instead of rotating it")
+        self.revoke(key_id)
+        environment: keys.Environment = "test" if old.environment == "test" else "live"
+        return self.create(old.name, environment=environment, scopes=old.scopes, expires_at=old.expires_at)
+
     def get(self, key_id: str) -> KeyRecord | None:
         with self.engine.connect() as connection:
             row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
