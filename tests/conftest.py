@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import mlflow
 import pytest
 from hypothesis import settings as hypothesis_settings
 
@@ -38,3 +39,20 @@ def gateway(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="session")
 def api_key(gateway: GatewayProcess) -> str:
     return gateway.create_key("e2e")
+
+
+@pytest.fixture
+def client_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """The MLflow client's environment without anyone's credentials; the tracking URI reset afterwards."""
+    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    yield monkeypatch
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def gateway_client(client_env: pytest.MonkeyPatch, gateway: GatewayProcess) -> pytest.MonkeyPatch:
+    """The MLflow client pointed at the session gateway, failing at once instead of retrying refusals."""
+    client_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow.set_tracking_uri(gateway.url + "/mlflow")
+    return client_env

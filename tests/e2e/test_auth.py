@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 
 import mlflow
 import pytest
@@ -16,16 +15,6 @@ from hokusai_registry.auth import keys
 from tests.helpers import HOKUSAI, GatewayProcess, raw_request
 
 
-@pytest.fixture
-def client_env(monkeypatch: pytest.MonkeyPatch, gateway: GatewayProcess) -> Iterator[pytest.MonkeyPatch]:
-    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    mlflow.set_tracking_uri(gateway.url + "/mlflow")
-    yield monkeypatch
-    mlflow.set_tracking_uri(None)
-
-
 def client_error() -> str:
     with pytest.raises(MlflowException) as raised:
         MlflowClient().search_experiments()
@@ -33,42 +22,42 @@ def client_error() -> str:
     return str(raised.value)
 
 
-def test_no_key(client_env: pytest.MonkeyPatch) -> None:
+def test_no_key(gateway_client: pytest.MonkeyPatch) -> None:
     message = client_error()
     assert "UNAUTHENTICATED" in message and "no API key was sent" in message
     assert "MLFLOW_TRACKING_TOKEN" in message
 
 
-def test_unknown_key(client_env: pytest.MonkeyPatch) -> None:
-    client_env.setenv("MLFLOW_TRACKING_TOKEN", keys.generate("live").text)
+def test_unknown_key(gateway_client: pytest.MonkeyPatch) -> None:
+    gateway_client.setenv("MLFLOW_TRACKING_TOKEN", keys.generate("live").text)
     message = client_error()
     assert "not recognised" in message
 
 
-def test_wrong_secret_for_a_real_key_id(client_env: pytest.MonkeyPatch, api_key: str) -> None:
+def test_wrong_secret_for_a_real_key_id(gateway_client: pytest.MonkeyPatch, api_key: str) -> None:
     other_secret = keys.generate("live").text.split("_")[3][: keys.SECRET_LENGTH]
     body = f"hk_live_{keys.parse(api_key).key_id}_{other_secret}"
-    client_env.setenv("MLFLOW_TRACKING_TOKEN", body + keys.checksum(body))
+    gateway_client.setenv("MLFLOW_TRACKING_TOKEN", body + keys.checksum(body))
     assert "not recognised" in client_error()
 
 
 @pytest.mark.parametrize("mangle", ["typo", "truncated", "prefix"])
-def test_malformed_key(mangle: str, client_env: pytest.MonkeyPatch, api_key: str) -> None:
+def test_malformed_key(mangle: str, gateway_client: pytest.MonkeyPatch, api_key: str) -> None:
     if mangle == "typo":
         bad = api_key[:-10] + ("A" if api_key[-10] != "A" else "B") + api_key[-9:]
     elif mangle == "truncated":
         bad = api_key[:-3]
     else:
         bad = "sk_" + api_key[3:]
-    client_env.setenv("MLFLOW_TRACKING_TOKEN", bad)
+    gateway_client.setenv("MLFLOW_TRACKING_TOKEN", bad)
     message = client_error()
     assert "malformed" in message
     assert bad not in message  # never echo a credential
 
 
-def test_revoked_key_stops_working(client_env: pytest.MonkeyPatch, gateway: GatewayProcess) -> None:
+def test_revoked_key_stops_working(gateway_client: pytest.MonkeyPatch, gateway: GatewayProcess) -> None:
     key = gateway.create_key("to-revoke")
-    client_env.setenv("MLFLOW_TRACKING_TOKEN", key)
+    gateway_client.setenv("MLFLOW_TRACKING_TOKEN", key)
     assert MlflowClient().search_experiments() is not None  # cached as valid now
     subprocess.run(
         [HOKUSAI, "keys", "revoke", keys.parse(key).key_id, "--data-dir", str(gateway.data_dir)],
@@ -89,9 +78,9 @@ def test_revoked_key_stops_working(client_env: pytest.MonkeyPatch, gateway: Gate
     pytest.fail("revoked key still accepted after 10 s")
 
 
-def test_basic_without_password_explains(client_env: pytest.MonkeyPatch) -> None:
-    client_env.setenv("MLFLOW_TRACKING_USERNAME", "me")
-    client_env.setenv("MLFLOW_TRACKING_PASSWORD", "")
+def test_basic_without_password_explains(gateway_client: pytest.MonkeyPatch) -> None:
+    gateway_client.setenv("MLFLOW_TRACKING_USERNAME", "me")
+    gateway_client.setenv("MLFLOW_TRACKING_PASSWORD", "")
     # An empty password makes the client skip Basic; send it by hand as a misconfigured tool would.
     response = requests.get(
         mlflow.get_tracking_uri() + "/api/2.0/mlflow/experiments/search", auth=("me", ""), timeout=10
@@ -130,7 +119,7 @@ def test_ui_page_and_assets_load_through_the_gateway(gateway: GatewayProcess, ap
 
 
 def test_expired_key_gets_401_that_says_it_expired(
-    client_env: pytest.MonkeyPatch, gateway: GatewayProcess
+    gateway_client: pytest.MonkeyPatch, gateway: GatewayProcess
 ) -> None:
     import datetime as dt
 
@@ -140,7 +129,7 @@ def test_expired_key_gets_401_that_says_it_expired(
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     _, key = store.create("expired", environment="live", scopes=("read", "write"), expires_at=past)
     store.close()
-    client_env.setenv("MLFLOW_TRACKING_TOKEN", key)
+    gateway_client.setenv("MLFLOW_TRACKING_TOKEN", key)
     assert "expired on" in client_error()
 
 

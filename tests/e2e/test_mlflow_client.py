@@ -18,14 +18,6 @@ from tests.helpers import GatewayProcess
 MOUNTS = {"mlflow": "/mlflow", "api-mlflow": "/api/mlflow", "bare": ""}
 
 
-@pytest.fixture
-def client_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    yield monkeypatch
-    mlflow.set_tracking_uri(None)
-
-
 def register_and_load(tracking_uri: str, name: str, tmp_path: Path) -> str:
     """The data scientist's whole path; returns the run id."""
     mlflow.set_tracking_uri(tracking_uri)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -15,16 +14,6 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 from tests.helpers import HOKUSAI, GatewayProcess
-
-
-@pytest.fixture
-def tracking(gateway: GatewayProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    mlflow.set_tracking_uri(gateway.url + "/mlflow")
-    yield monkeypatch
-    mlflow.set_tracking_uri(None)
 
 
 def read_key(gateway: GatewayProcess) -> str:
@@ -48,10 +37,10 @@ def read_key(gateway: GatewayProcess) -> str:
 
 
 def test_read_key_reads_but_cannot_write(
-    tracking: pytest.MonkeyPatch, gateway: GatewayProcess, api_key: str, tmp_path: Path
+    gateway_client: pytest.MonkeyPatch, gateway: GatewayProcess, api_key: str, tmp_path: Path
 ) -> None:
     # A trainer with a write key logs a run and a model first.
-    tracking.setenv("MLFLOW_TRACKING_TOKEN", api_key)
+    gateway_client.setenv("MLFLOW_TRACKING_TOKEN", api_key)
     mlflow.set_experiment("scopes")
     notes = tmp_path / "notes.txt"
     notes.write_text("read me")
@@ -59,7 +48,7 @@ def test_read_key_reads_but_cannot_write(
         mlflow.log_artifact(str(notes))
         model = mlflow.sklearn.log_model(LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1]), name="m")
 
-    tracking.setenv("MLFLOW_TRACKING_TOKEN", read_key(gateway))
+    gateway_client.setenv("MLFLOW_TRACKING_TOKEN", read_key(gateway))
     client = MlflowClient()
     assert client.search_runs([run.info.experiment_id])[0].info.run_id == run.info.run_id
     assert (
