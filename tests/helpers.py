@@ -108,6 +108,11 @@ class GatewayProcess:
         self._log.close()
 
 
+def mistyped(key: str) -> str:
+    """The key with its last character changed (always to a different one)."""
+    return key[:-1] + ("Q" if key[-1] != "Q" else "R")
+
+
 def processes_using(path: Path) -> list[psutil.Process]:
     """Processes whose command line names `path` (e.g. an MLflow started on a data directory)."""
     return [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from tests.helpers import GatewayProcess, RecordingUpstream, TcpServer, free_port, raw_request
+from tests.helpers import GatewayProcess, RecordingUpstream, TcpServer, free_port, mistyped, raw_request
 
 
 def scrape(process: GatewayProcess, key: str) -> str:
@@ -38,7 +38,7 @@ def test_metrics_need_a_key_and_move_with_traffic(tmp_path: Path) -> None:
             raw_request(process.url, "GET", path, {"Authorization": f"Bearer {key}"})
         raw_request(process.url, "POST", path, {"Authorization": f"Bearer {key}"}, b'{"max_results": 5}')
         raw_request(process.url, "GET", path)  # no key
-        raw_request(process.url, "GET", path, {"Authorization": f"Bearer {key[:-1]}Q"})  # typo
+        raw_request(process.url, "GET", path, {"Authorization": f"Bearer {mistyped(key)}"})  # typo
         raw_request(process.url, "GET", "/elsewhere", {"Authorization": f"Bearer {key}"})
         after = scrape(process, key)
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import GatewayProcess, RecordingUpstream, raw_request
+from tests.helpers import GatewayProcess, RecordingUpstream, mistyped, raw_request
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def traffic(process: GatewayProcess, key: str) -> None:
         {"Authorization": f"Bearer {key}"},
         {"Authorization": f"Basic {basic}"},
         {"X-API-Key": key},
-        {"Authorization": f"Bearer {key[:-1]}X"},  # mistyped
+        {"Authorization": f"Bearer {mistyped(key)}"},  # mistyped
         {"Authorization": f"Bearer {key}", "Cookie": f"session={key}"},
     ):
         raw_request(process.url, "GET", path, headers)
