@@ -27,6 +27,7 @@ from bench import report
 from bench.load import Rate, RssSampler, download, median_rate, upload, wrk
 from bench.stack import free_port, gateway, make_key, nginx_config, running, wait_http
 from hokusai_registry.auth.authenticator import Authenticator
+from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyStore
 from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, wait_until_healthy
 from hokusai_registry.settings import Settings
@@ -251,7 +252,9 @@ def auth_costs(results: Results, workdir: Path, iterations: int) -> None:
     _, key = store.create("bench", environment="test", scopes=DEFAULT_SCOPES)
 
     async def measure(ttl: float, count: int) -> float:
-        authenticator = Authenticator(store, cache_ttl=ttl, poll_interval=3600)
+        authenticator = Authenticator(
+            LocalKeys(store, poll_interval=3600, last_used_interval=3600), cache_ttl=ttl
+        )
         await authenticator.start()
         await authenticator.authenticate(key)
         started = time.perf_counter()

@@ -31,7 +31,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def gateway(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(mlflow_server, tmp_path_factory.mktemp("gateway"))
+    # Many tests send bad keys from 127.0.0.1 on purpose: the failure throttle has its own tests.
+    # Last use is written every half second so tests can see it.
+    env = {"HOKUSAI_AUTH_FAILURE_LIMIT": "0", "HOKUSAI_LAST_USED_INTERVAL": "0.5"}
+    process = GatewayProcess(mlflow_server, tmp_path_factory.mktemp("gateway"), env=env)
     yield process
     process.stop()
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from hokusai_registry.asgi import Receive, Scope, Send
-from hokusai_registry.auth.authenticator import Authenticator
+from hokusai_registry.audit import audit
+from hokusai_registry.auth import keys
+from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.auth.scopes import grants, required_scope
 from hokusai_registry.errors import GatewayError, send_error
+from hokusai_registry.guard import Guard
 from hokusai_registry.health import MLFLOW_HEALTH_PATHS, Health
+from hokusai_registry.keys_api import DOCS_ASSETS, DOCS_PATHS, IDENTITY, KEYS_PATH, VALIDATE_PATH
 from hokusai_registry.metrics import Metrics
 from hokusai_registry.observability import (
     RequestRecord,
@@ -25,8 +30,16 @@ from hokusai_registry.observability import (
     log_access,
     request_id,
 )
-from hokusai_registry.proxy.forward import Forwarder
+from hokusai_registry.proxy.forward import Forwarder, read_body, replay
 from hokusai_registry.proxy.headers import LOOP_MARK, header_value, is_cross_origin_write
+from hokusai_registry.proxy.inspected import (
+    MAX_INSPECTED_BODY,
+    Inspection,
+    attribute_run,
+    audit_fields,
+    inspection,
+    parse,
+)
 from hokusai_registry.proxy.paths import Redirect, Target, resolve
 from hokusai_registry.proxy.routes import Family
 
@@ -35,6 +48,7 @@ FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 BASIC_CHALLENGE = (b"www-authenticate", b'Basic realm="Hokusai Registry", charset="UTF-8"')
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+ADMIN_API_PREFIX = "/api/v1/"
 
 
 def _method_error(method: str) -> GatewayError:
@@ -56,6 +70,11 @@ def _permission_error(
     )
 
 
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "-"
+
+
 def _loop_error() -> GatewayError:
     return GatewayError(
         "INTERNAL_ERROR",
@@ -73,11 +92,20 @@ class Gateway:
         forwarder: Forwarder,
         health: Health,
         metrics: Metrics,
+        keys_api: Handler,
+        guard: Guard,
+        service_id: str,
+        keys_managed_by: str | None,
         public_url: str | None,
     ) -> None:
         self.authenticator = authenticator
         self.forwarder = forwarder
         self.metrics = metrics
+        self.keys_api = keys_api
+        self.guard = guard
+        self.service_id = service_id
+        # Set when keys are validated by a remote auth service, which then also manages them.
+        self.keys_managed_by = keys_managed_by
         self.public_url = public_url
         self._log_flusher: asyncio.Future[None] | None = None
         # Exact paths answered by the gateway and never forwarded: the handler, and whether it needs a key.
@@ -123,50 +151,125 @@ class Gateway:
             await self._dispatch(scope, receive, send, record)
         except GatewayError as error:
             record.auth_failure = error.kind
-            await send_error(counted(send, record), error)
+            await self.guard.refused(_client(scope), scope["method"], scope["path"], record.key_id, error)
+            challenge = (
+                [BASIC_CHALLENGE]
+                if record.family == Family.UI.value and error.code == "UNAUTHENTICATED"
+                else []
+            )
+            await send_error(counted(send, record), error, challenge)
         finally:
             self.metrics.in_flight.dec()
-            client = scope.get("client")
             log_access(
                 record,
-                client[0] if client else "-",
+                _client(scope),
                 scope["method"],
                 scope["path"],
                 (time.perf_counter() - started) * 1000,
             )
             self.metrics.observe(record, scope["method"])
 
+    async def authenticate(self, scope: Scope, record: RequestRecord) -> Identity:
+        """The caller's identity, checked for this service and counted against its rate limits."""
+        presented = presented_key(scope["headers"])
+        record.key_id = keys.hint(presented)
+        identity = await self.guard.authenticate(self.authenticator, presented, _client(scope))
+        denied = service_denied(identity, self.service_id)
+        if denied is not None:
+            raise denied
+        exceeded = await self.guard.rate_limits.check_key(identity)
+        if exceeded is not None:
+            raise exceeded.error(
+                f"Hokusai Registry gateway: key {identity.key_id} is over its limit of {exceeded.limit} "
+                f"requests per {exceeded.per}; retry after the Retry-After seconds, or ask an admin for a "
+                "higher limit."
+            )
+        return identity
+
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
-        own = self.own_routes.get(scope["path"])
+        path = scope["path"]
+        own = self.own_routes.get(path)
         if own is not None:
             record.family = "gateway"
             handler, needs_key = own
             if scope["method"] not in ("GET", "HEAD"):
                 raise _method_error(scope["method"])
             if needs_key:
-                record.key_id = (
-                    await self.authenticator.authenticate(presented_key(scope["headers"]))
-                ).key_id
+                await self.authenticate(scope, record)
             await handler(scope, receive, counted(send, record))
+            return
+        if path.startswith(ADMIN_API_PREFIX) or path in DOCS_PATHS or path.startswith(DOCS_ASSETS + "/"):
+            await self._admin_api(scope, receive, send, record)
             return
         target = self._target(scope, record)
         if isinstance(target, Redirect):
             await _redirect(counted(send, record), target.location, scope["query_string"])
             return
         record.family = target.family.value
-        try:
-            identity = await self.authenticator.authenticate(presented_key(scope["headers"]))
-        except GatewayError as error:
-            record.auth_failure = error.kind
-            challenge = [BASIC_CHALLENGE] if target.family is Family.UI else []
-            await send_error(counted(send, record), error, challenge)
-            return
-        record.key_id = identity.key_id
+        identity = await self.authenticate(scope, record)
         method = scope["method"]
         needed = required_scope(method, target.path)
         if needed is None or not grants(identity.scopes, needed):
             raise _permission_error(identity.key_id, identity.scopes, method, target.path, needed)
+        found = inspection(method, target.path)
+        if found is None:
+            await self.forwarder.forward(scope, receive, send, target, record)
+            return
+        inspected = await self._inspect(scope, receive, found, identity)
+        if inspected is None:
+            record.status = 499  # the client left while sending its body
+            return
+        scope, receive, fields = inspected
         await self.forwarder.forward(scope, receive, send, target, record)
+        if found.audited:
+            audit(
+                found.event,
+                key_id=identity.key_id,
+                owner=identity.user_id,
+                client=_client(scope),
+                request_id=record.request_id.decode(),
+                status=record.status,
+                **fields,
+            )
+
+    async def _inspect(
+        self, scope: Scope, receive: Receive, found: Inspection, identity: Identity
+    ) -> tuple[Scope, Receive, dict[str, str]] | None:
+        """Reads a small JSON body; for run creation, puts the key's owner in as the run's user."""
+        body = await read_body(receive, MAX_INSPECTED_BODY)
+        if body is None:
+            return None
+        data = parse(body)
+        fields = audit_fields(found, data, dict(parse_qsl(scope["query_string"].decode("latin-1"))))
+        if found.attribute and data is not None:
+            body = attribute_run(data, identity.user_id)
+        headers = [
+            (name, value)
+            for name, value in scope["headers"]
+            if name not in (b"content-length", b"transfer-encoding")
+        ]
+        headers.append((b"content-length", str(len(body)).encode()))
+        return {**scope, "headers": headers}, replay(body, receive), fields
+
+    async def _admin_api(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
+        """Docs and the validate endpoint are open (validate checks the key it is given, and throttles by
+        the end client's address); key management needs an admin key."""
+        record.family = "gateway"
+        path = scope["path"]
+        if path == KEYS_PATH or (path.startswith(KEYS_PATH + "/") and path != VALIDATE_PATH):
+            if self.keys_managed_by:
+                raise GatewayError(
+                    "ENDPOINT_NOT_FOUND",
+                    "Hokusai Registry gateway: this gateway validates keys through the auth service at "
+                    f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage keys there.",
+                )
+            identity = await self.authenticate(scope, record)
+            if not grants(identity.scopes, "admin"):
+                raise _permission_error(identity.key_id, identity.scopes, scope["method"], path, "admin")
+            scope = {**scope, IDENTITY: identity}
+        elif path != VALIDATE_PATH and path not in DOCS_PATHS and not path.startswith(DOCS_ASSETS + "/"):
+            raise GatewayError("ENDPOINT_NOT_FOUND", f"Hokusai Registry gateway: no API endpoint {path}.")
+        await self.keys_api(scope, receive, counted(send, record))
 
     def _target(self, scope: Scope, record: RequestRecord) -> Target | Redirect:
         """Everything decided before authentication; raises GatewayError for a refusal."""

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import getpass
+import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any, Literal, NoReturn, get_args, get_origin
 
 import click
+from pydantic import ValidationError
 
 from hokusai_registry import __version__
-from hokusai_registry.auth import keys as key_format
-from hokusai_registry.auth.scopes import SCOPES, expand
-from hokusai_registry.auth.store import KeyNameTaken, KeyNotFound, KeyStore
+from hokusai_registry.auth.admin import KeyAdmin, KeySpec, problems
+from hokusai_registry.auth.scopes import SCOPES
+from hokusai_registry.auth.store import KeyNameTaken, KeyNotFound
 from hokusai_registry.settings import ConfigError, Settings, reference_markdown
 
 F = Callable[..., Any]
@@ -129,115 +130,136 @@ def keys() -> None:
     """Create, list and revoke API keys."""
 
 
-def _store(settings: Settings) -> KeyStore:
+def _admin(settings: Settings) -> KeyAdmin:
+    from hokusai_registry.audit import configure_audit
     from hokusai_registry.server import open_key_store
 
     try:
-        return open_key_store(settings)
+        configure_audit(settings.audit_log)
+        return KeyAdmin(open_key_store(settings), settings.key_environment)
     except ConfigError as exc:
         config_failure(exc)
 
 
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid-{os.getuid()}"
+
+
+KEY_STORE_OPTIONS = ("data_dir", "key_store_url", "audit_log")
+
+
 @keys.command("create")
 @click.option("--name", required=True, help="Who or what the key is for, e.g. 'ci-trainer'.")
+@click.option("--owner", default=None, help=KeySpec.model_fields["owner"].description)
 @click.option(
     "--scope",
     type=click.Choice(SCOPES),
     default="write",
     show_default=True,
-    help="read: search and download; write: also log runs, artifacts and models; admin: also server "
-    "configuration and keys. Each implies the ones before it.",
+    help=KeySpec.model_fields["scope"].description,
 )
 @click.option("--admin", is_flag=True, help="Same as --scope admin.")
 @click.option("--expires-in", default=None, help="Lifetime such as 90d, 12h or 30m; default: no expiry.")
-@setting_options("data_dir", "key_store_url", "key_environment")
-def keys_create(name: str, scope: str, admin: bool, expires_in: str | None, **flags: Any) -> None:
+@click.option(
+    "--service-id",
+    "service_ids",
+    multiple=True,
+    help="A service id the key is valid for (repeat for several); default: any.",
+)
+@click.option("--rate-limit-per-minute", type=int, default=None, help="Default: the gateway's; 0: unlimited.")
+@click.option("--rate-limit-per-hour", type=int, default=None, help="Default: the gateway's; 0: unlimited.")
+@setting_options(*KEY_STORE_OPTIONS, "key_environment")
+def keys_create(
+    name: str,
+    owner: str | None,
+    scope: str,
+    admin: bool,
+    expires_in: str | None,
+    service_ids: tuple[str, ...],
+    rate_limit_per_minute: int | None,
+    rate_limit_per_hour: int | None,
+    **flags: Any,
+) -> None:
     """Create a key. It is printed once, alone on standard output; only its hash is stored."""
-    settings = load_settings(**flags)
-    expires_at = None
-    if expires_in is not None:
-        match = re.fullmatch(r"(\d+)([dhm])", expires_in.strip())
-        if not match or int(match.group(1)) == 0:
-            raise click.UsageError(f"--expires-in {expires_in!r}: give a number and d, h or m, e.g. 90d")
-        unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
-        expires_at = dt.datetime.now(dt.UTC) + dt.timedelta(**{unit: int(match.group(1))})
-    store = _store(settings)
     try:
-        record, key = store.create(
-            name,
-            environment=settings.key_environment,
-            scopes=expand("admin" if admin else scope),
-            expires_at=expires_at,
+        spec = KeySpec(
+            name=name,
+            owner=owner,
+            scope="admin" if admin else scope,  # type: ignore[arg-type]
+            expires_in=expires_in,
+            service_ids=list(service_ids),
+            rate_limit_per_minute=rate_limit_per_minute,
+            rate_limit_per_hour=rate_limit_per_hour,
         )
-    except (KeyNameTaken, ValueError) as exc:
+    except ValidationError as exc:
+        raise click.UsageError(problems(exc.errors(), prefix="--")) from None
+    try:
+        created = _admin(load_settings(**flags)).create(spec, _actor())
+    except KeyNameTaken as exc:
         raise click.UsageError(str(exc)) from None
-    expiry = f", expires {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
+    expiry = f", expires {created.expires_at:%Y-%m-%d %H:%M} UTC" if created.expires_at else ""
     click.echo(
-        f"Created key {record.key_id} ({record.name!r}, scopes: {' '.join(record.scopes)}{expiry}). "
-        "It is shown only this once:",
+        f"Created key {created.key_id} ({created.name!r} for {created.user_id}, scopes: "
+        f"{' '.join(created.scopes)}{expiry}). It is shown only this once:",
         err=True,
     )
-    click.echo(key)
+    click.echo(created.key)
 
 
 @keys.command("list")
-@setting_options("data_dir", "key_store_url")
-def keys_list(**flags: Any) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array with every field (no secrets).")
+@setting_options(*KEY_STORE_OPTIONS)
+def keys_list(as_json: bool, **flags: Any) -> None:
     """List keys (never their secrets)."""
-    records = _store(load_settings(**flags)).list()
-    if not records:
+    infos = _admin(load_settings(**flags)).list()
+    if as_json:
+        click.echo(json.dumps([info.model_dump(mode="json") for info in infos], indent=2))
+        return
+    if not infos:
         click.echo("No keys yet. Create one with: hokusai-registry keys create --name NAME --admin")
         return
-    click.echo(f"{'KEY ID':<14}{'NAME':<24}{'ENV':<6}{'SCOPES':<20}{'CREATED (UTC)':<18}STATUS")
-    now = dt.datetime.now(dt.UTC)
-    for record in records:
-        if record.revoked_at:
-            status = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}"
-        elif record.expires_at and record.expires_at <= now:
-            status = f"expired {record.expires_at:%Y-%m-%d %H:%M}"
-        elif record.expires_at:
-            status = f"active, expires {record.expires_at:%Y-%m-%d %H:%M}"
+    click.echo(f"{'KEY ID':<14}{'NAME':<20}{'OWNER':<20}{'SCOPES':<18}{'LAST USED (UTC)':<18}STATUS")
+    for info in infos:
+        if info.revoked_at:
+            status = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}"
+        elif info.expires_at:
+            status = f"{info.status}, expires {info.expires_at:%Y-%m-%d %H:%M}"
         else:
-            status = "active"
+            status = info.status
+        used = f"{info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "never"
         click.echo(
-            f"{record.key_id:<14}{record.name[:23]:<24}{record.environment:<6}"
-            f"{' '.join(record.scopes):<20}{record.created_at:%Y-%m-%d %H:%M}  {status}"
+            f"{info.key_id:<14}{info.name[:19]:<20}{info.user_id[:19]:<20}"
+            f"{' '.join(info.scopes):<18}{used:<18}{status}"
         )
-
-
-def _check_key_id(key_id: str) -> None:
-    if key_id.startswith(("hk_live_", "hk_test_")):
-        raise click.UsageError("pass the key id (see `keys list`), not the whole key")
-    if not key_format.is_key_id(key_id):
-        raise click.UsageError(f"{key_id!r} is not a key id (12 letters and digits; see `keys list`)")
 
 
 @keys.command("revoke")
 @click.argument("key_id")
-@setting_options("data_dir", "key_store_url")
+@setting_options(*KEY_STORE_OPTIONS)
 def keys_revoke(key_id: str, **flags: Any) -> None:
     """Revoke a key by its id (the part after hk_live_); running gateways refuse it within a second."""
-    _check_key_id(key_id)
     try:
-        record = _store(load_settings(**flags)).revoke(key_id)
-    except KeyNotFound as exc:
+        info = _admin(load_settings(**flags)).revoke(key_id, _actor())
+    except (KeyNotFound, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    click.echo(f"Revoked key {record.key_id} ({record.name!r}).")
+    click.echo(f"Revoked key {info.key_id} ({info.name!r}).")
 
 
 @keys.command("rotate")
 @click.argument("key_id")
-@setting_options("data_dir", "key_store_url")
+@setting_options(*KEY_STORE_OPTIONS)
 def keys_rotate(key_id: str, **flags: Any) -> None:
     """Replace a key: the old one stops working (within a second on running gateways) and a new one with the
-    same name, scopes and expiry is printed once, alone on standard output."""
-    _check_key_id(key_id)
+    same name, owner, scopes, limits and expiry is printed once, alone on standard output."""
     try:
-        record, key = _store(load_settings(**flags)).rotate(key_id)
-    except (KeyNotFound, KeyNameTaken) as exc:
+        created = _admin(load_settings(**flags)).rotate(key_id, _actor())
+    except (KeyNotFound, KeyNameTaken, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
-    click.echo(f"Revoked {key_id}; its successor is {record.key_id}. It is shown only this once:", err=True)
-    click.echo(key)
+    click.echo(f"Revoked {key_id}; its successor is {created.key_id}. It is shown only this once:", err=True)
+    click.echo(created.key)
 
 
 @main.command("config-reference")

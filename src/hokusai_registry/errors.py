@@ -20,6 +20,8 @@ STATUS_BY_CODE = {
     "INVALID_PARAMETER_VALUE": 400,
     "UNAUTHENTICATED": 401,
     "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "RESOURCE_ALREADY_EXISTS": 400,
     "ENDPOINT_NOT_FOUND": 404,
     "RESOURCE_DOES_NOT_EXIST": 404,
     "INTERNAL_ERROR": 500,
@@ -32,13 +34,26 @@ class GatewayError(Exception):
     """A request the gateway answers itself. `status` overrides the code's usual status where MLflow
     has no code of its own (502, 508)."""
 
-    def __init__(self, code: str, message: str, status: int | None = None, kind: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
+        kind: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.http_status = status or STATUS_BY_CODE[code]
-        # Set only on refused credentials: the reason label of hokusai_auth_failures_total ("revoked", ...).
+        # Why a request was refused before reaching MLflow ("revoked", "scope", ...): the reason label of
+        # hokusai_auth_failures_total and of audit lines.
         self.kind = kind
+        # Extra response headers, e.g. Retry-After.
+        self.headers = tuple(headers)
+
+    def copy(self) -> GatewayError:
+        return GatewayError(self.code, self.message, self.http_status, self.kind, self.headers)
 
 
 def error_body(code: str, message: str) -> bytes:
@@ -66,4 +81,6 @@ async def send_json(
 async def send_error(
     send: Send, error: GatewayError, extra_headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    await send_json(send, error.http_status, error_body(error.code, error.message), extra_headers)
+    await send_json(
+        send, error.http_status, error_body(error.code, error.message), [*error.headers, *extra_headers]
+    )

@@ -88,6 +88,7 @@ class BatchingStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         fd = os.dup(sys.stderr.fileno())
         super().__init__(open(fd, "w", buffering=1 << 16, encoding="utf-8", errors="replace"))  # noqa: SIM115
         atexit.register(self.flush_now)
+        _batching.append(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         # Called under the handler's lock by Handler.handle; no flush per line (see flush_now).
@@ -108,6 +109,8 @@ class BatchingStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 FLUSH_INTERVAL = 0.2
+# Every batching handler (the log's and the audit log's), for flush_logs.
+_batching: list[BatchingStderrHandler] = []
 
 
 async def flush_periodically() -> None:
@@ -121,9 +124,8 @@ async def flush_periodically() -> None:
 
 
 def flush_logs() -> None:
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, BatchingStderrHandler):
-            handler.flush_now()
+    for handler in _batching:
+        handler.flush_now()
 
 
 def configure_logging(log_format: str = "text", debug: bool = False) -> None:

@@ -16,7 +16,9 @@ import click
 import uvloop
 
 from hokusai_registry import __version__
-from hokusai_registry.auth.store import ADMIN_SCOPES, KeyStore
+from hokusai_registry.audit import configure_audit
+from hokusai_registry.auth.admin import KeyAdmin, KeySpec
+from hokusai_registry.auth.store import KeyStore
 from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, supervise, wait_until_healthy
 from hokusai_registry.observability import configure_logging
 from hokusai_registry.server import (
@@ -73,7 +75,11 @@ def _export_lines(settings: Settings, key: str | None) -> list[str]:
 def _key_advice(settings: Settings, store: KeyStore) -> list[str]:
     """The first start creates an admin key and shows it once; later starts say how to get one."""
     if store.count() == 0:
-        _, key = store.create("admin", environment=settings.key_environment, scopes=ADMIN_SCOPES)
+        key = (
+            KeyAdmin(store, settings.key_environment)
+            .create(KeySpec(name="admin", scope="admin"), "serve")
+            .key
+        )
         return [
             "",
             "First start: an admin key was created. It is shown only this once; keep it safe:",
@@ -93,6 +99,7 @@ def _key_advice(settings: Settings, store: KeyStore) -> list[str]:
 async def serve_embedded(settings: Settings) -> None:
     """Gateway plus a supervised MLflow on SQLite and local artifacts under the data directory."""
     configure_logging(settings.log_format, settings.debug)
+    configure_audit(settings.audit_log)
     if settings.mlflow_server_url:
         raise ConfigError(
             "MLFLOW_SERVER_URL is set, but `serve` starts its own MLflow: unset it, or run "
@@ -152,6 +159,7 @@ async def serve_embedded(settings: Settings) -> None:
 def run_gateway(settings: Settings) -> None:
     """The gateway alone, in front of an MLflow that runs elsewhere, in one or more processes."""
     configure_logging(settings.log_format, settings.debug)
+    configure_audit(settings.audit_log)
     settings.require_upstream()
     store = open_key_store(settings)
     listener = bind_socket(settings.host, settings.port)
@@ -164,7 +172,7 @@ def run_gateway(settings: Settings) -> None:
         f"Hokusai Registry {__version__} gateway on {settings.gateway_url}{workers}, "
         f"forwarding to MLflow at {redact_url(upstream)}"
     )
-    if store.count() == 0:
+    if store.count() == 0 and not settings.auth_service_url:
         _out(
             "No API keys yet: hokusai-registry keys create --name NAME --admin "
             f"--data-dir {settings.data_dir}"

@@ -13,12 +13,18 @@ from collections.abc import Iterator
 import uvicorn
 
 from hokusai_registry.app import Gateway
-from hokusai_registry.auth.authenticator import Authenticator
+from hokusai_registry.auth.admin import KeyAdmin
+from hokusai_registry.auth.authenticator import Authenticator, KeySource
+from hokusai_registry.auth.local_keys import LocalKeys
+from hokusai_registry.auth.remote_keys import RemoteKeys
 from hokusai_registry.auth.store import KeyStore
+from hokusai_registry.guard import Guard
 from hokusai_registry.health import Health
+from hokusai_registry.keys_api import build_keys_api
 from hokusai_registry.metrics import Metrics
 from hokusai_registry.proxy.forward import Forwarder
-from hokusai_registry.settings import ConfigError, Settings
+from hokusai_registry.ratelimit import RateLimits
+from hokusai_registry.settings import ConfigError, Settings, redact_url
 
 
 def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gateway:
@@ -31,9 +37,18 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         pool_size=settings.upstream_pool_size,
         mark=secrets.token_hex(6),
     )
-    authenticator = Authenticator(
-        store, cache_ttl=settings.key_cache_ttl, poll_interval=settings.key_revision_poll_interval
-    )
+    source: KeySource
+    if settings.auth_service_url:
+        source = RemoteKeys(
+            settings.auth_service_url, service_id=settings.service_id, timeout=settings.auth_service_timeout
+        )
+    else:
+        source = LocalKeys(
+            store,
+            poll_interval=settings.key_revision_poll_interval,
+            last_used_interval=settings.last_used_interval,
+        )
+    authenticator = Authenticator(source, cache_ttl=settings.key_cache_ttl)
     health = Health(
         forwarder,
         authenticator.check_store,
@@ -43,11 +58,23 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         api_prefix=settings.upstream_api_prefix,
         public_url=settings.public_url,
     )
+    guard = Guard(
+        RateLimits(
+            per_minute=settings.rate_limit_per_minute,
+            per_hour=settings.rate_limit_per_hour,
+            auth_failures_per_minute=settings.auth_failure_limit,
+            redis_url=settings.redis_url,
+        )
+    )
     return Gateway(
         authenticator=authenticator,
         forwarder=forwarder,
         health=health,
         metrics=Metrics(),
+        keys_api=build_keys_api(KeyAdmin(store, settings.key_environment), authenticator, guard),
+        guard=guard,
+        service_id=settings.service_id,
+        keys_managed_by=redact_url(settings.auth_service_url) if settings.auth_service_url else None,
         public_url=settings.public_url,
     )
 

@@ -103,6 +103,62 @@ class Settings(BaseSettings):
         "Seconds between checks for key changes made by other processes (a revoked key stops working "
         "within this interval).",
     )
+    last_used_interval: float = _setting(
+        30.0,
+        "HOKUSAI_LAST_USED_INTERVAL",
+        None,
+        "Seconds between batched writes of keys' last use to the key store (one write per interval, not "
+        "one per request).",
+    )
+    service_id: str = _setting(
+        "mlflow",
+        "AUTH_SERVICE_ID",
+        "--service-id",
+        "This gateway's service id: keys restricted to other service ids are refused here, and it is "
+        "sent to the auth service in remote mode.",
+    )
+    auth_service_url: str | None = _setting(
+        None,
+        "AUTH_SERVICE_URL",
+        "--auth-service-url",
+        "Validate keys through this auth service (`POST <url>/api/v1/keys/validate`, e.g. another "
+        "Hokusai gateway) instead of the local key store.",
+    )
+    auth_service_timeout: float = _setting(
+        5.0, "AUTH_SERVICE_TIMEOUT", None, "Seconds to wait for the auth service before answering 503."
+    )
+    rate_limit_per_minute: int = _setting(
+        0,
+        "HOKUSAI_RATE_LIMIT_PER_MINUTE",
+        None,
+        "Requests per minute allowed per key unless the key sets its own limit; 0 means unlimited.",
+    )
+    rate_limit_per_hour: int = _setting(
+        0,
+        "HOKUSAI_RATE_LIMIT_PER_HOUR",
+        None,
+        "Requests per hour allowed per key unless the key sets its own limit; 0 means unlimited.",
+    )
+    auth_failure_limit: int = _setting(
+        30,
+        "HOKUSAI_AUTH_FAILURE_LIMIT",
+        None,
+        "Failed authentications per minute from one client address before its requests get 429; 0 "
+        "disables the throttle.",
+    )
+    redis_url: str | None = _setting(
+        None,
+        "REDIS_URL",
+        "--redis-url",
+        "Redis for rate-limit counters shared by all gateway replicas (`redis://host:6379/0`). Without "
+        "it, or while it is unreachable, each process counts on its own.",
+    )
+    audit_log: str = _setting(
+        "stderr",
+        "HOKUSAI_AUDIT_LOG",
+        "--audit-log",
+        "Where audit events go as JSON lines: `stderr`, or a file path (appended to).",
+    )
     upstream_connect_timeout: float = _setting(
         10.0, "HOKUSAI_UPSTREAM_CONNECT_TIMEOUT", None, "Seconds to open a connection to MLflow."
     )
@@ -173,6 +229,13 @@ class Settings(BaseSettings):
         300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."
     )
 
+    @field_validator("rate_limit_per_minute", "rate_limit_per_hour", "auth_failure_limit")
+    @classmethod
+    def _limit(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (unlimited) or more")
+        return value
+
     @field_validator("workers", "upstream_pool_size", "mlflow_workers")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
@@ -186,6 +249,8 @@ class Settings(BaseSettings):
         "health_check_timeout",
         "key_revision_poll_interval",
         "mlflow_startup_timeout",
+        "last_used_interval",
+        "auth_service_timeout",
     )
     @classmethod
     def _positive(cls, value: float) -> float:
@@ -200,7 +265,7 @@ class Settings(BaseSettings):
             raise ValueError("must not be negative")
         return value
 
-    @field_validator("mlflow_server_url", "public_url")
+    @field_validator("mlflow_server_url", "public_url", "auth_service_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:

@@ -152,7 +152,7 @@ def test_keys_create_with_expiry_is_listed(gateway: GatewayProcess) -> None:
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 2 and "--expires-in 'soon'" in bad.stderr
+    assert bad.returncode == 2 and "--expires-in: 'soon' is not a lifetime" in bad.stderr
 
 
 def test_rotate_old_secret_fails_new_works(gateway: GatewayProcess) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from hokusai_registry.auth import keys
 from hokusai_registry.auth.authenticator import Authenticator
+from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyRecord, KeyStore
 from hokusai_registry.errors import GatewayError
 
@@ -38,7 +39,7 @@ def test_known_key_is_checked_once_then_served_from_memory(store: CountingStore)
     record, key = store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
 
     async def scenario() -> None:
-        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        auth = Authenticator(LocalKeys(store, poll_interval=60, last_used_interval=60), cache_ttl=60)
         await auth.start()
         for _ in range(100):
             identity = await auth.authenticate(key)
@@ -53,7 +54,7 @@ def test_concurrent_checks_of_one_key_share_one_lookup(store: CountingStore) -> 
     _, key = store.create("ci", environment="live", scopes=DEFAULT_SCOPES)
 
     async def scenario() -> None:
-        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        auth = Authenticator(LocalKeys(store, poll_interval=60, last_used_interval=60), cache_ttl=60)
         await auth.start()
         results = await asyncio.gather(*(auth.authenticate(key) for _ in range(50)))
         assert len({r.key_id for r in results}) == 1
@@ -67,7 +68,7 @@ def test_unknown_keys_are_refused_and_briefly_remembered(store: CountingStore) -
     unknown = keys.generate("live").text
 
     async def scenario() -> None:
-        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        auth = Authenticator(LocalKeys(store, poll_interval=60, last_used_interval=60), cache_ttl=60)
         await auth.start()
         for _ in range(20):
             with pytest.raises(GatewayError, match="not recognised"):
@@ -80,7 +81,7 @@ def test_unknown_keys_are_refused_and_briefly_remembered(store: CountingStore) -
 
 def test_malformed_keys_never_reach_the_store(store: CountingStore) -> None:
     async def scenario() -> None:
-        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        auth = Authenticator(LocalKeys(store, poll_interval=60, last_used_interval=60), cache_ttl=60)
         await auth.start()
         with pytest.raises(GatewayError, match="malformed"):
             await auth.authenticate("hk_live_nope")
@@ -95,7 +96,7 @@ def test_revocation_by_another_process_drops_the_cached_check(store: CountingSto
     other_process = KeyStore(store.url)  # e.g. `hokusai-registry keys revoke`
 
     async def scenario() -> None:
-        auth = Authenticator(store, cache_ttl=3600, poll_interval=0.05)
+        auth = Authenticator(LocalKeys(store, poll_interval=0.05, last_used_interval=60), cache_ttl=3600)
         await auth.start()
         await auth.authenticate(key)
         await asyncio.to_thread(other_process.revoke, record.key_id)
@@ -120,7 +121,7 @@ def test_expired_key_is_refused_and_says_so(store: CountingStore) -> None:
     record, key = store.create("old", environment="live", scopes=DEFAULT_SCOPES, expires_at=past)
 
     async def scenario() -> None:
-        auth = Authenticator(store, cache_ttl=60, poll_interval=60)
+        auth = Authenticator(LocalKeys(store, poll_interval=60, last_used_interval=60), cache_ttl=60)
         await auth.start()
         with pytest.raises(GatewayError) as raised:
             await auth.authenticate(key)
@@ -139,7 +140,9 @@ def test_store_failure_is_503_not_401(store: CountingStore) -> None:
             raise OSError("disk gone")
 
     async def scenario() -> None:
-        auth = Authenticator(BrokenStore(store.url), cache_ttl=60, poll_interval=60)
+        auth = Authenticator(
+            LocalKeys(BrokenStore(store.url), poll_interval=60, last_used_interval=60), cache_ttl=60
+        )
         await auth.start()
         with pytest.raises(GatewayError) as raised:
             await auth.authenticate(key)

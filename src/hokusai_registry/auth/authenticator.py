@@ -1,34 +1,34 @@
-"""Key checks with an in-process cache, so a request with a known key does no database work.
+"""Key checks with an in-process cache, so a request with a known key does no database or network work.
 
-Cache entries are keyed by an HMAC of the presented key under a per-process random key (never the
-key itself). Concurrent checks of the same unknown key share one lookup. A background task watches
-the key store's revision counter and drops every cached result when any key changes, so a key
-revoked by another process stops working within `key_revision_poll_interval` seconds.
+Where keys are checked is a `KeySource`: the local key store (`local_keys.py`) or a remote auth service
+(`remote_keys.py`). This module holds what both share: cache entries keyed by an HMAC of the presented
+key under a per-process random key (never the key itself), a short negative cache, and one lookup for
+concurrent checks of the same key (single-flight). An unavailable source is never cached and never
+turns into "invalid key": it is a 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import hmac
-import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from hokusai_registry.auth import keys
 from hokusai_registry.auth.credentials import unauthenticated
-from hokusai_registry.auth.store import KeyStore
 from hokusai_registry.errors import GatewayError
 
-log = logging.getLogger(__name__)
-
-# Unknown and revoked keys are remembered briefly so a flood of them does not reach the store.
+# Unknown and revoked keys are remembered briefly so a flood of them does not reach the source.
 NEGATIVE_TTL = 5.0
 # Bounds memory when someone sends many well-formed but unknown keys.
 MAX_CACHE_ENTRIES = 100_000
+# What a client is told to wait when the key source is down.
+RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,37 +37,106 @@ class Identity:
     name: str
     scopes: tuple[str, ...]
     expires_at: dt.datetime | None = None
+    # Who requests with the key act as (MLflow's user for runs): the owner, or else the name.
+    user_id: str = ""
+    service_ids: tuple[str, ...] = ()  # empty: any service
+    rate_limit_per_minute: int | None = None  # None: the gateway's default
+    rate_limit_per_hour: int | None = None
+
+
+def service_denied(identity: Identity, service_id: str) -> GatewayError | None:
+    """The refusal for a key limited to other services, or None when it may be used for this one."""
+    if not identity.service_ids or service_id in identity.service_ids:
+        return None
+    return GatewayError(
+        "PERMISSION_DENIED",
+        f"Hokusai Registry gateway: key {identity.key_id} is not allowed for service {service_id!r} "
+        f"(it is limited to: {', '.join(identity.service_ids)}). Check AUTH_SERVICE_ID, or ask an admin "
+        "for a key for this service.",
+        kind="service",
+    )
+
+
+class KeySource(Protocol):
+    """Where presented keys are looked up."""
+
+    async def start(self, invalidate: Callable[[], None]) -> None:
+        """Begin background work; call `invalidate` whenever cached results may be wrong."""
+
+    async def stop(self) -> None: ...
+
+    async def lookup(self, parsed: keys.ParsedKey, client_ip: str) -> Identity | GatewayError:
+        """The identity, a refusal, or `unavailable(...)` when the source cannot answer."""
+        ...
+
+    def record_use(self, key_id: str) -> None:
+        """A request was authenticated with this key (cheap: called on every request)."""
+
+    async def check(self) -> None:
+        """Raise if the source cannot answer (readiness)."""
+
+
+def unavailable(what: str, kind: str = "store_unavailable") -> GatewayError:
+    return GatewayError(
+        "TEMPORARILY_UNAVAILABLE",
+        f"Hokusai Registry gateway: {what}; retry shortly.",
+        kind=kind,
+        headers=[(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
+    )
+
+
+def not_recognised() -> GatewayError:
+    return unauthenticated(
+        "the API key is not recognised. Check that MLFLOW_TRACKING_TOKEN holds a current key "
+        "for this registry, or ask an admin for one.",
+        "unknown",
+    )
+
+
+def _cacheable(result: Identity | GatewayError) -> bool:
+    return not (isinstance(result, GatewayError) and result.code == "TEMPORARILY_UNAVAILABLE")
 
 
 class Authenticator:
-    def __init__(self, store: KeyStore, *, cache_ttl: float, poll_interval: float) -> None:
-        self._store = store
+    def __init__(self, source: KeySource, *, cache_ttl: float) -> None:
+        self.source = source
         self._cache_ttl = cache_ttl
-        self._poll_interval = poll_interval
         self._cache_secret = secrets.token_bytes(32)
         self._cache: dict[bytes, tuple[float, Identity | GatewayError]] = {}
         self._inflight: dict[bytes, asyncio.Future[Identity | GatewayError]] = {}
-        self._revision: int | None = None
         # Bumped whenever the cache is dropped, so a lookup that began before a key change is not cached.
         self._generation = 0
-        self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._revision = await asyncio.to_thread(self._store.revision)
-        self._watcher = asyncio.create_task(self._watch_revision())
+        await self.source.start(self.invalidate)
 
     async def stop(self) -> None:
-        if self._watcher:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await self.source.stop()
 
-    async def check_store(self) -> int:
-        """Asks the key store for its revision: proof that it answers (readiness)."""
-        return await asyncio.to_thread(self._store.revision)
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._cache.clear()
 
-    async def authenticate(self, presented: str) -> Identity:
-        """The identity behind a presented key, or an UNAUTHENTICATED GatewayError."""
+    async def check_store(self) -> None:
+        """Proof that the key source answers (readiness)."""
+        await self.source.check()
+
+    async def authenticate(self, presented: str, client_ip: str = "") -> Identity:
+        """The identity behind a presented key, or a GatewayError (401, or 503 if the source is down)."""
+        identity = await self._identity(presented, client_ip)
+        self.source.record_use(identity.key_id)
+        return identity
+
+    def cached(self, presented: str) -> Identity | None:
+        """The identity if this key passed a check that is still cached (no lookup), else None."""
+        cache_key = hmac.digest(self._cache_secret, presented.encode("latin-1"), hashlib.sha256)
+        cached = self._cache.get(cache_key)
+        if cached is None or cached[0] <= time.monotonic() or not isinstance(cached[1], Identity):
+            return None
+        self.source.record_use(cached[1].key_id)
+        return cached[1]
+
+    async def _identity(self, presented: str, client_ip: str) -> Identity:
         # Only well-formed keys are ever cached, so a hit needs no parsing.
         cache_key = hmac.digest(self._cache_secret, presented.encode("latin-1"), hashlib.sha256)
         cached = self._cache.get(cache_key)
@@ -86,11 +155,11 @@ class Authenticator:
             return _identity_or_raise(await asyncio.shield(pending))
         pending = asyncio.get_running_loop().create_future()
         self._inflight[cache_key] = pending
-        result: Identity | GatewayError = _STORE_UNAVAILABLE
+        result: Identity | GatewayError = unavailable("the key check was interrupted")
         generation = self._generation
         try:
-            result = await self._lookup(parsed)
-            if result is not _STORE_UNAVAILABLE and generation == self._generation:
+            result = await self.source.lookup(parsed, client_ip)
+            if _cacheable(result) and generation == self._generation:
                 if len(self._cache) >= MAX_CACHE_ENTRIES:
                     self._cache.clear()
                 ttl = self._cache_ttl if isinstance(result, Identity) else NEGATIVE_TTL
@@ -104,58 +173,9 @@ class Authenticator:
             pending.set_result(result)
         return _identity_or_raise(result)
 
-    async def _lookup(self, parsed: keys.ParsedKey) -> Identity | GatewayError:
-        try:
-            return await asyncio.to_thread(self._check, parsed)
-        except Exception as exc:
-            log.warning("key store lookup failed: %s", type(exc).__name__)
-            return _STORE_UNAVAILABLE
-
-    def _check(self, parsed: keys.ParsedKey) -> Identity | GatewayError:
-        record = self._store.get(parsed.key_id)
-        if record is None or not hmac.compare_digest(record.secret_hash, keys.digest(parsed.text)):
-            return unauthenticated(
-                "the API key is not recognised. Check that MLFLOW_TRACKING_TOKEN holds a current key "
-                "for this registry, or ask an admin for one.",
-                "unknown",
-            )
-        if record.revoked_at is not None:
-            return unauthenticated(
-                f"the API key {record.key_id} was revoked on {record.revoked_at:%Y-%m-%d %H:%M} UTC. "
-                "Ask an admin for a new key.",
-                "revoked",
-            )
-        if record.expires_at is not None and record.expires_at <= dt.datetime.now(dt.UTC):
-            return unauthenticated(
-                f"the API key {record.key_id} expired on {record.expires_at:%Y-%m-%d %H:%M} UTC. "
-                "Ask an admin for a new key.",
-                "expired",
-            )
-        return Identity(record.key_id, record.name, record.scopes, record.expires_at)
-
-    async def _watch_revision(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_interval)
-            try:
-                revision = await asyncio.to_thread(self._store.revision)
-            except Exception as exc:
-                log.warning("key store revision check failed: %s", type(exc).__name__)
-                continue
-            if revision != self._revision:
-                self._revision = revision
-                self._generation += 1
-                self._cache.clear()
-
-
-_STORE_UNAVAILABLE = GatewayError(
-    "TEMPORARILY_UNAVAILABLE",
-    "Hokusai Registry gateway: the key store is unavailable; retry shortly.",
-    kind="store_unavailable",
-)
-
 
 def _identity_or_raise(result: Identity | GatewayError) -> Identity:
     if isinstance(result, GatewayError):
         # A fresh exception each time: re-raising a shared one would grow its traceback forever.
-        raise GatewayError(result.code, result.message, result.http_status, result.kind)
+        raise result.copy()
     return result

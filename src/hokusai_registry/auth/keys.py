@@ -82,3 +82,14 @@ def parse(text: str) -> ParsedKey:
 def digest(text: str) -> str:
     """What the key store keeps: the SHA-256 of the whole key, hex."""
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def hint(text: str) -> str:
+    """What logs may say about a presented key: its id if that part is well-formed, else its
+    environment prefix, else "-". Never any part of a secret."""
+    if not text.startswith(("hk_live_", "hk_test_")):
+        return "-"
+    key_id = text[8 : 8 + KEY_ID_LENGTH]
+    if is_key_id(key_id) and text[8 + KEY_ID_LENGTH : 9 + KEY_ID_LENGTH] == "_":
+        return key_id
+    return text[:8]

@@ -16,6 +16,15 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    # The person or system the key acts for (MLflow's user for runs it creates); NULL means the name.
+    sa.Column("owner", sa.String(200), nullable=True),
+    # Space-separated service ids the key may be validated for; NULL means any.
+    sa.Column("service_ids", sa.String(1000), nullable=True),
+    # NULL means the gateway's default limit.
+    sa.Column("rate_limit_per_minute", sa.Integer, nullable=True),
+    sa.Column("rate_limit_per_hour", sa.Integer, nullable=True),
+    # Written in batches by the gateways (not per request), so it lags by up to the flush interval.
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 # One row; its revision goes up on every key change so gateways can drop cached checks.

@@ -7,7 +7,7 @@ one implementation serves both and nothing blocks the event loop.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,27 @@ class KeyRecord:
     created_at: dt.datetime
     revoked_at: dt.datetime | None
     expires_at: dt.datetime | None = None
+    owner: str | None = None
+    service_ids: tuple[str, ...] = ()  # empty: valid for any service
+    rate_limit_per_minute: int | None = None  # None: the gateway's default
+    rate_limit_per_hour: int | None = None
+    last_used_at: dt.datetime | None = None
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.scopes
+
+    @property
+    def user_id(self) -> str:
+        """Who requests with this key act as: the owner, or the key's name when it has none."""
+        return self.owner or self.name
+
+    def status(self, now: dt.datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
 
 
 def _now() -> dt.datetime:
@@ -62,6 +79,11 @@ def _record(row: Any) -> KeyRecord:
         created_at=_aware(row.created_at),
         revoked_at=_aware(row.revoked_at) if row.revoked_at else None,
         expires_at=_aware(row.expires_at) if row.expires_at else None,
+        owner=row.owner,
+        service_ids=tuple(row.service_ids.split()) if row.service_ids else (),
+        rate_limit_per_minute=row.rate_limit_per_minute,
+        rate_limit_per_hour=row.rate_limit_per_hour,
+        last_used_at=_aware(row.last_used_at) if row.last_used_at else None,
     )
 
 
@@ -119,56 +141,101 @@ class KeyStore:
         environment: keys.Environment,
         scopes: tuple[str, ...],
         expires_at: dt.datetime | None = None,
+        owner: str | None = None,
+        service_ids: tuple[str, ...] = (),
+        rate_limit_per_minute: int | None = None,
+        rate_limit_per_hour: int | None = None,
     ) -> tuple[KeyRecord, str]:
         """Create a key; the plaintext is returned once and never stored."""
         name = name.strip()
         if not name:
             raise ValueError("a key needs a name (--name)")
         generated = keys.generate(environment)
+        record = KeyRecord(
+            key_id=generated.key_id,
+            name=name,
+            environment=environment,
+            scopes=scopes,
+            secret_hash=keys.digest(generated.text),
+            created_at=_now(),
+            revoked_at=None,
+            expires_at=expires_at,
+            owner=owner,
+            service_ids=service_ids,
+            rate_limit_per_minute=rate_limit_per_minute,
+            rate_limit_per_hour=rate_limit_per_hour,
+        )
         with self.engine.begin() as connection:
-            taken = connection.execute(
-                sa.select(api_keys.c.key_id).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
-            ).first()
-            if taken:
-                raise KeyNameTaken(
-                    f"an active key named {name!r} already exists (id {taken.key_id}); "
-                    "revoke it or choose another name"
-                )
-            record = KeyRecord(
-                key_id=generated.key_id,
-                name=name,
-                environment=environment,
-                scopes=scopes,
-                secret_hash=keys.digest(generated.text),
-                created_at=_now(),
-                revoked_at=None,
-                expires_at=expires_at,
-            )
-            connection.execute(
-                api_keys.insert().values(
-                    key_id=record.key_id,
-                    name=record.name,
-                    environment=record.environment,
-                    scopes=" ".join(record.scopes),
-                    secret_hash=record.secret_hash,
-                    created_at=record.created_at,
-                    revoked_at=None,
-                    expires_at=expires_at,
-                )
-            )
+            self._insert(connection, record)
             self._bump_revision(connection)
         return record, generated.text
 
+    def _insert(self, connection: sa.Connection, record: KeyRecord) -> None:
+        taken = connection.execute(
+            sa.select(api_keys.c.key_id).where(
+                api_keys.c.name == record.name, api_keys.c.revoked_at.is_(None)
+            )
+        ).first()
+        if taken:
+            raise KeyNameTaken(
+                f"an active key named {record.name!r} already exists (id {taken.key_id}); "
+                "revoke it or choose another name"
+            )
+        connection.execute(
+            api_keys.insert().values(
+                key_id=record.key_id,
+                name=record.name,
+                environment=record.environment,
+                scopes=" ".join(record.scopes),
+                secret_hash=record.secret_hash,
+                created_at=record.created_at,
+                revoked_at=None,
+                expires_at=record.expires_at,
+                owner=record.owner,
+                service_ids=" ".join(record.service_ids) or None,
+                rate_limit_per_minute=record.rate_limit_per_minute,
+                rate_limit_per_hour=record.rate_limit_per_hour,
+            )
+        )
+
     def rotate(self, key_id: str) -> tuple[KeyRecord, str]:
-        """Revoke a key and create its successor (same name, environment, scopes and expiry) at once."""
-        old = self.get(key_id)
-        if old is None:
-            raise KeyNotFound(f"no key with id {key_id!r} (see `hokusai-registry keys list`)")
-        if old.revoked_at is not None:
-            raise KeyNameTaken(f"key {key_id} is revoked; create a new key instead of rotating it")
-        self.revoke(key_id)
-        environment: keys.Environment = "test" if old.environment == "test" else "live"
-        return self.create(old.name, environment=environment, scopes=old.scopes, expires_at=old.expires_at)
+        """Revoke a key and create its successor (same name, owner, scopes, limits and expiry) in one
+        transaction: either both happen or neither."""
+        with self.engine.begin() as connection:
+            row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+            if row is None:
+                raise KeyNotFound(f"no key with id {key_id!r} (see `hokusai-registry keys list`)")
+            old = _record(row)
+            if old.revoked_at is not None:
+                raise KeyNameTaken(f"key {key_id} is revoked; create a new key instead of rotating it")
+            connection.execute(api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=_now()))
+            environment: keys.Environment = "test" if old.environment == "test" else "live"
+            generated = keys.generate(environment)
+            record = replace(
+                old,
+                key_id=generated.key_id,
+                secret_hash=keys.digest(generated.text),
+                created_at=_now(),
+                last_used_at=None,
+            )
+            self._insert(connection, record)
+            self._bump_revision(connection)
+        return record, generated.text
+
+    def touch(self, used: dict[str, dt.datetime]) -> None:
+        """Record when keys were last used (a batch from a gateway). Not a key change: no revision bump,
+        and an older time never overwrites a newer one written by another gateway."""
+        if not used:
+            return
+        column = api_keys.c.last_used_at
+        statement = (
+            api_keys.update()
+            .where(api_keys.c.key_id == sa.bindparam("id"))
+            .where(sa.or_(column.is_(None), column < sa.bindparam("used")))
+            .values(last_used_at=sa.bindparam("used"))
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement, [{"id": key_id, "used": when} for key_id, when in used.items()])
 
     def get(self, key_id: str) -> KeyRecord | None:
         with self.engine.connect() as connection:

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlsplit
 
-from hokusai_registry.asgi import Receive, Scope, Send
+from hokusai_registry.asgi import Message, Receive, Scope, Send
 from hokusai_registry.errors import GatewayError, send_error
 from hokusai_registry.observability import RequestRecord, counted, redact_headers
 from hokusai_registry.proxy.headers import (
@@ -66,6 +66,39 @@ async def _request_body(receive: Receive, record: RequestRecord) -> AsyncIterato
             yield body
         if not message.get("more_body", False):
             return
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """A whole (small) request body, or None if the client left first. Over `limit` bytes is a 413."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise GatewayError(
+                "INVALID_PARAMETER_VALUE",
+                f"Hokusai Registry gateway: the request body is over {limit >> 20} MiB, more than this "
+                "MLflow API call takes.",
+                status=413,
+            )
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that yields `body` once, then defers to the client's (for disconnects)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

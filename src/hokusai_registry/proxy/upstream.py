@@ -419,17 +419,30 @@ class UpstreamPool:
         connection.start_reading(read_timeout)
         await connection.wait_head()
 
-    async def fetch(self, path: str, read_timeout: float) -> tuple[int, bytes]:
-        """GET a small resource from the upstream (health checks); the whole body in memory."""
-        head = f"GET {path} HTTP/1.1\r\nhost: {self.authority}\r\n\r\n".encode()
+    async def fetch(
+        self,
+        path: str,
+        read_timeout: float,
+        *,
+        method: str = "GET",
+        headers: tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+    ) -> tuple[int, bytes]:
+        """A small request of the gateway's own (health checks, key validation); the whole answer in
+        memory. The body goes out with the head, so a stale kept-alive connection is retried."""
+        lines = [f"{method} {path} HTTP/1.1", f"host: {self.authority}"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        if body or method != "GET":
+            lines.append(f"content-length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         response = await self.request(
             head, None, chunked=False, read_timeout=read_timeout, head_only=False, idempotent=True
         )
         try:
-            body = b"".join([chunk async for chunk in response.chunks()])
+            answer = b"".join([chunk async for chunk in response.chunks()])
         finally:
             response.release()
-        return response.status, body
+        return response.status, answer
 
     def close(self) -> None:
         while self._idle:

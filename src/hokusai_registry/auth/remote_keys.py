@@ -1,0 +1,134 @@
+"""Keys checked by a remote auth service (`AUTH_SERVICE_URL`), e.g. another Hokusai gateway.
+
+The contract is `POST <url>/api/v1/keys/validate` with `Authorization: Bearer <key>` and
+`{"service_id", "client_ip"}` (see `keys_api.py` for the server side). 200 is an identity, 401 a
+refused key, 403 a key not allowed for this service id; anything else, or no answer in time, means
+the service is unavailable, which the gateway reports as 503 with Retry-After and never as an invalid
+key. Keys validated within the cache TTL keep working while the service is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from hokusai_registry.auth import keys
+from hokusai_registry.auth.authenticator import Identity, unavailable
+from hokusai_registry.auth.credentials import unauthenticated
+from hokusai_registry.errors import GatewayError
+from hokusai_registry.proxy.upstream import UpstreamError, UpstreamPool
+from hokusai_registry.settings import redact_url
+
+log = logging.getLogger(__name__)
+
+VALIDATE_PATH = "/api/v1/keys/validate"
+# Reasons a validating service may give for a 401; anything else is reported as "unknown".
+UNAVAILABLE = "auth_service_unavailable"
+KNOWN_REASONS = frozenset({"unknown", "revoked", "expired", "malformed"})
+
+
+class RemoteKeys:
+    def __init__(self, url: str, *, service_id: str, timeout: float, pool_size: int = 32) -> None:
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        self.display = redact_url(url)
+        self._path = parts.path.rstrip("/") + VALIDATE_PATH
+        self._service_id = service_id
+        self._timeout = timeout
+        self._pool = UpstreamPool(
+            parts.hostname or "",
+            parts.port or (443 if tls else 80),
+            tls=tls,
+            limit=pool_size,
+            connect_timeout=timeout,
+            pool_timeout=timeout,
+        )
+
+    async def start(self, invalidate: Callable[[], None]) -> None:
+        """Nothing to watch: remote revocations take effect when cached checks expire (the TTL)."""
+
+    async def stop(self) -> None:
+        self._pool.close()
+
+    def record_use(self, key_id: str) -> None:
+        """The auth service records use when it validates."""
+
+    async def check(self) -> None:
+        status, _ = await self._pool.fetch("/health", self._timeout)
+        if status != 200:
+            raise RuntimeError(f"the auth service at {self.display} answered /health with {status}")
+
+    async def lookup(self, parsed: keys.ParsedKey, client_ip: str) -> Identity | GatewayError:
+        body = json.dumps({"service_id": self._service_id, "client_ip": client_ip}).encode()
+        try:
+            status, answer = await asyncio.wait_for(
+                self._pool.fetch(
+                    self._path,
+                    self._timeout,
+                    method="POST",
+                    headers=(
+                        ("authorization", f"Bearer {parsed.text}"),
+                        ("content-type", "application/json"),
+                    ),
+                    body=body,
+                ),
+                self._timeout * 2,
+            )
+        except (UpstreamError, TimeoutError) as exc:
+            log.warning("auth service %s did not answer: %s", self.display, exc or type(exc).__name__)
+            return unavailable(f"the auth service at {self.display} did not answer", UNAVAILABLE)
+        return self._verdict(status, answer)
+
+    def _verdict(self, status: int, answer: bytes) -> Identity | GatewayError:
+        try:
+            data: dict[str, Any] = json.loads(answer)
+        except ValueError:
+            data = {}
+        message = str(data.get("message", ""))[:500]
+        if status == 200 and data.get("valid") is True:
+            try:
+                return _identity(data)
+            except (KeyError, TypeError, ValueError):
+                pass
+        elif status == 401:
+            reason = str(data.get("reason", "unknown"))
+            return unauthenticated(
+                _strip_origin(message) or "the auth service did not recognise the API key.",
+                reason if reason in KNOWN_REASONS else "unknown",
+            )
+        elif status == 403:
+            return GatewayError(
+                "PERMISSION_DENIED",
+                message
+                or f"Hokusai Registry gateway: the key is not allowed for service {self._service_id!r}.",
+                kind="service",
+            )
+        log.warning("auth service %s answered %d to a key check", self.display, status)
+        return unavailable(f"the auth service at {self.display} failed (HTTP {status})", UNAVAILABLE)
+
+
+def _strip_origin(message: str) -> str:
+    # The remote says "Hokusai Registry gateway: ..." too; `unauthenticated` adds it again.
+    return message.removeprefix("Hokusai Registry gateway: ")
+
+
+def _identity(data: dict[str, Any]) -> Identity:
+    expires = data.get("expires_at")
+    return Identity(
+        key_id=str(data["key_id"]),
+        name=str(data.get("name") or data["key_id"]),
+        scopes=tuple(str(scope) for scope in data["scopes"]),
+        expires_at=dt.datetime.fromisoformat(expires) if expires else None,
+        user_id=str(data.get("user_id") or data["key_id"]),
+        rate_limit_per_minute=_optional_int(data.get("rate_limit_per_minute")),
+        rate_limit_per_hour=_optional_int(data.get("rate_limit_per_hour")),
+    )
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
