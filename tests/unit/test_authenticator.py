@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,37 @@ def test_store_failure_is_503_not_401(store: CountingStore) -> None:
         await auth.stop()
 
     run(scenario())
+
+
+class TouchCountingStore(CountingStore):
+    touches: list[dict[str, object]]
+
+    def touch(self, used: dict[str, dt.datetime]) -> None:
+        self.touches.append(dict(used))
+        super().touch(used)
+
+
+def test_last_use_is_written_in_one_batch_not_per_request(tmp_path: Path) -> None:
+    store = TouchCountingStore(f"sqlite:///{tmp_path / 'keys.db'}")
+    store.touches = []
+    store.migrate()
+    first, first_key = store.create("a", environment="live", scopes=DEFAULT_SCOPES)
+    second, second_key = store.create("b", environment="live", scopes=DEFAULT_SCOPES)
+    idle, _ = store.create("c", environment="live", scopes=DEFAULT_SCOPES)
+    before = dt.datetime.now(dt.UTC)
+
+    async def scenario() -> None:
+        auth = Authenticator(LocalKeys(store, poll_interval=60, last_used_interval=3600), cache_ttl=60)
+        await auth.start()
+        for _ in range(100):
+            await auth.authenticate(first_key)
+            await auth.authenticate(second_key)
+        await auth.stop()  # the final flush
+
+    run(scenario())
+    assert len(store.touches) == 1 and set(store.touches[0]) == {first.key_id, second.key_id}
+    assert store.get(first.key_id).last_used_at >= before - dt.timedelta(seconds=1)  # type: ignore[union-attr,operator]
+    assert store.get(idle.key_id).last_used_at is None  # type: ignore[union-attr]
+    # An older time never overwrites a newer one (another gateway's).
+    store.touch({first.key_id: before - dt.timedelta(days=1)})
+    assert store.get(first.key_id).last_used_at >= before - dt.timedelta(seconds=1)  # type: ignore[union-attr,operator]

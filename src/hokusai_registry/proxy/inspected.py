@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-_API = r"/(?:api|ajax-api)/[23]\.0/mlflow"
-# Bodies of inspected routes are MLflow API JSON: tags and parameters, never artifacts.
+# The part before "/mlflow/<route>": every API flavour the UI and clients use.
+_API_ROOT = re.compile(r"/(?:api|ajax-api)/[23]\.0")
 MAX_INSPECTED_BODY = 4 << 20
 
 
@@ -31,32 +31,30 @@ class Inspection:
         return not self.attribute
 
 
-def _row(
-    method: str, route: str, event: str, *fields: str, attribute: bool = False
-) -> tuple[str, re.Pattern[str], Inspection]:
-    return method, re.compile(f"{_API}/{route}"), Inspection(event, fields, attribute)
-
-
-_TABLE = (
-    _row("POST", "runs/create", "run.created", "experiment_id", attribute=True),
-    _row("POST", "registered-models/create", "registered_model.created", "name"),
-    _row("PATCH", "registered-models/rename", "registered_model.renamed", "name", "new_name"),
-    _row("DELETE", "registered-models/delete", "registered_model.deleted", "name"),
-    _row("POST", "model-versions/create", "model_version.created", "name", "run_id", "source"),
-    _row("DELETE", "model-versions/delete", "model_version.deleted", "name", "version"),
-    _row(
-        "POST", "model-versions/transition-stage", "model_version.stage_changed", "name", "version", "stage"
+# (method, route after "/mlflow/") -> what to do; a dict lookup, so other requests pay almost nothing.
+_TABLE = {
+    ("POST", "runs/create"): Inspection("run.created", ("experiment_id",), attribute=True),
+    ("POST", "registered-models/create"): Inspection("registered_model.created", ("name",)),
+    ("PATCH", "registered-models/rename"): Inspection("registered_model.renamed", ("name", "new_name")),
+    ("DELETE", "registered-models/delete"): Inspection("registered_model.deleted", ("name",)),
+    ("POST", "model-versions/create"): Inspection("model_version.created", ("name", "run_id", "source")),
+    ("DELETE", "model-versions/delete"): Inspection("model_version.deleted", ("name", "version")),
+    ("POST", "model-versions/transition-stage"): Inspection(
+        "model_version.stage_changed", ("name", "version", "stage")
     ),
-    _row("POST", "registered-models/alias", "model_alias.set", "name", "alias", "version"),
-    _row("DELETE", "registered-models/alias", "model_alias.deleted", "name", "alias"),
-)
+    ("POST", "registered-models/alias"): Inspection("model_alias.set", ("name", "alias", "version")),
+    ("DELETE", "registered-models/alias"): Inspection("model_alias.deleted", ("name", "alias")),
+}
 
 
 def inspection(method: str, path: str) -> Inspection | None:
-    for table_method, pattern, found in _TABLE:
-        if method == table_method and pattern.fullmatch(path):
-            return found
-    return None
+    root, found, route = path.partition("/mlflow/")
+    if not found:
+        return None
+    inspected = _TABLE.get((method, route))
+    if inspected is None or not _API_ROOT.fullmatch(root):
+        return None
+    return inspected
 
 
 def parse(body: bytes) -> dict[str, Any] | None:
