@@ -256,13 +256,13 @@ class Gateway:
         the end client's address); key management needs an admin key."""
         record.family = "gateway"
         path = scope["path"]
+        if self.keys_managed_by and (path == KEYS_PATH or path.startswith(KEYS_PATH + "/")):
+            raise GatewayError(
+                "ENDPOINT_NOT_FOUND",
+                "Hokusai Registry gateway: this gateway validates keys through the auth service at "
+                f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage and validate keys there.",
+            )
         if path == KEYS_PATH or (path.startswith(KEYS_PATH + "/") and path != VALIDATE_PATH):
-            if self.keys_managed_by:
-                raise GatewayError(
-                    "ENDPOINT_NOT_FOUND",
-                    "Hokusai Registry gateway: this gateway validates keys through the auth service at "
-                    f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage keys there.",
-                )
             identity = await self.authenticate(scope, record)
             if not grants(identity.scopes, "admin"):
                 raise _permission_error(identity.key_id, identity.scopes, scope["method"], path, "admin")

@@ -195,7 +195,7 @@ def keys_create(
             rate_limit_per_hour=rate_limit_per_hour,
         )
     except ValidationError as exc:
-        raise click.UsageError(problems(exc.errors(), prefix="--")) from None
+        raise click.UsageError(problems(exc.errors(), flags=True)) from None
     try:
         created = _admin(load_settings(**flags)).create(spec, _actor())
     except KeyNameTaken as exc:

@@ -38,7 +38,12 @@ VALIDATE_PATH = KEYS_PATH + "/validate"
 
 
 class ValidateRequest(BaseModel):
-    service_id: str | None = Field(default=None, max_length=100, description="The calling service's id.")
+    service_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="The calling service's id; a key limited to other services is refused with 403.",
+    )
     client_ip: str | None = Field(default=None, max_length=64, description="The end client's address.")
 
 
@@ -49,6 +54,7 @@ class Validated(BaseModel):
     user_id: str
     scopes: list[str]
     service_id: str | None
+    service_ids: list[str] = Field(description="Services the key is limited to; empty means any.")
     rate_limit_per_minute: int | None
     rate_limit_per_hour: int | None
     expires_at: dt.datetime | None
@@ -66,11 +72,12 @@ def _actor(request: Request) -> str:
     return f"key:{identity.key_id}"
 
 
-def validate_client_address(client_ip: str | None, peer: str) -> str:
-    """The end client's address as the calling service reports it, else the caller's own."""
+def throttle_address(client_ip: str | None, peer: str) -> str:
+    """Whom failed validations are counted against: the end client as the calling service reports it,
+    qualified by the caller, so nobody can get another caller's clients throttled."""
     if client_ip:
         try:
-            return str(ipaddress.ip_address(client_ip))
+            return f"{peer}>{ipaddress.ip_address(client_ip)}"
         except ValueError:
             pass
     return peer
@@ -166,9 +173,11 @@ def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) 
         responses={401: {"description": "Bad key"}, 403: {"description": "Key not allowed for service_id"}},
     )
     async def validate(body: ValidateRequest, request: Request) -> Validated | JSONResponse:
-        client = validate_client_address(body.client_ip, request.client.host if request.client else "")
-        presented = presented_key(request.scope["headers"])
+        peer = request.client.host if request.client else "-"
+        client = throttle_address(body.client_ip, peer)
+        presented = ""
         try:
+            presented = presented_key(request.scope["headers"])
             identity = await guard.authenticate(authenticator, presented, client)
         except GatewayError as error:
             await guard.refused(client, "POST", VALIDATE_PATH, keys.hint(presented), error)
@@ -176,7 +185,7 @@ def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) 
                 # `reason` lets a validating gateway label its metrics; the message is for people.
                 return _error(401, error.code, error.message, reason=error.kind or "unknown")
             raise
-        denied = service_denied(identity, body.service_id) if body.service_id else None
+        denied = service_denied(identity, body.service_id) if body.service_id is not None else None
         if denied is not None:
             await guard.refused(client, "POST", VALIDATE_PATH, identity.key_id, denied)
             raise denied
@@ -186,6 +195,7 @@ def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) 
             user_id=identity.user_id,
             scopes=list(identity.scopes),
             service_id=body.service_id,
+            service_ids=list(identity.service_ids),
             rate_limit_per_minute=identity.rate_limit_per_minute,
             rate_limit_per_hour=identity.rate_limit_per_hour,
             expires_at=identity.expires_at,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -228,6 +229,13 @@ class Settings(BaseSettings):
     mlflow_startup_timeout: float = _setting(
         300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."
     )
+
+    @field_validator("service_id")
+    @classmethod
+    def _service_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", value):
+            raise ValueError("must be 1-100 of A-Z a-z 0-9 . _ : - (keys limited to services name it)")
+        return value
 
     @field_validator("rate_limit_per_minute", "rate_limit_per_hour", "auth_failure_limit")
     @classmethod

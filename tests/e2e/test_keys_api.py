@@ -91,9 +91,9 @@ def test_only_admin_keys_reach_the_api(gateway: GatewayProcess, api_key: str) ->
     [
         ({"name": ""}, "name"),
         ({"name": "x", "scope": "root"}, "scope"),
-        ({"name": "x", "expires_in": "soon"}, "expires-in"),
-        ({"name": "x", "service_ids": ["has space"]}, "service-ids"),
-        ({"name": "x", "rate_limit_per_minute": -1}, "rate-limit-per-minute"),
+        ({"name": "x", "expires_in": "soon"}, "expires_in"),
+        ({"name": "x", "service_ids": ["has space"]}, "service_ids"),
+        ({"name": "x", "rate_limit_per_minute": -1}, "rate_limit_per_minute"),
         ({"name": "x", "surprise": 1}, "surprise"),
     ],
 )

@@ -32,9 +32,9 @@ def test_spec_defaults_and_cleanup() -> None:
     [
         ({"name": " "}, "name: must not be blank"),
         ({"name": "x", "owner": ""}, "owner: must not be blank"),
-        ({"name": "x", "expires_in": "1y"}, "expires-in: '1y' is not a lifetime"),
-        ({"name": "x", "service_ids": ["a b"]}, "service-ids: 'a b' is not a service id"),
-        ({"name": "x", "rate_limit_per_hour": -5}, "rate-limit-per-hour:"),
+        ({"name": "x", "expires_in": "1y"}, "expires_in: '1y' is not a lifetime"),
+        ({"name": "x", "service_ids": ["a b"]}, "service_ids: 'a b' is not a service id"),
+        ({"name": "x", "rate_limit_per_hour": -5}, "rate_limit_per_hour:"),
     ],
 )
 def test_bad_specs_name_the_field(fields: dict[str, object], message: str) -> None:

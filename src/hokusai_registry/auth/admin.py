@@ -23,13 +23,16 @@ _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 _SERVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
-def problems(errors: Iterable[Mapping[str, Any]], prefix: str = "") -> str:
-    """Pydantic's validation errors as one line: `field: what is wrong; ...`."""
-    return "; ".join(
-        f"{prefix}{'.'.join(str(part) for part in problem['loc'] if part != 'body').replace('_', '-')}: "
-        f"{problem['msg'].removeprefix('Value error, ')}"
-        for problem in errors
-    )
+def problems(errors: Iterable[Mapping[str, Any]], flags: bool = False) -> str:
+    """Pydantic's validation errors as one line: `field: what is wrong; ...` (as `--field-name` for the
+    CLI)."""
+    described = []
+    for problem in errors:
+        name = ".".join(str(part) for part in problem["loc"] if part != "body")
+        if flags:
+            name = "--" + name.replace("_", "-")
+        described.append(f"{name}: {str(problem['msg']).removeprefix('Value error, ')}")
+    return "; ".join(described)
 
 
 def parse_duration(text: str) -> dt.timedelta:

@@ -109,6 +109,12 @@ class RemoteKeys:
                 kind="service",
             )
         log.warning("auth service %s answered %d to a key check", self.display, status)
+        if status == 404:
+            return unavailable(
+                f"the auth service at {self.display} has no {VALIDATE_PATH} (HTTP 404): check that "
+                "AUTH_SERVICE_URL is a Hokusai Registry gateway",
+                UNAVAILABLE,
+            )
         return unavailable(f"the auth service at {self.display} failed (HTTP {status})", UNAVAILABLE)
 
 
