@@ -7,11 +7,12 @@ from collections.abc import Iterator
 
 import mlflow
 import pytest
+import redis
 from hypothesis import settings as hypothesis_settings
 
 from hokusai_registry.mlflow_server import mlflow_command
 from hokusai_registry.settings import Settings
-from tests.helpers import GatewayProcess, free_port, running_mlflow
+from tests.helpers import REDIS_URL, GatewayProcess, free_port, running_mlflow
 
 # Property tests share the machine with live servers: a per-example deadline would be a timing assertion.
 hypothesis_settings.register_profile("hokusai", deadline=None)
@@ -42,6 +43,19 @@ def gateway(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="session")
 def api_key(gateway: GatewayProcess) -> str:
     return gateway.create_key("e2e")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The machine's Redis, or a skip that says why (a bare machine has none)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"needs a Redis server at {REDIS_URL} for shared counting ({type(exc).__name__}: {exc})")
+    finally:
+        client.close()
+    return REDIS_URL
 
 
 @pytest.fixture

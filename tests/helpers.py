@@ -24,6 +24,17 @@ from hokusai_registry.mlflow_server import MlflowProcess, wait_until_healthy
 HOKUSAI = str(Path(sys.executable).with_name("hokusai-registry"))
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def clear_of_minute_edge(margin: float = 5.0) -> None:
+    """Wait for the next clock minute if this one ends within `margin` seconds: a rate-limit count that
+    straddles two aligned windows is weighted, and may allow one request more."""
+    left = 60 - time.time() % 60
+    if left < margin:
+        time.sleep(left + 0.05)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -61,8 +61,10 @@ class RateLimits:
         self._shared: SlidingWindowCounterRateLimiter | None = None
         self._redis_display = redact_url(redis_url) if redis_url else ""
         if redis_url:
+            # limits names a Unix socket `redis+unix://`.
+            scheme, rest = redis_url.split("://", 1)
             storage: Storage = RedisStorage(
-                "async+" + redis_url,
+                f"async+{'redis+unix' if scheme == 'unix' else scheme}://{rest}",
                 wrap_exceptions=True,
                 implementation="redispy",
                 socket_timeout=REDIS_TIMEOUT,
@@ -85,11 +87,14 @@ class RateLimits:
             item = self._items[(window, amount)] = _WINDOWS[window][0](amount)
         return item
 
+    def _strategy(self) -> SlidingWindowCounterRateLimiter:
+        if self._shared is not None and time.monotonic() >= self._shared_down_until:
+            return self._shared
+        return self._local
+
     async def _hit(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, float]:
         """Counts one request; whether it is within the limit, and when the window resets."""
-        strategy = self._local
-        if self._shared is not None and time.monotonic() >= self._shared_down_until:
-            strategy = self._shared
+        strategy = self._strategy()
         try:
             allowed = await strategy.hit(item, *identifiers)
             reset = 0.0 if allowed else (await strategy.get_window_stats(item, *identifiers)).reset_time
@@ -136,10 +141,26 @@ class RateLimits:
         return left
 
     async def auth_failed(self, client: str) -> None:
+        """Counts a failed authentication; the one that reaches the limit blocks the address, so at most
+        `auth_failures_per_minute` guesses per window are checked."""
         if self._auth_failures <= 0:
             return
-        allowed, reset = await self._hit(self._item(0, self._auth_failures), "auth-failure", client)
+        item = self._item(0, self._auth_failures)
+        allowed, reset = await self._hit(item, "auth-failure", client)
+        if allowed:
+            allowed, reset = await self._has_room(item, "auth-failure", client)
         if not allowed:
             if len(self._blocked) > 100_000:  # bounded under a distributed flood
                 self._blocked.clear()
             self._blocked[client] = time.monotonic() + max(1.0, reset - time.time())
+
+    async def _has_room(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, float]:
+        """Whether one more hit would be allowed, and when the window resets."""
+        strategy = (
+            self._shared if self._shared is not None and time.monotonic() >= self._shared_down_until else None
+        )
+        try:
+            stats = await (strategy or self._local).get_window_stats(item, *identifiers)
+        except Exception:  # Redis went away between the two calls: the next hit will fall back
+            return True, 0.0
+        return stats.remaining > 0, stats.reset_time

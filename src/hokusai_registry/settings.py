@@ -230,6 +230,17 @@ class Settings(BaseSettings):
         300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # an empty variable means unset
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"expected redis://HOST:PORT/DB, rediss://... or unix://PATH, got {redact_url(value)!r}"
+            )
+        return value
+
     @field_validator("service_id")
     @classmethod
     def _service_id(cls, value: str) -> str:

@@ -1,0 +1,267 @@
+"""RateLimits: per-key limits (the key's own or the gateway's default, 0 = unlimited), the throttle on
+failed authentications per client address, the 429 it turns into, and counting in Redis: shared by
+instances when Redis answers, local (and never an exception) when it does not.
+
+In-memory windows are aligned to the clock minute, so tests that count to a limit first step clear of
+a minute's last seconds (`clear_of_minute_edge`); Redis windows start at the first hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from hokusai_registry.auth.authenticator import Identity
+from hokusai_registry.errors import GatewayError
+from hokusai_registry.ratelimit import Exceeded, RateLimits
+from tests.helpers import TcpServer, clear_of_minute_edge, free_port
+
+T = TypeVar("T")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def key(per_minute: int | None = None, per_hour: int | None = None) -> Identity:
+    """A key with a fresh id, so no count (in memory or left in Redis) is ever shared between tests."""
+    return Identity(
+        key_id=uuid.uuid4().hex[:12],
+        name="test",
+        scopes=("read",),
+        rate_limit_per_minute=per_minute,
+        rate_limit_per_hour=per_hour,
+    )
+
+
+def limits(
+    per_minute: int = 0, per_hour: int = 0, auth_failures: int = 0, redis_url: str | None = None
+) -> RateLimits:
+    return RateLimits(
+        per_minute=per_minute, per_hour=per_hour, auth_failures_per_minute=auth_failures, redis_url=redis_url
+    )
+
+
+async def checks(rate_limits: RateLimits, identity: Identity, count: int) -> list[Exceeded | None]:
+    return [await rate_limits.check_key(identity) for _ in range(count)]
+
+
+def allowed_then_refused(results: list[Exceeded | None]) -> tuple[int, Exceeded]:
+    """How many requests passed before the first refusal, and that refusal; every later one is refused."""
+    allowed = next((i for i, result in enumerate(results) if result is not None), len(results))
+    assert allowed < len(results), f"all {len(results)} requests were allowed"
+    assert all(result is not None for result in results[allowed:]), results
+    refusal = results[allowed]
+    assert refusal is not None
+    return allowed, refusal
+
+
+@pytest.fixture(autouse=True)
+def _whole_window() -> None:
+    clear_of_minute_edge()
+
+
+# Per-key limits, counted in memory.
+
+
+def test_n_requests_per_minute_then_exceeded() -> None:
+    before = time.time()
+    allowed, refusal = allowed_then_refused(run(checks(limits(per_minute=3), key(), 6)))
+    assert allowed == 3
+    assert (refusal.limit, refusal.per) == (3, "minute")
+    assert before < refusal.reset_at <= time.time() + 60
+
+
+def test_per_hour_limit_names_the_hour() -> None:
+    allowed, refusal = allowed_then_refused(run(checks(limits(per_minute=5, per_hour=2), key(), 4)))
+    assert allowed == 2
+    assert (refusal.limit, refusal.per) == (2, "hour")
+
+
+def test_keys_are_counted_separately() -> None:
+    async def scenario() -> tuple[list[Exceeded | None], list[Exceeded | None]]:
+        rate_limits = limits(per_minute=2)
+        return await checks(rate_limits, key(), 3), await checks(rate_limits, key(), 2)
+
+    first, second = run(scenario())
+    assert allowed_then_refused(first)[0] == 2
+    assert second == [None, None]
+
+
+@pytest.mark.parametrize(("default", "own"), [(1, 3), (5, 3)], ids=["own-higher", "own-lower"])
+def test_key_own_limit_beats_the_default(default: int, own: int) -> None:
+    allowed, refusal = allowed_then_refused(run(checks(limits(per_minute=default), key(per_minute=own), 7)))
+    assert (allowed, refusal.limit) == (own, own)
+
+
+def test_zero_on_the_key_means_unlimited_despite_a_default() -> None:
+    rate_limits = limits(per_minute=1, per_hour=1)
+    assert run(checks(rate_limits, key(per_minute=0, per_hour=0), 20)) == [None] * 20
+
+
+def test_zero_defaults_mean_unlimited() -> None:
+    rate_limits = limits()
+    assert not rate_limits.active
+    assert run(checks(rate_limits, key(), 100)) == [None] * 100
+    assert limits(per_hour=1).active
+
+
+# The throttle on failed authentications.
+
+
+async def fail(rate_limits: RateLimits, client: str, times: int) -> None:
+    for _ in range(times):
+        await rate_limits.auth_failed(client)
+
+
+def test_failures_under_the_limit_do_not_block() -> None:
+    rate_limits = limits(auth_failures=3)
+    run(fail(rate_limits, "10.0.0.1", 2))
+    assert rate_limits.blocked("10.0.0.1") is None
+
+
+def test_failures_over_the_limit_block_that_address_only() -> None:
+    rate_limits = limits(auth_failures=3)
+    run(fail(rate_limits, "10.0.0.1", 4))
+    wait = rate_limits.blocked("10.0.0.1")
+    assert wait is not None and 0 < wait <= 60
+    assert rate_limits.blocked("10.0.0.2") is None
+
+
+def test_exactly_limit_failures_block_the_next_request() -> None:
+    rate_limits = limits(auth_failures=3)
+    run(fail(rate_limits, "10.0.0.1", 3))
+    assert rate_limits.blocked("10.0.0.1") is not None
+
+
+def test_zero_failure_limit_disables_the_throttle() -> None:
+    rate_limits = limits(auth_failures=0)
+    run(fail(rate_limits, "10.0.0.1", 100))
+    assert rate_limits.blocked("10.0.0.1") is None
+
+
+def test_failure_counts_are_separate_from_key_counts() -> None:
+    """An address's failures and a key's requests never use up each other's allowance."""
+
+    async def scenario() -> list[Exceeded | None]:
+        rate_limits = limits(per_minute=2, auth_failures=2)
+        identity = key()
+        await fail(rate_limits, identity.key_id, 2)
+        return await checks(rate_limits, identity, 2)
+
+    assert run(scenario()) == [None, None]
+
+
+# The 429 answer.
+
+
+def error_headers(error: GatewayError) -> dict[str, str]:
+    return {name.decode(): value.decode() for name, value in error.headers}
+
+
+def limit_of(headers: dict[str, str]) -> int:
+    """The number in X-RateLimit-Limit (a window suffix such as `;w=60` is allowed)."""
+    return int(headers["x-ratelimit-limit"].partition(";")[0])
+
+
+def test_exceeded_error_is_a_429_with_rate_limit_headers() -> None:
+    error = Exceeded(limit=3, per="minute", reset_at=time.time() + 30.5).error("slow down")
+    assert (error.http_status, error.code, error.kind, error.message) == (
+        429,
+        "RESOURCE_EXHAUSTED",
+        "rate_limited",
+        "slow down",
+    )
+    headers = error_headers(error)
+    assert set(headers) == {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}
+    assert (headers["retry-after"], headers["x-ratelimit-remaining"], headers["x-ratelimit-reset"]) == (
+        "31",
+        "0",
+        "31",
+    )
+    assert limit_of(headers) == 3
+
+
+def test_exceeded_error_for_the_hour_window() -> None:
+    headers = error_headers(Exceeded(limit=100, per="hour", reset_at=time.time() + 1800.5).error("x"))
+    assert (limit_of(headers), headers["retry-after"]) == (100, "1801")
+
+
+def test_retry_after_is_at_least_one_second() -> None:
+    headers = error_headers(Exceeded(limit=1, per="minute", reset_at=time.time() - 5).error("x"))
+    assert headers["retry-after"] == "1"
+
+
+# Redis that is down, then Redis that answers.
+
+
+@pytest.fixture(params=["refused", "silent"])
+def dead_redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Redis that is not there: a closed loopback port, or a server that accepts and never answers. The
+    URL has a password, which must never reach the log."""
+    if request.param == "refused":
+        yield f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
+        return
+    server = TcpServer()
+    try:
+        yield f"redis://user:s3cret@127.0.0.1:{server.port}/0"
+    finally:
+        server.stop()
+
+
+def test_unreachable_redis_counts_locally(dead_redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> tuple[list[Exceeded | None], float | None]:
+        rate_limits = limits(per_minute=3, auth_failures=1, redis_url=dead_redis_url)
+        results = await checks(rate_limits, key(), 5)
+        await fail(rate_limits, "10.0.0.1", 2)
+        return results, rate_limits.blocked("10.0.0.1")
+
+    with caplog.at_level(logging.WARNING, logger="hokusai_registry.ratelimit"):
+        results, blocked = run(scenario())
+    assert allowed_then_refused(results)[0] == 3
+    assert blocked is not None
+    # One warning, then local counting for a while instead of asking the dead Redis on every request.
+    warnings = [r.getMessage() for r in caplog.records if "unavailable for rate limits" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "counting locally" in warnings[0]
+    assert "s3cret" not in caplog.text
+
+
+def test_instances_sharing_redis_count_together(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Two gateways' limits on one Redis: 3 per minute in all, not 3 each."""
+
+    async def scenario() -> list[Exceeded | None]:
+        first, second = limits(per_minute=3, redis_url=redis_url), limits(per_minute=3, redis_url=redis_url)
+        identity = key()
+        return [
+            await first.check_key(identity),
+            await second.check_key(identity),
+            await first.check_key(identity),
+            await second.check_key(identity),
+            await first.check_key(identity),
+        ]
+
+    before = time.time()
+    with caplog.at_level(logging.WARNING, logger="hokusai_registry.ratelimit"):
+        results = run(scenario())
+    assert "unavailable" not in caplog.text  # counted in Redis, not by the local fallback
+    allowed, refusal = allowed_then_refused(results)
+    assert (allowed, refusal.limit, refusal.per) == (3, 3, "minute")
+    assert before <= refusal.reset_at <= time.time() + 60
+
+
+def test_failed_authentications_are_counted_across_instances(redis_url: str) -> None:
+    async def scenario() -> float | None:
+        first, second = (limits(auth_failures=3, redis_url=redis_url) for _ in range(2))
+        client = f"test-{uuid.uuid4().hex}"
+        await fail(first, client, 3)
+        await fail(second, client, 1)  # the 4th failure from this address in all
+        return second.blocked(client)
+
+    assert run(scenario()) is not None
