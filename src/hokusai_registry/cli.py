@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, NoReturn, get_args, get_origin
 
 import click
@@ -260,6 +261,76 @@ def keys_rotate(key_id: str, **flags: Any) -> None:
         raise click.UsageError(str(exc)) from None
     click.echo(f"Revoked {key_id}; its successor is {created.key_id}. It is shown only this once:", err=True)
     click.echo(created.key)
+
+
+@main.command()
+@click.option(
+    "--url", required=True, help="The tracking URI clients use: http(s)://HOST[:PORT][/mlflow|/api/mlflow]."
+)
+@click.option(
+    "--api-key",
+    default=None,
+    help="Key to test with; default HOKUSAI_API_KEY, then MLFLOW_TRACKING_TOKEN. Never printed.",
+)
+@click.option("--large", default=None, help="Also round-trip an artifact of this size, e.g. 600MB or 1GiB.")
+@click.option("--keep", is_flag=True, help="Leave the experiment, run and model it creates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (progress goes to stderr).")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Also write a Markdown report to this file.",
+)
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per request.")
+def doctor(
+    url: str,
+    api_key: str | None,
+    large: str | None,
+    keep: bool,
+    as_json: bool,
+    report: Path | None,
+    timeout: float,
+) -> None:
+    """Prove that logging, artifacts and model registration work through a gateway, end to end with the
+    real MLflow client, or name the root cause. Exit code 0 only if every step passed."""
+    try:
+        from hokusai_registry.doctor import report as reports
+        from hokusai_registry.doctor.steps import Doctor, StepResult, parse_size
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the doctor needs the MLflow client ({exc.name} is missing): "
+            "pip install 'hokusai-registry[mlflow]'"
+        ) from None
+    if not url.startswith(("http://", "https://")):
+        raise click.UsageError(f"--url {url!r}: give an http:// or https:// URL")
+    try:
+        large_bytes = parse_size(large) if large else None
+    except ValueError as exc:
+        raise click.UsageError(f"--large: {exc}") from None
+    key = api_key or os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+    tty = sys.stderr.isatty() if as_json else sys.stdout.isatty()
+
+    def progress(index: int, total: int, result: StepResult, done: bool) -> None:
+        line = reports.progress_line(index, total, result, done)
+        if tty:
+            click.echo("\r\033[K" + line, nl=done, err=as_json)
+        elif done:
+            click.echo(line, err=as_json)
+
+    doctor_run = Doctor(url, key, timeout=timeout, large=large_bytes, keep=keep, progress=progress)
+    results = doctor_run.run()
+    found = reports.versions(doctor_run.versions)
+    if as_json:
+        click.echo(reports.as_json(url, results, found))
+    else:
+        click.echo("")
+        click.echo(reports.table(results))
+        click.echo("")
+        click.echo("PASSED: registration works end to end." if reports.passed(results) else "FAILED.")
+    if report is not None:
+        report.write_text(reports.markdown(url, results, found), encoding="utf-8")
+        click.echo(f"Report written to {report}", err=True)
+    sys.exit(0 if reports.passed(results) else 1)
 
 
 @main.command("config-reference")

@@ -77,7 +77,7 @@ def _key_advice(settings: Settings, store: KeyStore) -> list[str]:
     if store.count() == 0:
         key = (
             KeyAdmin(store, settings.key_environment)
-            .create(KeySpec(name="admin", scope="admin"), "serve")
+            .create(KeySpec(name="admin", scope="admin"), "serve:first-start")
             .key
         )
         return [

@@ -1,0 +1,250 @@
+"""From evidence to the most likely root cause and the next thing to check (pure, no I/O).
+
+Rules are tried in order; the first that recognises the evidence wins. They rely on facts, not guesses:
+who answered (the gateway marks its own answers with X-Hokusai-Origin), the status, MLflow's error code
+and message, the network layer that failed, and what the gateway's detailed health said.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hokusai_registry.doctor.evidence import Answer
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    cause: str
+    next_check: str
+
+
+@dataclass
+class Context:
+    """What the doctor knew when the evidence was gathered."""
+
+    step: str  # reach, auth, tracking, artifacts, large, registry, cleanup
+    url: str
+    tracking_ok: bool = False
+    health: dict[str, Any] | None = None  # the detailed health answer, if the key could read it
+    size_bytes: int = 0  # of the upload that failed, if any
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return f"{size} B"
+
+
+def _artifacts_check(health: dict[str, Any] | None) -> str | None:
+    if not health:
+        return None
+    check = (health.get("checks") or {}).get("artifacts")
+    return str(check.get("status")) if isinstance(check, dict) else None
+
+
+def _upstream_of(health: dict[str, Any] | None) -> str:
+    routing = (health or {}).get("routing") or {}
+    return str(routing.get("upstream") or "MLFLOW_SERVER_URL")
+
+
+def network(answer: Answer, context: Context) -> Diagnosis | None:
+    if answer.network == "dns":
+        return Diagnosis(
+            f"the host name in {context.url} does not resolve (DNS)",
+            "check the URL for typos and that its DNS record exists where this command runs",
+        )
+    if answer.network == "refused":
+        return Diagnosis(
+            f"nothing accepts connections at {context.url} (connection refused)",
+            "check that the gateway is running and listening on that host and port",
+        )
+    if answer.network == "connect_timeout":
+        return Diagnosis(
+            f"no TCP connection to {context.url} (timed out)",
+            "check firewalls, security groups and that the address is reachable from here",
+        )
+    if answer.network == "tls":
+        return Diagnosis(
+            f"TLS failed: {answer.network_detail}",
+            "a certificate problem: check the certificate's host name, chain and expiry (or use http:// if "
+            "the gateway has no TLS)",
+        )
+    if answer.network == "read_timeout":
+        return Diagnosis(
+            f"{answer.method} {answer.path} got no answer within the doctor's timeout",
+            "something between here and MLflow holds requests: check the gateway log for this path",
+        )
+    if answer.network:
+        return Diagnosis(
+            f"the connection broke during {answer.method} {answer.path}: {answer.network_detail}",
+            "check the gateway's and any load balancer's logs",
+        )
+    return None
+
+
+def gateway_refusal(answer: Answer, context: Context) -> Diagnosis | None:
+    if not answer.from_gateway:
+        return None
+    message = answer.message
+    if answer.status == 508 or "points back at the gateway" in message:
+        return Diagnosis(
+            "MLFLOW_SERVER_URL points back at the gateway itself (a routing loop)",
+            "set MLFLOW_SERVER_URL to MLflow's internal address, e.g. "
+            "http://mlflow.<project>-<env>.local:5000, never the gateway's public URL",
+        )
+    if answer.status == 401:
+        for marker, what in (
+            ("was revoked", "the key was revoked"),
+            ("expired on", "the key has expired"),
+            ("not recognised", "the key is not known to this registry (another environment, or deleted)"),
+            ("malformed", "the key is malformed (mistyped, cut off, or not a Hokusai key)"),
+            ("no API key was sent", "no key was sent"),
+        ):
+            if marker in message:
+                return Diagnosis(
+                    f"authentication failed: {what}",
+                    "create a new key (`hokusai-registry keys create` or POST /api/v1/keys) and pass it with "
+                    "--api-key or MLFLOW_TRACKING_TOKEN",
+                )
+        return Diagnosis(f"authentication failed: {message}", "check the key")
+    if answer.status == 403 and answer.error_code == "PERMISSION_DENIED":
+        needed = re.search(r"needs the '(\w+)' scope", message)
+        if needed:
+            request = re.search(r"may not (\w+ \S+?):", message)
+            what = request.group(1) if request else f"{answer.method} {answer.path}"
+            return Diagnosis(
+                f"the key lacks the '{needed.group(1)}' scope (refused: {what})",
+                f"use a key created with --scope {needed.group(1)} (or ask an admin for one)",
+            )
+        if "not allowed for service" in message:
+            return Diagnosis(
+                "the key is limited to other service ids than this gateway's (AUTH_SERVICE_ID)",
+                "create a key for this service, or check AUTH_SERVICE_ID on the gateway",
+            )
+        return Diagnosis(f"the gateway refused the request: {message}", "see the message")
+    if answer.status == 429:
+        return Diagnosis(
+            f"rate limited: {message}", "wait for Retry-After, or ask an admin for a higher per-key limit"
+        )
+    if answer.status == 502:
+        found = re.search(r"MLflow at (\S+)", message)
+        address = found.group(1) if found else _upstream_of(context.health)
+        return Diagnosis(
+            f"the gateway cannot reach MLflow at {address} (upstream down or wrong address)",
+            "check that MLflow runs and that MLFLOW_SERVER_URL is its internal address and port",
+        )
+    if answer.status == 504:
+        if "timed out connecting" in message:
+            stage = "connecting to MLflow (connect timeout)"
+            setting = "HOKUSAI_UPSTREAM_CONNECT_TIMEOUT, and the network path from the gateway to MLflow"
+        elif "ARTIFACT_READ_TIMEOUT" in message:
+            stage = "waiting for the next chunk of an artifact transfer"
+            setting = "HOKUSAI_ARTIFACT_READ_TIMEOUT, and MLflow's artifact store"
+        else:
+            stage = "waiting for MLflow's response (read timeout)"
+            setting = "HOKUSAI_UPSTREAM_READ_TIMEOUT, and MLflow's load, workers and database"
+        return Diagnosis(f"MLflow timed out while {stage}", f"check {setting}")
+    if answer.status == 503 and answer.error_code == "TEMPORARILY_UNAVAILABLE":
+        return Diagnosis(
+            f"the gateway cannot check keys: {message}",
+            "check the key store database (HOKUSAI_KEY_STORE_URL) or the auth service (AUTH_SERVICE_URL)",
+        )
+    if answer.status == 413:
+        return Diagnosis(
+            f"the gateway refused a JSON body as too large ({message})", "send smaller API bodies"
+        )
+    return None
+
+
+def upstream_or_front(answer: Answer, context: Context) -> Diagnosis | None:
+    """Answers the gateway relayed from MLflow, or made by something in front of it."""
+    if answer.from_gateway or answer.status is None:
+        return None
+    body = answer.body
+    if answer.status == 403 and "Invalid Host header" in body:
+        return Diagnosis(
+            "MLflow's allowed-hosts check rejects the Host header the gateway sends (MLflow 3 DNS-rebinding "
+            "protection)",
+            "start MLflow with --allowed-hosts '<internal name>,<internal name>:*' "
+            "(HOKUSAI_MLFLOW_ALLOWED_HOSTS with `hokusai-registry mlflow`)",
+        )
+    if answer.status == 413:
+        size = f" at {_human(context.size_bytes)}" if context.size_bytes else ""
+        server = f" ({answer.server})" if answer.server else ""
+        return Diagnosis(
+            f"a proxy or load balancer in front of the gateway{server} limits request bodies (413{size}); "
+            "the gateway itself has no limit on artifact uploads",
+            "raise that proxy's body limit for this host (nginx: client_max_body_size 0; and turn off "
+            "proxy_request_buffering)",
+        )
+    if answer.status == 503 and "--no-serve-artifacts" in body:
+        return Diagnosis(
+            "MLflow runs without --serve-artifacts, so it refuses artifact uploads and downloads",
+            "start MLflow with --serve-artifacts and --artifacts-destination (as `hokusai-registry mlflow` "
+            "does)",
+        )
+    if context.step in ("artifacts", "large") and answer.status == 404:
+        if answer.mlflow_json or _artifacts_check(context.health) == "disabled":
+            return Diagnosis(
+                "MLflow answers tracking but has no artifact routes: it runs without --serve-artifacts",
+                "start MLflow with --serve-artifacts (as `hokusai-registry mlflow` does)",
+            )
+        return Diagnosis(
+            "artifact requests reach something that is not MLflow (404 without MLflow's JSON) while tracking "
+            "works: the proxy routes artifact paths to the wrong upstream (for example its own public URL)",
+            "point every MLflow path, /api/2.0/mlflow-artifacts/ included, at MLflow's internal address "
+            f"({_upstream_of(context.health)})",
+        )
+    if answer.status in (502, 504) and not answer.headers.get("x-request-id"):
+        return Diagnosis(
+            f"a proxy in front of the gateway answered {answer.status}"
+            + (f" ({answer.server})" if answer.server else "")
+            + ": it could not reach the gateway or gave up waiting",
+            "check that proxy's upstream address and timeouts (uploads need minutes, not 60 s)",
+        )
+    return None
+
+
+RULES = (network, gateway_refusal, upstream_or_front)
+
+
+def diagnose(answer: Answer, context: Context) -> Diagnosis:
+    for rule in RULES:
+        found = rule(answer, context)
+        if found is not None:
+            return found
+    what = f"{answer.error_code}: {answer.message}" if answer.error_code else answer.body[:200]
+    return Diagnosis(
+        f"unexpected answer to {answer.method} {answer.path}: {answer.status} {what}".strip(),
+        "check the gateway log for this request (its X-Request-ID is in the evidence)",
+    )
+
+
+def artifact_location(location: str) -> Diagnosis | None:
+    """New experiments must store artifacts through the gateway (`mlflow-artifacts:`)."""
+    if location.startswith("mlflow-artifacts:"):
+        return None
+    return Diagnosis(
+        f"new experiments get the artifact location {location!r}, so clients write artifacts around the "
+        "gateway (with their own storage credentials) instead of through it",
+        "start MLflow with --serve-artifacts --artifacts-destination <store> and without "
+        "--default-artifact-root",
+    )
+
+
+def auth_is_off(answer: Answer) -> Diagnosis:
+    """An invalid key was accepted."""
+    if not answer.from_gateway and "x-request-id" not in answer.headers:
+        return Diagnosis(
+            "the URL reaches MLflow directly, not through the Hokusai gateway: anyone can read and write",
+            "give clients the gateway's URL, and keep MLflow on a private network",
+        )
+    return Diagnosis(
+        "the gateway accepted a key that does not exist: authentication is not enforced",
+        "check what answers at this URL; it must be `hokusai-registry gateway` or `serve`",
+    )
