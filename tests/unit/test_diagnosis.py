@@ -1,0 +1,164 @@
+"""From evidence to a named root cause (pure rules), and the doctor's small parsers."""
+
+from __future__ import annotations
+
+import pytest
+
+from hokusai_registry.doctor.diagnosis import Context, artifact_location, auth_is_off, diagnose
+from hokusai_registry.doctor.evidence import Answer
+from hokusai_registry.doctor.steps import gateway_root, parse_size
+
+URL = "http://gw.example:8000/mlflow"
+
+
+def gateway(status: int, code: str, message: str, path: str = "/api/2.0/mlflow/runs/create") -> Answer:
+    return Answer(
+        "POST",
+        path,
+        status,
+        from_gateway=True,
+        content_type="application/json",
+        error_code=code,
+        message=message,
+    )
+
+
+def relayed(status: int, body: str, content_type: str = "text/plain", **extra: object) -> Answer:
+    return Answer(
+        "PUT",
+        "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/x",
+        status,
+        body=body,
+        content_type=content_type,
+        headers={"x-request-id": "abc"},
+        **extra,
+    )  # type: ignore[arg-type]
+
+
+def cause(answer: Answer, step: str = "tracking", **context: object) -> str:
+    return diagnose(answer, Context(step, URL, **context)).cause  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("network", "expected"),
+    [
+        ("dns", "does not resolve"),
+        ("refused", "connection refused"),
+        ("connect_timeout", "timed out"),
+        ("tls", "TLS failed"),
+        ("read_timeout", "no answer within"),
+        ("reset", "connection broke"),
+    ],
+)
+def test_network_failures_name_their_layer(network: str, expected: str) -> None:
+    assert expected in cause(Answer("GET", "/health", network=network, network_detail="x"), "reach")
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Hokusai Registry gateway: the API key AAAA was revoked on 2026-01-01 00:00 UTC.", "revoked"),
+        ("Hokusai Registry gateway: the API key AAAA expired on 2026-01-01 00:00 UTC.", "expired"),
+        ("Hokusai Registry gateway: the API key is not recognised. Check ...", "not known"),
+        ("Hokusai Registry gateway: the API key is malformed: its checksum ...", "malformed"),
+        ("Hokusai Registry gateway: no API key was sent. Set ...", "no key was sent"),
+    ],
+)
+def test_401s_say_which_key_problem(message: str, expected: str) -> None:
+    assert expected in cause(gateway(401, "UNAUTHENTICATED", message), "auth")
+
+
+def test_missing_scope_is_named() -> None:
+    refused = gateway(
+        403,
+        "PERMISSION_DENIED",
+        "Hokusai Registry gateway: key K (scopes: read) may not POST /api/2.0/mlflow/runs/create: that "
+        "needs the 'write' scope. Ask an admin for a key with --scope write.",
+    )
+    found = diagnose(refused, Context("tracking", URL))
+    assert "lacks the 'write' scope" in found.cause and "POST /api/2.0/mlflow/runs/create" in found.cause
+    assert "--scope write" in found.next_check
+
+
+def test_loop_502_504_and_key_store() -> None:
+    assert "points back at the gateway" in cause(
+        gateway(508, "INTERNAL_ERROR", "... MLFLOW_SERVER_URL points back at the gateway ...")
+    )
+    unreachable = "Hokusai Registry gateway could not connect to MLflow at http://10.0.0.5:5000 (refused)."
+    assert "cannot reach MLflow at http://10.0.0.5:5000" in cause(
+        gateway(502, "TEMPORARILY_UNAVAILABLE", unreachable)
+    )
+    slow = "Hokusai Registry gateway: MLflow at http://m:5000 did not answer /x within 1 s (waiting ...)."
+    assert "read timeout" in cause(gateway(504, "DEADLINE_EXCEEDED", slow))
+    connecting = "Hokusai Registry gateway timed out connecting to MLflow at http://m:5000 (no connection)."
+    assert "connect timeout" in cause(gateway(504, "DEADLINE_EXCEEDED", connecting))
+    store = "Hokusai Registry gateway: the key store is unavailable; retry shortly."
+    assert "cannot check keys" in cause(gateway(503, "TEMPORARILY_UNAVAILABLE", store))
+
+
+def test_mlflow_allowed_hosts_and_front_proxy_limits() -> None:
+    host = relayed(403, "Invalid Host header - possible DNS rebinding attack detected")
+    assert "allowed-hosts" in cause(host)
+    too_big = relayed(413, "<html>413 Request Entity Too Large</html>", "text/html", server="nginx")
+    found = cause(too_big, "large", size_bytes=600 * 10**6)
+    assert "in front of the gateway (nginx) limits request bodies" in found and "572.2 MiB" in found
+
+
+def test_artifact_404_tells_no_serve_artifacts_from_a_misrouted_proxy() -> None:
+    disabled = relayed(
+        503,
+        "Endpoint: /api/2.0/mlflow-artifacts/... disabled due to the mlflow server running with "
+        "`--no-serve-artifacts`.",
+    )
+    assert "without --serve-artifacts" in cause(disabled, "artifacts", tracking_ok=True)
+    mlflow_404 = relayed(
+        404, '{"error_code": "ENDPOINT_NOT_FOUND"}', "application/json", error_code="ENDPOINT_NOT_FOUND"
+    )
+    assert "without --serve-artifacts" in cause(mlflow_404, "artifacts", tracking_ok=True)
+    html_404 = relayed(404, "<html>Not Found</html>", "text/html")
+    assert "routes artifact paths to the wrong upstream" in cause(html_404, "artifacts", tracking_ok=True)
+
+
+def test_an_unknown_answer_still_gets_a_next_step() -> None:
+    found = diagnose(relayed(418, "teapot"), Context("tracking", URL))
+    assert "unexpected answer" in found.cause and "gateway log" in found.next_check
+
+
+def test_artifact_locations_around_the_gateway_are_named() -> None:
+    assert artifact_location("mlflow-artifacts:/3") is None
+    found = artifact_location("s3://bucket/mlflow/3")
+    assert (
+        found is not None
+        and "around the gateway" in found.cause
+        and "--default-artifact-root" in found.next_check
+    )
+
+
+def test_auth_off_tells_direct_mlflow_from_a_broken_gateway() -> None:
+    direct = Answer("GET", "/api/2.0/mlflow/experiments/search", 200)
+    assert "reaches MLflow directly" in auth_is_off(direct).cause
+    through = Answer("GET", "/api/2.0/mlflow/experiments/search", 200, headers={"x-request-id": "r"})
+    assert "not enforced" in auth_is_off(through).cause
+
+
+@pytest.mark.parametrize(
+    ("url", "root"),
+    [
+        ("https://reg.example/mlflow", "https://reg.example"),
+        ("https://reg.example/api/mlflow/", "https://reg.example"),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://h/prefix/mlflow", "http://h/prefix"),
+    ],
+)
+def test_gateway_root_of_each_tracking_uri_style(url: str, root: str) -> None:
+    assert gateway_root(url) == root
+
+
+def test_sizes() -> None:
+    assert parse_size("600MB") == 600 * 10**6
+    assert parse_size("1GiB") == 1 << 30
+    assert parse_size("512k") == 512_000
+    assert parse_size("20 MiB") == 20 << 20
+    for bad in ("", "MB", "-5MB", "0", "12 parsecs"):
+        with pytest.raises(ValueError, match="size"):
+            parse_size(bad)
