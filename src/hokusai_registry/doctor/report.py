@@ -23,7 +23,9 @@ def passed(results: list[StepResult]) -> bool:
 def progress_line(index: int, total: int, result: StepResult, done: bool) -> str:
     if not done:
         return f"… {index}/{total} {result.title}"
-    return f"{MARK[result.status]} {index}/{total} {result.title}  {result.seconds:.2f} s  {result.detail}"
+    return redact(
+        f"{MARK[result.status]} {index}/{total} {result.title}  {result.seconds:.2f} s  {result.detail}"
+    )
 
 
 def table(results: list[StepResult]) -> str:
