@@ -8,11 +8,12 @@ import os
 import queue
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psutil
@@ -232,6 +233,85 @@ class RecordingUpstream:
         return [value for key, value in headers if key.lower() == name.lower()]
 
     def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+class FrontProxy:
+    """A reverse proxy on loopback in front of a gateway, as a load balancer would be: relays the method,
+    path, query, headers and streamed bodies both ways. With `body_limit` it answers 413 itself, without
+    the gateway's mark, to a request that declares a larger body (as nginx's client_max_body_size does),
+    after reading that body so the client sees the answer instead of a reset connection. With `tls` (a
+    server context) it terminates TLS, as a load balancer with its own certificate does."""
+
+    HOP_BY_HOP = frozenset(
+        {
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "host",
+        }
+    )
+
+    def __init__(self, target: str, body_limit: int | None = None, tls: ssl.SSLContext | None = None) -> None:
+        from aiohttp import ClientSession, ClientTimeout, web
+
+        self.port = free_port()
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.refused = 0  # requests answered 413
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def relayed(headers: Mapping[str, str]) -> dict[str, str]:
+            return {name: value for name, value in headers.items() if name.lower() not in self.HOP_BY_HOP}
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if body_limit is not None and (request.content_length or 0) > body_limit:
+                while await request.content.readany():
+                    pass
+                self.refused += 1
+                return web.Response(status=413, text="413 Request Entity Too Large", content_type="text/html")
+            async with self._session.request(
+                request.method,
+                target + request.raw_path,
+                headers=relayed(request.headers),
+                data=request.content if request.body_exists else None,
+                allow_redirects=False,
+                auto_decompress=False,
+            ) as answer:
+                response = web.StreamResponse(status=answer.status, headers=relayed(answer.headers))
+                await response.prepare(request)
+                async for chunk in answer.content.iter_chunked(1 << 16):
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+
+        async def main() -> None:
+            self._session = ClientSession(timeout=ClientTimeout(total=None))
+            app = web.Application(client_max_size=1 << 40)
+            app.router.add_route("*", "/{tail:.*}", handle)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=tls).start()
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(main())
+            self._loop.run_forever()
+
+        threading.Thread(target=run, daemon=True).start()
+        ready.wait(10)
+
+    def stop(self) -> None:
+        async def close() -> None:
+            await self._runner.cleanup()
+            await self._session.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 

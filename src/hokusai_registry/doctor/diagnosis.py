@@ -182,7 +182,8 @@ def upstream_or_front(answer: Answer, context: Context) -> Diagnosis | None:
             "raise that proxy's body limit for this host (nginx: client_max_body_size 0; and turn off "
             "proxy_request_buffering)",
         )
-    if answer.status == 503 and "--no-serve-artifacts" in body:
+    serving_off = "--no-serve-artifacts" in body or "Artifact serving is disabled" in body
+    if answer.status == 503 and (serving_off or _artifacts_check(context.health) == "disabled"):
         return Diagnosis(
             "MLflow runs without --serve-artifacts, so it refuses artifact uploads and downloads",
             "start MLflow with --serve-artifacts and --artifacts-destination (as `hokusai-registry mlflow` "

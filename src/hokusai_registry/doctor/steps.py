@@ -234,7 +234,8 @@ class Doctor:
                 else:
                     self.progress(index, len(steps), result, False)
                     self._run_step(step, result)
-                    if result.status == "fail" and name in ("reach", "auth", "tracking"):
+                    if result.status == "fail" and name in ("reach", "auth", "tracking", "artifacts"):
+                        # Each later step needs this one (models are artifacts).
                         blocked = f"step {index} ({title}) failed"
                 results.append(result)
                 self.progress(index, len(steps), result, True)
@@ -350,6 +351,9 @@ class Doctor:
         connection = connect(self.root, self.timeout)
         if connection.stage != "ok":
             layer = {"dns": "DNS", "tcp": "TCP", "tls": "TLS"}[connection.stage]
+            tls_hint = "a certificate problem: check its host name, chain and expiry"
+            if "wrong version number" in connection.detail:
+                tls_hint = "that port does not speak TLS: use http://, or put TLS in front of the gateway"
             raise StepFailed(
                 f"{layer} failed: {connection.detail}",
                 Diagnosis(
@@ -357,7 +361,7 @@ class Doctor:
                     {
                         "DNS": "check the host name and its DNS record from this machine",
                         "TCP": "check that the gateway runs and listens there, and firewalls in between",
-                        "TLS": "a certificate problem: check its host name, chain and expiry",
+                        "TLS": tls_hint,
                     }[layer],
                 ),
             )
@@ -410,7 +414,7 @@ class Doctor:
             )
         search = self.http.request("GET", self._api("experiments/search"), params={"max_results": "1"})
         if search.status != 200:
-            raise StepFailed(f"the key was not accepted ({search.status})", answer=search)
+            raise StepFailed(f"experiments/search with the key answered {search.status}", answer=search)
         invalid = keys.generate("live").text
         refused = self.http.request(
             "GET", self._api("experiments/search"), key=invalid, params={"max_results": "1"}
