@@ -4,7 +4,7 @@ Each broken deployment is built for real (a second MLflow with other flags, a ga
 port, of itself, of a silent server, a front proxy with a body limit or an untrusted certificate, keys
 revoked, read-only or expired, a name that does not resolve) and the doctor, run as users run it (a
 subprocess with --json), must fail the right step and name the cause. Causes are matched on stable key
-phrases, not whole sentences. Tests marked xfail(strict) state the right behaviour where the doctor is wrong.
+phrases, not whole sentences.
 """
 
 from __future__ import annotations
