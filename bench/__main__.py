@@ -29,7 +29,9 @@ from bench.stack import free_port, gateway, make_key, nginx_config, running, wai
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyStore
+from hokusai_registry.guard import Guard
 from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, wait_until_healthy
+from hokusai_registry.ratelimit import RateLimits
 from hokusai_registry.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,15 +253,22 @@ def auth_costs(results: Results, workdir: Path, iterations: int) -> None:
     store.migrate()
     _, key = store.create("bench", environment="test", scopes=DEFAULT_SCOPES)
 
-    async def measure(ttl: float, count: int) -> float:
+    async def measure(ttl: float, count: int, per_minute: int = 0) -> float:
+        """µs per check; with `per_minute`, the whole per-request path: failure throttle, key check and
+        a per-key rate limit counted in memory."""
         authenticator = Authenticator(
             LocalKeys(store, poll_interval=3600, last_used_interval=3600), cache_ttl=ttl
+        )
+        guard = Guard(
+            RateLimits(per_minute=per_minute, per_hour=0, auth_failures_per_minute=30, redis_url=None)
         )
         await authenticator.start()
         await authenticator.authenticate(key)
         started = time.perf_counter()
         for _ in range(count):
-            await authenticator.authenticate(key)
+            identity = await guard.authenticate(authenticator, key, "127.0.0.1")
+            if per_minute:
+                await guard.rate_limits.check_key(identity)
         elapsed = time.perf_counter() - started
         await authenticator.stop()
         return elapsed / count * 1e6
@@ -267,6 +276,7 @@ def auth_costs(results: Results, workdir: Path, iterations: int) -> None:
     # A TTL of zero makes every check a miss: a key-store lookup in a worker thread.
     results.auth_us = {
         "cached": asyncio.run(measure(3600, iterations)),
+        "cached_rate_limited": asyncio.run(measure(3600, iterations, per_minute=10**9)),
         "uncached": asyncio.run(measure(0, max(200, iterations // 100))),
     }
     store.close()

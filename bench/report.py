@@ -160,13 +160,14 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
         out += [
             "## Auth",
             "",
-            "In-process, per check: a cached check is an HMAC of the presented key and a dict lookup; an "
-            "uncached "
-            "one adds a worker-thread hop and one indexed SQLite read.",
+            "In-process, per check: a cached check is an HMAC of the presented key and a dict lookup; with "
+            "a rate limit it adds the failure-throttle check and a per-key count in memory (`limits`, "
+            "sliding window); an uncached one adds a worker-thread hop and one indexed SQLite read.",
             "",
             "| Check | µs |",
             "|---|---|",
             f"| cached | {results.auth_us['cached']:.1f} |",
+            f"| cached, with a per-key rate limit | {results.auth_us['cached_rate_limited']:.1f} |",
             f"| uncached | {results.auth_us['uncached']:.0f} |",
             "",
         ]
