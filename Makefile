@@ -24,6 +24,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy --strict src
+	$(BIN)/bandit -q -r src
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -123,7 +123,8 @@ def mlflow_server(**flags: Any) -> None:
     except ConfigError as exc:
         config_failure(exc)
     click.echo("Running: " + " ".join(command), err=True)
-    os.execv(command[0], command)  # noqa: S606 - replaces this process, as a container entrypoint should
+    # Replaces this process, as a container entrypoint should; the argv is built by mlflow_command.
+    os.execv(command[0], command)  # noqa: S606  # nosec B606
 
 
 @main.group()

@@ -42,7 +42,7 @@ def request_id(offered: bytes | None) -> bytes:
     if offered is not None and _REQUEST_ID.fullmatch(offered):
         return offered
     # Ids only need to be unique, not unguessable: this avoids a getrandom() system call per request.
-    return b"%032x" % random.getrandbits(128)
+    return b"%032x" % random.getrandbits(128)  # nosec B311
 
 
 def redact_headers(headers: list[tuple[bytes, bytes]]) -> str:

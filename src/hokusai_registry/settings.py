@@ -317,7 +317,8 @@ class Settings(BaseSettings):
     def gateway_url(self) -> str:
         if self.public_url:
             return self.public_url
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104 - display only
+        # A gateway listening on every address is reached on loopback from here.
+        host = "127.0.0.1" if _is_unspecified(self.host) else self.host
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
@@ -382,6 +383,13 @@ def is_internal_host(host: str) -> bool:
     except ValueError:
         return "." not in host or host.endswith((".local", ".internal", ".svc", ".cluster.local", ".lan"))
     return address.is_private or address.is_loopback
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
 
 
 def _is_loopback_or_any(host: str) -> bool:

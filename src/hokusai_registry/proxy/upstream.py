@@ -376,10 +376,8 @@ class UpstreamPool:
         await self._acquire_slot()
         connection: _Connection | None = None
         try:
-            connection = self._take_idle()
-            reused = connection is not None
-            if connection is None:
-                connection = await self._connect()
+            reused = self._take_idle()
+            connection = reused or await self._connect()
             try:
                 await self._exchange(connection, head, body, chunked, read_timeout)
             except ConnectionLost:
@@ -388,13 +386,12 @@ class UpstreamPool:
                 connection.close()
                 connection = await self._connect()
                 await self._exchange(connection, head, body, chunked, read_timeout)
+            return UpstreamResponse(self, connection, head_only)
         except BaseException:
             self._release_slot()
             if connection is not None:
                 connection.close()
             raise
-        assert connection is not None
-        return UpstreamResponse(self, connection, head_only)
 
     async def _exchange(
         self,
