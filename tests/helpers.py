@@ -13,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 import requests
@@ -241,7 +242,8 @@ class FrontProxy:
     path, query, headers and streamed bodies both ways. With `body_limit` it answers 413 itself, without
     the gateway's mark, to a request that declares a larger body (as nginx's client_max_body_size does),
     after reading that body so the client sees the answer instead of a reset connection. With `tls` (a
-    server context) it terminates TLS, as a load balancer with its own certificate does."""
+    server context) it terminates TLS, as a load balancer with its own certificate does. With `record`, it
+    keeps every request it relays (method, target, headers, whole body) in `recorded`."""
 
     HOP_BY_HOP = frozenset(
         {
@@ -256,12 +258,19 @@ class FrontProxy:
         }
     )
 
-    def __init__(self, target: str, body_limit: int | None = None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        body_limit: int | None = None,
+        tls: ssl.SSLContext | None = None,
+        record: bool = False,
+    ) -> None:
         from aiohttp import ClientSession, ClientTimeout, web
 
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.refused = 0  # requests answered 413
+        self.recorded: list[tuple[str, str, dict[str, str], bytearray]] | None = [] if record else None
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -274,11 +283,16 @@ class FrontProxy:
                     pass
                 self.refused += 1
                 return web.Response(status=413, text="413 Request Entity Too Large", content_type="text/html")
+            body: Any = request.content if request.body_exists else None
+            if self.recorded is not None:
+                seen = bytearray()
+                self.recorded.append((request.method, request.raw_path, dict(request.headers), seen))
+                body = _tee(request.content, seen) if request.body_exists else None
             async with self._session.request(
                 request.method,
                 target + request.raw_path,
                 headers=relayed(request.headers),
-                data=request.content if request.body_exists else None,
+                data=body,
                 allow_redirects=False,
                 auto_decompress=False,
             ) as answer:
@@ -313,6 +327,12 @@ class FrontProxy:
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+async def _tee(content: Any, seen: bytearray) -> AsyncIterator[bytes]:
+    async for chunk in content.iter_any():
+        seen += chunk
+        yield chunk
 
 
 def raw_request(
