@@ -26,7 +26,16 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy --strict src
 	$(BIN)/bandit -q -r src
 
-test: lint
+# Older MLflow clients, each in its own environment, for the client-compatibility tests.
+COMPAT_MLFLOW := 2.9.2 2.22.5
+COMPAT_CLIENTS := $(foreach version,$(COMPAT_MLFLOW),$(VENV)/compat/mlflow-$(version)/.installed)
+
+$(VENV)/compat/mlflow-%/.installed: | $(BIN)/python
+	$(PYTHON) -m venv $(VENV)/compat/mlflow-$*
+	$(VENV)/compat/mlflow-$*/bin/pip install -q "mlflow-skinny==$*" scikit-learn pandas
+	touch $@
+
+test: lint $(COMPAT_CLIENTS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Minutes, not part of `make test`; installs wrk and nginx from Debian's packages when missing (root).
