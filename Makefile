@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint docs bench clean
+.PHONY: run test lint docs bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,8 @@ run: $(VENV)/.installed-run
 	$(BIN)/hokusai-registry serve $(ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench soak
+	$(BIN)/ruff format --check src tests bench soak
 	$(BIN)/mypy --strict src
 	$(BIN)/bandit -q -r src
 
@@ -41,6 +41,10 @@ test: lint $(COMPAT_CLIENTS)
 # Minutes, not part of `make test`; installs wrk and nginx from Debian's packages when missing (root).
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Minutes, not part of `make test` (which runs a short variant): 100 real MLflow clients through one gateway.
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m soak $(SOAK_ARGS)
 
 docs: $(VENV)/.installed-run
 	$(BIN)/hokusai-registry config-reference > docs/configuration.md
