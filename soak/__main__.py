@@ -154,6 +154,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     args = parser.parse_args()
     plan = Plan(args.clients, args.processes, args.seconds, args.warmup, args.min_mb, args.max_mb)
+    # MLflow's own database pool (5 + 10 by default) is the first thing 100 clients exhaust.
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "20")
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "100")
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     with tempfile.TemporaryDirectory(prefix="hokusai-soak-") as workdir:
         result = soak(plan, Path(workdir), args.mlflow_url)
     text = report(result, plan)

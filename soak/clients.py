@@ -50,6 +50,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def record_failure(tally: Tally, lock: threading.Lock, operation: str, exc: Exception) -> None:
+    """Counts a failure under who caused it: the gateway marks every answer it makes itself."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = "gateway" if GATEWAY_MARK in text else "upstream"
+    with lock:
+        tally.errors[f"{cause}: {operation}"] += 1
+        if len(tally.examples) < 20:
+            tally.examples.append(f"{operation}: {text[:300]}")
+
+
 class Client:
     """One simulated data scientist: an experiment of its own and the real MLflow client."""
 
@@ -72,12 +82,7 @@ class Client:
         try:
             getattr(self, operation)()
         except Exception as exc:  # classed, counted, and the client carries on
-            text = f"{type(exc).__name__}: {exc}"
-            cause = "gateway" if GATEWAY_MARK in text else "upstream"
-            with self.lock:
-                self.tally.errors[f"{cause}: {operation}"] += 1
-                if len(self.tally.examples) < 20:
-                    self.tally.examples.append(f"{operation}: {text[:300]}")
+            record_failure(self.tally, self.lock, operation, exc)
             return
         with self.lock:
             self.tally.operations[operation] += 1
@@ -161,8 +166,14 @@ def worker(index: int, plan: Plan, clients: int, tracking_uri: str, key: str, re
 
     def loop(number: int) -> None:
         with tempfile.TemporaryDirectory(prefix="soak-") as scratch:
-            client = Client(f"p{index}c{number}", plan, Path(scratch), tally, lock)
-            while time.monotonic() < deadline:
+            client = None
+            while client is None and time.monotonic() < deadline:
+                try:
+                    client = Client(f"p{index}c{number}", plan, Path(scratch), tally, lock)
+                except Exception as exc:  # e.g. MLflow's database pool exhausted: counted, tried again
+                    record_failure(tally, lock, "setup", exc)
+                    time.sleep(1)
+            while client is not None and time.monotonic() < deadline:
                 client.step()
 
     threads = [threading.Thread(target=loop, args=(number,)) for number in range(clients)]
