@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import re
 import sys
 import tempfile
 import time
@@ -28,6 +29,24 @@ from bench.stack import gateway, make_key, running
 from soak.clients import Plan, worker
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+ACCESS_LINE = re.compile(r" -> (\S+) (\d{3}) in=")
+
+
+def server_errors(log: Path) -> dict[str, collections.Counter[int]]:
+    """5xx answers in the gateway's access log: made by the gateway itself (nothing forwarded, upstream
+    "-") or relayed from MLflow. The MLflow client reports a 503 without its body, so this is the evidence
+    of who answered."""
+    found: dict[str, collections.Counter[int]] = {
+        "gateway": collections.Counter(),
+        "mlflow": collections.Counter(),
+    }
+    for line in log.read_text(errors="replace").splitlines():
+        match = ACCESS_LINE.search(line)
+        if match and int(match.group(2)) >= 500:
+            found["gateway" if match.group(1) == "-" else "mlflow"][int(match.group(2))] += 1
+    return found
 
 
 def gateway_usage(pid: int) -> tuple[float, int]:
@@ -71,6 +90,8 @@ def soak(plan: Plan, workdir: Path, mlflow_url: str | None) -> dict[str, Any]:
             elapsed = time.monotonic() - started
             time.sleep(5)  # idle kept-alive upstream connections expire (4 s)
             end = gateway_usage(gateway_process.pid)
+            processes.stop(gateway_process)  # flushes its log
+            answered_5xx = server_errors(workdir / "gateway.log")
         finally:
             if own is not None:
                 own.stop()
@@ -86,7 +107,10 @@ def soak(plan: Plan, workdir: Path, mlflow_url: str | None) -> dict[str, Any]:
         "operations": dict(operations),
         "operations_total": sum(operations.values()),
         "errors": dict(errors),
-        "gateway_errors": sum(count for cause, count in errors.items() if cause.startswith("gateway")),
+        "gateway_errors": sum(count for cause, count in errors.items() if cause.startswith("gateway"))
+        + sum(answered_5xx["gateway"].values()),
+        "gateway_5xx": dict(answered_5xx["gateway"]),
+        "mlflow_5xx": dict(answered_5xx["mlflow"]),
         "upstream_errors": sum(count for cause, count in errors.items() if cause.startswith("upstream")),
         "examples": [example for tally in tallies for example in tally["examples"]][:20],
         "artifacts_uploaded": sum(tally["uploaded"] for tally in tallies),
@@ -129,9 +153,11 @@ def report(result: dict[str, Any], plan: Plan) -> str:
         "",
         f"Operations: {result['operations_total']} "
         f"({', '.join(f'{name} {count}' for name, count in sorted(result['operations'].items()))}).",
-        f"Errors caused by MLflow or the network: {result['upstream_errors']}"
+        f"Failed client operations: {sum(result['errors'].values())}"
         + (f" ({json.dumps(result['errors'])})" if result["errors"] else "")
-        + ".",
+        + ". 5xx answers in the gateway's access log: made by the gateway "
+        f"{json.dumps(result['gateway_5xx'])}, relayed from MLflow {json.dumps(result['mlflow_5xx'])} (the "
+        "MLflow client reports a 5xx without its body, so the access log says who answered).",
         f"Gateway RSS after warm-up {rss['after_warmup']} MB, at the end {rss['end']} MB; open descriptors "
         f"after warm-up {fds['after_warmup']}, peak {fds['peak']}, at the end {fds['end']}.",
         "",
