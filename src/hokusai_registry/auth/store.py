@@ -111,10 +111,31 @@ def _engine(url: str) -> Engine:
     return engine
 
 
+class StoreFileMissing(OSError):
+    """The SQLite key store file is gone from its path."""
+
+
 class KeyStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
+        database = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+        self._file = Path(database) if database and database != ":memory:" else None
+        self._file_identity: tuple[int, int] | None = None
+
+    def _same_file(self) -> None:
+        """Open connections keep reading a SQLite file that was deleted or replaced (e.g. restored from a
+        backup): notice either before using them. Missing → unavailable; replaced → reconnect."""
+        if self._file is None:
+            return
+        try:
+            stat = self._file.stat()
+        except FileNotFoundError:
+            raise StoreFileMissing(f"the key store file {self._file} is missing") from None
+        identity = (stat.st_dev, stat.st_ino)
+        if self._file_identity is not None and identity != self._file_identity:
+            self.engine.dispose()
+        self._file_identity = identity
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
@@ -238,6 +259,7 @@ class KeyStore:
             connection.execute(statement, [{"id": key_id, "used": when} for key_id, when in used.items()])
 
     def get(self, key_id: str) -> KeyRecord | None:
+        self._same_file()
         with self.engine.connect() as connection:
             row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
         return _record(row) if row else None
@@ -265,6 +287,7 @@ class KeyStore:
         return _record(row)
 
     def revision(self) -> int:
+        self._same_file()
         with self.engine.connect() as connection:
             return int(
                 connection.execute(

@@ -371,17 +371,17 @@ class UpstreamPool:
         idempotent: bool,
     ) -> UpstreamResponse:
         """Send one request (`head`: request line and all headers) and wait for the response head.
-        A kept-alive connection that the upstream closed in the meantime is retried once, on a fresh
-        connection, for idempotent requests without a body and before any response byte."""
+        An idempotent request without a body whose connection is lost before any response byte (a
+        kept-alive connection the upstream closed in the meantime, or a fresh one cut) is retried once, on
+        a fresh connection. Anything else is never sent twice."""
         await self._acquire_slot()
         connection: _Connection | None = None
         try:
-            reused = self._take_idle()
-            connection = reused or await self._connect()
+            connection = self._take_idle() or await self._connect()
             try:
                 await self._exchange(connection, head, body, chunked, read_timeout)
             except ConnectionLost:
-                if not (reused and idempotent and body is None and not connection.received_any):
+                if not (idempotent and body is None and not connection.received_any):
                     raise
                 connection.close()
                 connection = await self._connect()
