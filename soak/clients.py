@@ -76,6 +76,7 @@ class Client:
         self.experiment_id = self.client.create_experiment(f"soak-{name}-{time.time_ns()}")
         self.run_id = self.client.create_run(self.experiment_id).info.run_id
         self.models = 0
+        self.registered = False  # the registered model exists (its creation may fail and be retried)
 
     def step(self) -> None:
         operation = self.random.choices([name for name, _ in MIX], [weight for _, weight in MIX])[0]
@@ -141,8 +142,9 @@ class Client:
         mlflow.sklearn.save_model(model, str(saved), pip_requirements=["scikit-learn"])
         self.client.log_artifacts(self.run_id, str(saved), f"model-{self.models}")
         name = f"soak-{self.name}"
-        if self.models == 1:
+        if not self.registered:
             self.client.create_registered_model(name)
+            self.registered = True
         self.client.create_model_version(
             name, f"runs:/{self.run_id}/model-{self.models}", run_id=self.run_id, await_creation_for=0
         )
