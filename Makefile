@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint docs bench soak clean
+.PHONY: run test lint docs bench soak audit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: $(VENV)/.installed-test
 # Minutes, not part of `make test` (which runs a short variant): 100 real MLflow clients through one gateway.
 soak: $(VENV)/.installed-test
 	$(BIN)/python -m soak $(SOAK_ARGS)
+
+# Known vulnerabilities in the installed packages. Needs PyPI's advisory data for exactly these versions
+# (network); --strict fails when a package cannot be audited instead of passing silently.
+audit: $(VENV)/.installed-test
+	$(BIN)/pip install -q pip-audit
+	$(BIN)/pip-audit --skip-editable --strict
 
 docs: $(VENV)/.installed-run
 	$(BIN)/hokusai-registry config-reference > docs/configuration.md
