@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.audit import audit
@@ -31,7 +31,7 @@ from hokusai_registry.observability import (
     request_id,
 )
 from hokusai_registry.proxy.forward import Forwarder, read_body, replay
-from hokusai_registry.proxy.headers import LOOP_MARK, header_value, is_cross_origin_write
+from hokusai_registry.proxy.headers import LOOP_MARK, head_problem, header_value, is_cross_origin_write
 from hokusai_registry.proxy.inspected import (
     MAX_INSPECTED_BODY,
     Inspection,
@@ -40,7 +40,7 @@ from hokusai_registry.proxy.inspected import (
     inspection,
     parse,
 )
-from hokusai_registry.proxy.paths import Redirect, Target, resolve
+from hokusai_registry.proxy.paths import Redirect, Target, resolve, unsafe_path_parameter
 from hokusai_registry.proxy.routes import Family
 
 FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
@@ -68,6 +68,15 @@ def _permission_error(
         f"Hokusai Registry gateway: key {key_id} (scopes: {' '.join(held)}) may not {method} {path}{fix}",
         kind="scope",
     )
+
+
+def _key_in_url(path: str, query: bytes) -> bool:
+    """A key anywhere in the URL, percent-encoded or not (URLs end up in logs and histories)."""
+    if b"hk_" in query or b"%" in query:
+        decoded = unquote_to_bytes(query).lower()
+        if b"hk_live_" in decoded or b"hk_test_" in decoded:
+            return True
+    return "hk_live_" in path or "hk_test_" in path
 
 
 def _client(scope: Scope) -> str:
@@ -107,6 +116,7 @@ class Gateway:
         # Set when keys are validated by a remote auth service, which then also manages them.
         self.keys_managed_by = keys_managed_by
         self.public_url = public_url
+        self._loop_mark = forwarder.mark.encode()
         self._log_flusher: asyncio.Future[None] | None = None
         # Exact paths answered by the gateway and never forwarded: the handler, and whether it needs a key.
         self.own_routes: dict[str, tuple[Handler, bool]] = {
@@ -123,6 +133,10 @@ class Gateway:
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            # MLflow has no WebSocket routes: refuse the handshake (the server answers 403).
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -187,6 +201,13 @@ class Gateway:
         return identity
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
+        problem = head_problem(scope["headers"])
+        if problem is not None:
+            raise GatewayError(
+                "BAD_REQUEST",
+                f"Hokusai Registry gateway refused the request: {problem[1]}.",
+                status=problem[0],
+            )
         path = scope["path"]
         own = self.own_routes.get(path)
         if own is not None:
@@ -240,9 +261,23 @@ class Gateway:
         if body is None:
             return None
         data = parse(body)
+        if data is None and body.strip():
+            # The gateway reads these to attribute and audit them: it forwards none it cannot read.
+            raise GatewayError(
+                "INVALID_PARAMETER_VALUE", "Hokusai Registry gateway: the request body is not a JSON object."
+            )
         fields = audit_fields(found, data, dict(parse_qsl(scope["query_string"].decode("latin-1"))))
-        if found.attribute and data is not None:
-            body = attribute_run(data, identity.user_id)
+        if found.attribute:
+            # Never forward a run creation the gateway could not attribute.
+            try:
+                if data is None:
+                    raise ValueError("the body must be a JSON object")
+                body = attribute_run(data, identity.user_id)
+            except (ValueError, RecursionError) as exc:
+                raise GatewayError(
+                    "INVALID_PARAMETER_VALUE",
+                    f"Hokusai Registry gateway: invalid runs/create request: {exc}.",
+                ) from None
         headers = [
             (name, value)
             for name, value in scope["headers"]
@@ -274,7 +309,7 @@ class Gateway:
     def _target(self, scope: Scope, record: RequestRecord) -> Target | Redirect:
         """Everything decided before authentication; raises GatewayError for a refusal."""
         headers = scope["headers"]
-        if header_value(headers, LOOP_MARK) is not None:
+        if header_value(headers, LOOP_MARK) == self._loop_mark:
             record.upstream_error = "loop"
             raise _loop_error()
         resolved = resolve(scope.get("raw_path") or scope["path"].encode())
@@ -290,7 +325,7 @@ class Gateway:
         if method not in FORWARDED_METHODS:
             raise _method_error(method)
         query = scope["query_string"]
-        if b"hk_live_" in query or b"hk_test_" in query:
+        if _key_in_url(resolved.path, query):
             raise GatewayError(
                 "INVALID_PARAMETER_VALUE",
                 "Hokusai Registry gateway: API keys are not accepted in the URL (URLs end up in logs). "
@@ -301,6 +336,12 @@ class Gateway:
                 "PERMISSION_DENIED",
                 "Hokusai Registry gateway blocked a cross-origin write: the Origin header names "
                 "another site.",
+            )
+        if b"path=" in query and unsafe_path_parameter(query):
+            raise GatewayError(
+                "INVALID_PARAMETER_VALUE",
+                "Hokusai Registry gateway rejected the 'path' parameter: it climbs out with '..' or is "
+                "absolute. Nothing was forwarded to MLflow.",
             )
         return resolved
 

@@ -198,6 +198,9 @@ def log_access(record: RequestRecord, client: str, method: str, path: str, durat
     if not _access.isEnabledFor(logging.INFO):
         return
     request_id = record.request_id.decode("latin-1")
+    if not path.isprintable():
+        # A decoded path may hold CR, LF or escape sequences: never let it split or forge a line.
+        path = path.encode("unicode_escape").decode("ascii")
     if not _json_lines:
         _access.info(
             "%s %s %s %s -> %s %d in=%d out=%d %.1fms key=%s",

@@ -35,7 +35,8 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         read_timeout=settings.upstream_read_timeout,
         transfer_idle_timeout=settings.artifact_read_timeout,
         pool_size=settings.upstream_pool_size,
-        mark=secrets.token_hex(6),
+        mark=store.gateway_mark() if not settings.auth_service_url else secrets.token_hex(12),
+        max_api_body=settings.max_api_body_mb << 20,
     )
     source: KeySource
     if settings.auth_service_url:

@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         None,
         "Seconds of silence allowed between chunks on artifact transfers (no total deadline); 0 disables.",
     )
+    max_api_body_mb: int = _setting(
+        16,
+        "HOKUSAI_MAX_API_BODY_MB",
+        None,
+        "Largest request body, in MiB, for MLflow API calls (JSON, GraphQL, traces): larger ones get 413. "
+        "Artifact uploads have no limit.",
+    )
     upstream_pool_size: int = _setting(
         256, "HOKUSAI_UPSTREAM_POOL_SIZE", None, "Maximum open connections to MLflow (one shared pool)."
     )
@@ -255,7 +262,7 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (unlimited) or more")
         return value
 
-    @field_validator("workers", "upstream_pool_size", "mlflow_workers")
+    @field_validator("workers", "upstream_pool_size", "mlflow_workers", "max_api_body_mb")
     @classmethod
     def _at_least_one(cls, value: int) -> int:
         if value < 1:

@@ -129,7 +129,9 @@ class Authenticator:
 
     def cached(self, presented: str) -> Identity | None:
         """The identity if this key passed a check that is still cached (no lookup), else None."""
-        cache_key = hmac.digest(self._cache_secret, presented.encode("latin-1"), hashlib.sha256)
+        cache_key = hmac.digest(
+            self._cache_secret, presented.encode("utf-8", "surrogatepass"), hashlib.sha256
+        )
         cached = self._cache.get(cache_key)
         if cached is None or cached[0] <= time.monotonic() or not isinstance(cached[1], Identity):
             return None
@@ -138,7 +140,9 @@ class Authenticator:
 
     async def _identity(self, presented: str, client_ip: str) -> Identity:
         # Only well-formed keys are ever cached, so a hit needs no parsing.
-        cache_key = hmac.digest(self._cache_secret, presented.encode("latin-1"), hashlib.sha256)
+        cache_key = hmac.digest(
+            self._cache_secret, presented.encode("utf-8", "surrogatepass"), hashlib.sha256
+        )
         cached = self._cache.get(cache_key)
         if cached is not None and cached[0] > time.monotonic():
             return _identity_or_raise(cached[1])

@@ -44,7 +44,7 @@ def _from_authorization(value: bytes) -> str:
     if scheme.lower() == "basic" and credentials:
         try:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # bad base64, non-ASCII input, or not UTF-8
             raise unauthenticated("the Basic credentials are not valid base64.", "bad_basic") from None
         user, _, password = decoded.partition(":")
         # The key is the password (any user name); a key pasted as the user name also works.

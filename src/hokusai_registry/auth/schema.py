@@ -33,4 +33,7 @@ key_store_state = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("revision", sa.Integer, nullable=False),
+    # Sent upstream by every gateway on this store: a request arriving with it has looped (even through
+    # another replica behind the same load balancer), while a client cannot guess it.
+    sa.Column("gateway_mark", sa.String(32), nullable=True),
 )

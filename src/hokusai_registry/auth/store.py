@@ -286,6 +286,14 @@ class KeyStore:
             row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).one()
         return _record(row)
 
+    def gateway_mark(self) -> str:
+        with self.engine.connect() as connection:
+            return str(
+                connection.execute(
+                    sa.select(key_store_state.c.gateway_mark).where(key_store_state.c.id == 1)
+                ).scalar_one()
+            )
+
     def revision(self) -> int:
         self._same_file()
         with self.engine.connect() as connection:

@@ -51,11 +51,24 @@ def _error_kind(exc: UpstreamError) -> str:
     return "reset"
 
 
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        "INVALID_PARAMETER_VALUE",
+        f"Hokusai Registry gateway: the request body is over {limit >> 20} MiB, the limit for MLflow API "
+        "calls (HOKUSAI_MAX_API_BODY_MB; artifact uploads have none).",
+        status=413,
+    )
+
+
 class ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
-async def _request_body(receive: Receive, record: RequestRecord) -> AsyncIterator[bytes]:
+class BodyTooLarge(Exception):
+    """An API request body went over the limit while it was being forwarded."""
+
+
+async def _request_body(receive: Receive, record: RequestRecord, limit: int | None) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -63,6 +76,8 @@ async def _request_body(receive: Receive, record: RequestRecord) -> AsyncIterato
         body = message.get("body", b"")
         if body:
             record.bytes_in += len(body)
+            if limit is not None and record.bytes_in > limit:
+                raise BodyTooLarge
             yield body
         if not message.get("more_body", False):
             return
@@ -117,6 +132,7 @@ class Forwarder:
         transfer_idle_timeout: float,
         pool_size: int,
         mark: str,
+        max_api_body: int | None = None,
     ) -> None:
         parts = urlsplit(upstream_url)
         tls = parts.scheme == "https"
@@ -138,7 +154,9 @@ class Forwarder:
             fixed.append((b"authorization", b"Basic " + base64.b64encode(login)))
         self._fixed_headers = fixed
         self._api_prefix = api_prefix
-        self._mark = mark
+        self.mark = mark
+        # JSON API bodies are bounded; artifact transfers are not.
+        self._body_limits = {Family.REST: max_api_body, Family.UI: max_api_body, Family.TRANSFER: None}
         # Read once: the level is set before the gateway is built (MLFLOW_PROXY_DEBUG).
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._read_timeouts = {
@@ -163,7 +181,7 @@ class Forwarder:
             client_ip=client[0] if client else "",
             scheme=scope["scheme"],
             key_id=record.key_id,
-            mark=self._mark,
+            mark=self.mark,
             request_id=record.request_id,
         )
         length = header_value(headers, b"content-length")
@@ -200,7 +218,7 @@ class Forwarder:
         target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
         headers = [
             *self._fixed_headers,
-            (LOOP_MARK, self._mark.encode()),
+            (LOOP_MARK, self.mark.encode()),
             (b"user-agent", b"hokusai-registry-health-check"),
         ]
         if body is not None:
@@ -237,13 +255,18 @@ class Forwarder:
     ) -> None:
         """Forward one request and stream the answer back."""
         method = scope["method"]
+        limit = self._body_limits[target.family]
+        declared = header_value(scope["headers"], b"content-length") or b"0"
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            await send_error(counted(send, record), _too_large(limit))
+            return
         head, has_body, chunked = self._head(scope, target, record)
         started = time.perf_counter()
         read_timeout = self._read_timeouts[target.family]
         try:
             response = await self.pool.request(
                 head,
-                _request_body(receive, record) if has_body else None,
+                _request_body(receive, record, limit) if has_body else None,
                 chunked=chunked,
                 read_timeout=read_timeout,
                 head_only=method == "HEAD",
@@ -251,6 +274,9 @@ class Forwarder:
             )
         except ClientGone:
             record.status = 499  # nginx's "client closed request": nothing was sent
+            return
+        except BodyTooLarge:  # the upstream connection was closed mid-body: MLflow saw no whole request
+            await send_error(counted(send, record), _too_large(limit or 0))
             return
         except UpstreamError as exc:
             record.upstream_error = _error_kind(exc)

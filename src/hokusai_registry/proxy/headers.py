@@ -36,8 +36,19 @@ GATEWAY_OWNED = frozenset(
         b"origin",
         b"expect",
         b"x-request-id",  # replaced by the id the gateway validated or made
+        # Ways to make a server act on another method or path than the one authorized.
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+        b"x-original-url",
+        b"x-rewrite-url",
     }
 )
+# Framing is the gateway's to decide: a `Connection` header naming these does not remove them.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# Limits on a request's headers (the request line is not counted): enough for any MLflow client.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_COUNT = 128
 GATEWAY_PREFIX = b"x-hokusai-"
 LOOP_MARK = b"x-hokusai-gateway"
 KEY_ID_HEADER = b"x-hokusai-key-id"
@@ -49,7 +60,7 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[byte
     for name, value in headers:
         if name.lower() == b"connection":
             tokens.update(token.strip().lower() for token in value.split(b","))
-    return frozenset(tokens)
+    return frozenset(tokens) - _FRAMING
 
 
 def header_value(headers: Headers, name: bytes) -> bytes | None:
@@ -112,6 +123,27 @@ def rewrite_location(value: bytes, upstream_base: str, mount: str) -> bytes:
     return (mount + text).encode("latin-1")
 
 
+def head_problem(headers: Headers) -> tuple[int, str] | None:
+    """The status and reason to refuse a request's headers as a whole, or None: too many or too large
+    (431), two `Host`s (two parsers could pick different ones) or a transfer coding other than plain
+    `chunked` (400)."""
+    if len(headers) > MAX_HEADER_COUNT:
+        return 431, f"it has more than {MAX_HEADER_COUNT} headers"
+    size = 0
+    hosts = 0
+    for name, value in headers:
+        size += len(name) + len(value)
+        if name == b"host":
+            hosts += 1
+        elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":
+            return 400, "its Transfer-Encoding is not plain 'chunked'"
+    if size > MAX_HEADER_BYTES:
+        return 431, f"its headers exceed {MAX_HEADER_BYTES // 1024} KiB"
+    if hosts > 1:
+        return 400, "it has more than one Host header"
+    return None
+
+
 def is_cross_origin_write(method: str, headers: Headers, public_url: str | None) -> bool:
     """True for a browser write whose `Origin` is neither this host nor the public URL. Same-origin
     writes pass, with `Origin` removed so MLflow's own cross-origin block does not fire."""
@@ -120,7 +152,10 @@ def is_cross_origin_write(method: str, headers: Headers, public_url: str | None)
     origin = header_value(headers, b"origin")
     if origin is None:
         return False
-    origin_netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
+    try:
+        origin_netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
+    except ValueError:  # not a URL at all (e.g. "http://["): not this site
+        return True
     host = (header_value(headers, b"host") or b"").decode("latin-1").lower()
     if origin_netloc and origin_netloc == host:
         return False

@@ -61,7 +61,7 @@ def parse(body: bytes) -> dict[str, Any] | None:
     """The JSON object in a request body, or None when it is not one (MLflow then rejects it)."""
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -73,13 +73,13 @@ def audit_fields(found: Inspection, data: dict[str, Any] | None, query: dict[str
 
 
 def attribute_run(data: dict[str, Any], user: str) -> bytes:
-    """The runs/create body with `user` as the run's user, whatever the client sent."""
+    """The runs/create body with `user` as the run's user, whatever the client sent. ValueError when the
+    tags are not a list (MLflow would refuse the body anyway)."""
     data["user_id"] = user
-    tags = [
-        tag
-        for tag in data.get("tags") or []
-        if not (isinstance(tag, dict) and tag.get("key") == "mlflow.user")
-    ]
+    given = data.get("tags") or []
+    if not isinstance(given, list):
+        raise ValueError("'tags' must be a list")
+    tags = [tag for tag in given if not (isinstance(tag, dict) and tag.get("key") == "mlflow.user")]
     tags.append({"key": "mlflow.user", "value": user})
     data["tags"] = tags
     return json.dumps(data).encode()

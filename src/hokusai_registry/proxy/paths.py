@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 from hokusai_registry.errors import GatewayError
 from hokusai_registry.proxy.routes import Family, classify
@@ -20,7 +20,8 @@ MOUNTS = ("/mlflow", "/api/mlflow")
 _FORBIDDEN_ESCAPE = re.compile(rb"%(?:2[fF]|5[cC]|25|[01][0-9a-fA-F]|7[fF])")
 _MALFORMED_ESCAPE = re.compile(rb"%(?![0-9a-fA-F]{2})")
 _FORBIDDEN_RAW = re.compile(rb"[\x00-\x20\x7f\\]")
-_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
+# `..;x` counts: servlet-style parsers drop `;` parameters and see `..`.
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:;[^/]*)?(?:/|$)")
 _PATH_SAFE = "/:@!$&'()*+,;="
 
 
@@ -63,6 +64,15 @@ def decode_path(raw_path: bytes) -> str:
     if "//" in path:
         raise _bad_path("it contains an empty segment ('//')")
     return path
+
+
+def unsafe_path_parameter(query: bytes) -> bool:
+    """A `path` query parameter (MLflow's artifact routes take one) that climbs out with `..` or is
+    absolute."""
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name == "path" and (_DOT_SEGMENT.search(value) or value.startswith("/") or "\\" in value):
+            return True
+    return False
 
 
 def resolve(raw_path: bytes) -> Target | Redirect | None:
