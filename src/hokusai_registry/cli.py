@@ -17,7 +17,7 @@ from hokusai_registry import __version__
 from hokusai_registry.auth.admin import KeyAdmin, KeySpec, problems
 from hokusai_registry.auth.scopes import SCOPES
 from hokusai_registry.auth.store import KeyNameTaken, KeyNotFound
-from hokusai_registry.settings import ConfigError, Settings, reference_markdown
+from hokusai_registry.settings import ConfigError, Settings, redact_url, reference_markdown
 
 F = Callable[..., Any]
 
@@ -108,7 +108,7 @@ def gateway(**flags: Any) -> None:
 
 
 @main.command("mlflow")
-@setting_options("data_dir")
+@setting_options("data_dir", "mlflow_backend_store_uri", "mlflow_artifacts_destination")
 @click.option(
     "--host", "mlflow_host", default=None, help="Address MLflow listens on [env HOKUSAI_MLFLOW_HOST]."
 )
@@ -122,7 +122,8 @@ def mlflow_server(**flags: Any) -> None:
         command = mlflow_command(settings, settings.mlflow_port or 5000)
     except ConfigError as exc:
         config_failure(exc)
-    click.echo("Running: " + " ".join(command), err=True)
+    # The database URL may hold a password.
+    click.echo("Running: " + " ".join(redact_url(arg) if "://" in arg else arg for arg in command), err=True)
     # Replaces this process, as a container entrypoint should; the argv is built by mlflow_command.
     os.execv(command[0], command)  # noqa: S606  # nosec B606
 
@@ -332,6 +333,37 @@ def doctor(
         report.write_text(reports.markdown(url, results, found), encoding="utf-8")
         click.echo(f"Report written to {report}", err=True)
     sys.exit(0 if reports.passed(results) else 1)
+
+
+@main.group()
+def db() -> None:
+    """The key store's database schema."""
+
+
+@db.command("upgrade")
+@setting_options("data_dir", "key_store_url")
+def db_upgrade(**flags: Any) -> None:
+    """Migrate the key store to this version's schema (idempotent; run once per release, before the
+    gateways start)."""
+    from hokusai_registry.auth.store import KeyStore
+
+    settings = load_settings(**flags)
+    if settings.key_store_url is None:
+        try:
+            settings.check_data_dir()
+        except ConfigError as exc:
+            config_failure(exc)
+    store = KeyStore(settings.resolved_key_store_url)
+    try:
+        before, head = store.schema_revisions()
+        store.migrate()
+    except Exception as exc:
+        click.echo(f"Error: {redact_url(store.url)}: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+    change = "already at" if before == head else f"{before or 'empty'} ->"
+    click.echo(f"Key store {redact_url(store.url)}: {change} schema {head}.")
 
 
 @main.command("config-reference")

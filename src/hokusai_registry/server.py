@@ -81,10 +81,28 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
 
 
 def open_key_store(settings: Settings) -> KeyStore:
+    """The key store, ready to use. The embedded SQLite store is migrated here; a shared database
+    (several gateways) is migrated only by `hokusai-registry db upgrade`, and checked here."""
     if settings.key_store_url is None:
         settings.check_data_dir()
     store = KeyStore(settings.resolved_key_store_url)
-    store.migrate()
+    if store.url.startswith("sqlite"):
+        store.migrate()
+        return store
+    try:
+        current, needed = store.schema_revisions()
+    except Exception as exc:
+        store.close()
+        raise ConfigError(
+            f"DATABASE_URL ({redact_url(store.url)}) cannot be reached: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        ) from None
+    if current != needed:
+        store.close()
+        raise ConfigError(
+            f"DATABASE_URL ({redact_url(store.url)}) has key-store schema {current or 'none'}, this version "
+            f"needs {needed}: run `hokusai-registry db upgrade` (once, before starting the gateways)"
+        )
     return store
 
 

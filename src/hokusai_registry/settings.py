@@ -81,9 +81,11 @@ class Settings(BaseSettings):
     )
     key_store_url: str | None = _setting(
         None,
-        "HOKUSAI_KEY_STORE_URL",
-        "--key-store-url",
-        "SQLAlchemy URL of the key store. Default: `sqlite:///DATA_DIR/keys.db`.",
+        "DATABASE_URL",
+        "--database-url",
+        "The key store's database: `postgresql://USER:PASSWORD@HOST:5432/DB` (shared by all gateway "
+        "replicas; migrate it with `hokusai-registry db upgrade`) or any SQLAlchemy URL. Default: "
+        "`sqlite:///DATA_DIR/keys.db`, migrated automatically.",
     )
     key_environment: Literal["live", "test"] = _setting(
         "live",
@@ -218,13 +220,14 @@ class Settings(BaseSettings):
     mlflow_backend_store_uri: str | None = _setting(
         None,
         "HOKUSAI_MLFLOW_BACKEND_STORE_URI",
-        None,
-        "MLflow backend store. Default: `sqlite:///DATA_DIR/mlflow.db`.",
+        "--backend-store-uri",
+        "MLflow's backend store, e.g. `postgresql://USER:PASSWORD@HOST:5432/mlflow` (`serve` and `mlflow`). "
+        "Default: `sqlite:///DATA_DIR/mlflow.db`.",
     )
     mlflow_artifacts_destination: str | None = _setting(
         None,
         "HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION",
-        None,
+        "--artifacts-destination",
         "Where MLflow stores artifacts it serves (`--artifacts-destination`). Default: `DATA_DIR/artifacts`.",
     )
     mlflow_allowed_hosts: str | None = _setting(
@@ -236,6 +239,21 @@ class Settings(BaseSettings):
     mlflow_startup_timeout: float = _setting(
         300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."
     )
+
+    @field_validator("key_store_url", "mlflow_backend_store_uri")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        scheme = urlsplit(value).scheme
+        # Plain postgres URLs (as hosting providers hand them out) use the installed psycopg 3 driver.
+        if scheme in ("postgres", "postgresql"):
+            return "postgresql+psycopg" + value[len(scheme) :]
+        if not scheme:
+            raise ValueError(
+                f"expected a database URL such as postgresql://HOST/DB, got {redact_url(value)!r}"
+            )
+        return value
 
     @field_validator("redis_url")
     @classmethod

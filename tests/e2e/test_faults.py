@@ -700,7 +700,7 @@ def test_sqlite_key_store_locked_gives_503_for_new_keys_while_cached_keys_work_f
     cached, fresh = store_key(sqlite_store, "cached"), store_key(sqlite_store, "fresh")
     unaffected = store_key(sqlite_store, "unaffected")
     upstream = RecordingUpstream()
-    env = {"HOKUSAI_KEY_STORE_URL": sqlite_store, "HOKUSAI_KEY_CACHE_TTL": str(ttl)}
+    env = {"DATABASE_URL": sqlite_store, "HOKUSAI_KEY_CACHE_TTL": str(ttl)}
     locker: subprocess.Popen[str] | None = None
     try:
         with gateway_process(upstream.url, tmp_path / "gateway", env=env) as gateway:
@@ -771,7 +771,7 @@ def test_sqlite_key_store_removed_gives_503_for_new_keys(sqlite_store: str, tmp_
     removed = tmp_path / "removed"
     upstream = RecordingUpstream()
     # No revision polling: the only store access is the lookups below, on the gateway's one connection.
-    env = {"HOKUSAI_KEY_STORE_URL": sqlite_store, "HOKUSAI_KEY_REVISION_POLL_INTERVAL": "3600"}
+    env = {"DATABASE_URL": sqlite_store, "HOKUSAI_KEY_REVISION_POLL_INTERVAL": "3600"}
     try:
         with gateway_process(upstream.url, tmp_path / "gateway", env=env) as gateway:
             assert search_with(gateway, cached).status_code == 200
@@ -793,7 +793,7 @@ def test_sqlite_key_store_replaced_at_its_path_is_what_the_gateway_reads(
     revoked_later = store_key(sqlite_store, "revoked-later")
     upstream = RecordingUpstream()
     env = {
-        "HOKUSAI_KEY_STORE_URL": sqlite_store,
+        "DATABASE_URL": sqlite_store,
         "HOKUSAI_KEY_CACHE_TTL": "1",
         "HOKUSAI_KEY_REVISION_POLL_INTERVAL": "0.5",
     }
@@ -888,7 +888,7 @@ def test_postgres_key_store_stopped_gives_503_for_new_keys_and_recovers_when_sta
     bindir, driver = _postgres_bin(), _postgres_driver()
     reason = None
     if driver is None:
-        reason = "no PostgreSQL driver (psycopg or psycopg2) in this environment; the project declares none"
+        reason = "no PostgreSQL driver (psycopg) in this environment"
     elif bindir is None:
         reason = "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin"
     elif os.geteuid() != 0 or shutil.which("runuser") is None:
@@ -913,9 +913,7 @@ def test_postgres_key_store_stopped_gives_503_for_new_keys_and_recovers_when_sta
         finally:
             store.close()
         cached, fresh = store_key(url, "cached"), store_key(url, "fresh")
-        with gateway_process(
-            upstream.url, tmp_path / "gateway", env={"HOKUSAI_KEY_STORE_URL": url}
-        ) as gateway:
+        with gateway_process(upstream.url, tmp_path / "gateway", env={"DATABASE_URL": url}) as gateway:
             assert search_with(gateway, cached).status_code == 200
             cluster.stop()
             started = time.monotonic()

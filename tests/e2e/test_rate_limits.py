@@ -199,7 +199,7 @@ def test_gateways_sharing_redis_share_a_key_count(
     shared = tmp_path / "shared"
     shared.mkdir()
     key = create_key(shared, "shared", per_minute=3)
-    env = {"HOKUSAI_KEY_STORE_URL": f"sqlite:///{shared / 'keys.db'}", "REDIS_URL": redis_url}
+    env = {"DATABASE_URL": f"sqlite:///{shared / 'keys.db'}", "REDIS_URL": redis_url}
     first, second = start_gateway("first", **env), start_gateway("second", **env)
 
     assert [search(gateway, key).status_code for gateway in (first, second, first)] == [200, 200, 200]

@@ -14,6 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from hokusai_registry.auth import keys
@@ -92,6 +94,12 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
+
+
 def _engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True)
@@ -139,11 +147,17 @@ class KeyStore:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
-        config = Config()
-        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         with self.engine.begin() as connection:
+            config = _alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def schema_revisions(self) -> tuple[str | None, str]:
+        """The schema revision the database is at (None: empty) and the one this version needs."""
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+        return current, str(head)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -152,7 +152,7 @@ def gateway_refusal(answer: Answer, context: Context) -> Diagnosis | None:
     if answer.status == 503 and answer.error_code == "TEMPORARILY_UNAVAILABLE":
         return Diagnosis(
             f"the gateway cannot check keys: {message}",
-            "check the key store database (HOKUSAI_KEY_STORE_URL) or the auth service (AUTH_SERVICE_URL)",
+            "check the key store database (DATABASE_URL) or the auth service (AUTH_SERVICE_URL)",
         )
     if answer.status == 413:
         return Diagnosis(
