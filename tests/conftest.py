@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import mlflow
@@ -43,6 +44,27 @@ def gateway(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="session")
 def api_key(gateway: GatewayProcess) -> str:
     return gateway.create_key("e2e")
+
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the machine's server (dropped afterwards), or a skip that says
+    why (a bare machine has none)."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"hokusai_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"needs PostgreSQL at 127.0.0.1:5432 ({exc})")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

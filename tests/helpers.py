@@ -62,6 +62,38 @@ def running_mlflow(command: list[str], data_dir: Path, port: int) -> Iterator[st
         process.stop()
 
 
+@contextlib.contextmanager
+def hokusai_mlflow(data_dir: Path, *args: str) -> Iterator[str]:
+    """`hokusai-registry mlflow ARGS` as a container runs it, stopped with its workers afterwards; yields
+    its URL once `/health` answers."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "mlflow.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [HOKUSAI, "mlflow", *args, "--port", str(port), "--data-dir", str(data_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "HOKUSAI_MLFLOW_WORKERS": "1"},
+            start_new_session=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 180
+            while True:
+                with contextlib.suppress(requests.ConnectionError):
+                    if requests.get(url + "/health", timeout=2).status_code == 200:
+                        break
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("MLflow did not start:\n" + log_path.read_text(errors="replace"))
+                time.sleep(0.5)
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            server.wait(60)
+
+
 class GatewayProcess:
     """`hokusai-registry gateway` as its own process, as users run it."""
 

@@ -7,33 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.helpers import HOKUSAI, GatewayProcess, RecordingUpstream, free_port
-
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh, empty database; dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"hokusai_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"needs PostgreSQL at 127.0.0.1:5432 ({exc})")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+from tests.helpers import HOKUSAI, GatewayProcess, RecordingUpstream, free_port, hokusai_mlflow
 
 
 def hokusai(*args: str, url: str) -> subprocess.CompletedProcess[str]:
@@ -95,49 +74,16 @@ def test_mlflow_on_postgres_through_the_gateway(
     """`hokusai-registry mlflow --backend-store-uri postgresql://...` as the container runs it."""
     from mlflow.tracking import MlflowClient
 
-    port = free_port()
     password_url = database.replace("postgres@", "postgres:s3cret@")  # trust auth ignores the password
-    log = (tmp_path / "mlflow.log").open("wb")
-    server = subprocess.Popen(
-        [
-            HOKUSAI,
-            "mlflow",
-            "--backend-store-uri",
-            password_url,
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "HOKUSAI_MLFLOW_WORKERS": "1"},
-        start_new_session=True,
-    )
-    gateway = None
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "mlflow.log"
-            ).read_text()
-            time.sleep(0.5)
-        gateway = GatewayProcess(f"http://127.0.0.1:{port}", tmp_path / "gw")
-        client_env.setenv("MLFLOW_TRACKING_TOKEN", gateway.create_key("pg-writer"))
-        client = MlflowClient(tracking_uri=gateway.url + "/mlflow")
-        experiment = client.create_experiment("on-postgres")
-        run = client.create_run(experiment)
-        client.log_param(run.info.run_id, "backend", "postgresql")
-        assert client.get_run(run.info.run_id).data.params == {"backend": "postgresql"}
-        assert "s3cret" not in (tmp_path / "mlflow.log").read_text()
-    finally:
-        if gateway is not None:
+    with hokusai_mlflow(tmp_path, "--backend-store-uri", password_url) as url:
+        gateway = GatewayProcess(url, tmp_path / "gw")
+        try:
+            client_env.setenv("MLFLOW_TRACKING_TOKEN", gateway.create_key("pg-writer"))
+            client = MlflowClient(tracking_uri=gateway.url + "/mlflow")
+            experiment = client.create_experiment("on-postgres")
+            run = client.create_run(experiment)
+            client.log_param(run.info.run_id, "backend", "postgresql")
+            assert client.get_run(run.info.run_id).data.params == {"backend": "postgresql"}
+            assert "s3cret" not in (tmp_path / "mlflow.log").read_text()
+        finally:
             gateway.stop()
-        os.killpg(server.pid, 15)
-        server.wait(60)
-        log.close()
