@@ -18,7 +18,7 @@ from hokusai_registry.auth import keys
 from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.auth.scopes import grants, required_scope
-from hokusai_registry.errors import GatewayError, send_error
+from hokusai_registry.errors import GatewayError, send_error, send_json
 from hokusai_registry.guard import Guard
 from hokusai_registry.health import MLFLOW_HEALTH_PATHS, Health
 from hokusai_registry.keys_api import DOCS_ASSETS, DOCS_PATHS, IDENTITY, KEYS_PATH, VALIDATE_PATH
@@ -42,6 +42,8 @@ from hokusai_registry.proxy.inspected import (
 )
 from hokusai_registry.proxy.paths import Redirect, Target, resolve, unsafe_path_parameter
 from hokusai_registry.proxy.routes import Family
+from hokusai_registry.proxy.transfers import is_server_info, mints_urls, without_direct_transfers
+from hokusai_registry.proxy.upstream import UpstreamError
 
 FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 # Lets a browser opening the UI log in with any user name and an API key as the password.
@@ -105,6 +107,7 @@ class Gateway:
         guard: Guard,
         service_id: str,
         keys_managed_by: str | None,
+        direct_transfers: bool,
         public_url: str | None,
     ) -> None:
         self.authenticator = authenticator
@@ -115,6 +118,7 @@ class Gateway:
         self.service_id = service_id
         # Set when keys are validated by a remote auth service, which then also manages them.
         self.keys_managed_by = keys_managed_by
+        self.direct_transfers = direct_transfers
         self.public_url = public_url
         self._loop_mark = forwarder.mark.encode()
         self._log_flusher: asyncio.Future[None] | None = None
@@ -232,6 +236,19 @@ class Gateway:
         needed = required_scope(method, target.path)
         if needed is None or not grants(identity.scopes, needed):
             raise _permission_error(identity.key_id, identity.scopes, method, target.path, needed)
+        if not self.direct_transfers:
+            if mints_urls(target.path):
+                raise GatewayError(
+                    "PERMISSION_DENIED",
+                    "Hokusai Registry gateway: direct (presigned) artifact transfers are off here; every "
+                    "artifact byte goes through the gateway. Unset MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD and "
+                    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD, or ask the operator to set "
+                    "HOKUSAI_DIRECT_ARTIFACT_TRANSFERS.",
+                    kind="transfer_policy",
+                )
+            if method == "GET" and is_server_info(target.path):
+                await self._server_info(target.path, scope["query_string"], counted(send, record))
+                return
         found = inspection(method, target.path)
         if found is None:
             await self.forwarder.forward(scope, receive, send, target, record)
@@ -252,6 +269,18 @@ class Gateway:
                 status=record.status,
                 **fields,
             )
+
+    async def _server_info(self, path: str, query: bytes, send: Send) -> None:
+        """MLflow's capability probe, answered so that clients never move bytes around the gateway."""
+        try:
+            status, body = await self.forwarder.probe("GET", path, query, None)
+        except UpstreamError as exc:
+            raise GatewayError(
+                "TEMPORARILY_UNAVAILABLE",
+                f"Hokusai Registry gateway could not ask MLflow for its server info ({exc}).",
+                status=502,
+            ) from None
+        await send_json(send, status, without_direct_transfers(body) if status == 200 else body)
 
     async def _inspect(
         self, scope: Scope, receive: Receive, found: Inspection, identity: Identity

@@ -97,6 +97,7 @@ def serve(**flags: Any) -> None:
     "public_url",
     "key_store_url",
     "upstream_api_prefix",
+    "direct_artifact_transfers",
     "log_format",
     "debug",
 )

@@ -11,7 +11,7 @@ from hokusai_registry.ratelimit import RateLimits
 # Refusals of presented credentials. A request without any key is not one: browsers and clients
 # routinely try without credentials first.
 AUTH_FAILURES = frozenset({"malformed", "unknown", "revoked", "expired", "bad_basic", "unsupported_scheme"})
-PERMISSION_DENIALS = frozenset({"scope", "service"})
+PERMISSION_DENIALS = frozenset({"scope", "service", "transfer_policy"})
 
 
 class Guard:

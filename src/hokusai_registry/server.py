@@ -76,6 +76,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         guard=guard,
         service_id=settings.service_id,
         keys_managed_by=redact_url(settings.auth_service_url) if settings.auth_service_url else None,
+        direct_transfers=settings.direct_artifact_transfers,
         public_url=settings.public_url,
     )
 

@@ -185,6 +185,14 @@ class Settings(BaseSettings):
         "Largest request body, in MiB, for MLflow API calls (JSON, GraphQL, traces): larger ones get 413. "
         "Artifact uploads have no limit.",
     )
+    direct_artifact_transfers: bool = _setting(
+        False,
+        "HOKUSAI_DIRECT_ARTIFACT_TRANSFERS",
+        "--direct-artifact-transfers",
+        "Let clients move artifact bytes straight to and from the bucket through presigned URLs (S3, GCS, "
+        "Azure destinations): faster for large files, but around the gateway and only where clients reach "
+        "the bucket. Off: every byte streams through the gateway.",
+    )
     upstream_pool_size: int = _setting(
         256, "HOKUSAI_UPSTREAM_POOL_SIZE", None, "Maximum open connections to MLflow (one shared pool)."
     )
