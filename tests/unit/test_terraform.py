@@ -1,0 +1,107 @@
+"""Static checks of deploy/terraform (no cloud here), parsed with python-hcl2: the invariants whose absence
+broke the system we replace — Cloud Map declared but not wired, images for the wrong CPU architecture, the
+public URL as the upstream, MLflow reachable from outside, an S3 default root that sends clients around the
+gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+TERRAFORM = Path(__file__).resolve().parents[2] / "deploy" / "terraform"
+
+
+def _unquote(value: Any) -> Any:
+    return (
+        value[1:-1] if isinstance(value, str) and len(value) > 1 and value[0] == value[-1] == '"' else value
+    )
+
+
+@pytest.fixture(scope="module")
+def tf() -> dict[str, Any]:
+    """{"resource": {type: {name: body}}, "locals": {...}} over every file."""
+    resources: dict[str, dict[str, Any]] = {}
+    local_values: dict[str, Any] = {}
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        with path.open() as handle:
+            parsed = hcl2.load(handle)
+        for block in parsed.get("resource", []):
+            for kind, named in block.items():
+                for name, body in named.items():
+                    resources.setdefault(_unquote(kind), {})[_unquote(name)] = body
+        for block in parsed.get("locals", []):
+            local_values.update({key: _unquote(value) for key, value in block.items()})
+    return {"resource": resources, "locals": local_values}
+
+
+def resource(tf: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = tf["resource"][kind][name]
+    return found
+
+
+def test_images_run_on_x86_64(tf: dict[str, Any]) -> None:
+    for name in ("gateway", "mlflow"):
+        platform = resource(tf, "aws_ecs_task_definition", name)["runtime_platform"][0]
+        assert _unquote(platform["cpu_architecture"]) == "X86_64"
+        assert _unquote(platform["operating_system_family"]) == "LINUX"
+
+
+def test_cloud_map_namespace_is_wired_to_the_mlflow_service(tf: dict[str, Any]) -> None:
+    assert tf["locals"]["namespace"] == "${var.project}-${var.env}.local"
+    namespace = resource(tf, "aws_service_discovery_private_dns_namespace", "internal")
+    assert namespace["name"] == "${local.namespace}"
+    discovery = resource(tf, "aws_service_discovery_service", "mlflow")
+    assert _unquote(discovery["name"]) == "mlflow"
+    registries = resource(tf, "aws_ecs_service", "mlflow")["service_registries"]
+    assert registries[0]["registry_arn"] == "${aws_service_discovery_service.mlflow.arn}"
+
+
+def test_gateway_forwards_to_mlflow_by_its_internal_name(tf: dict[str, Any]) -> None:
+    assert tf["locals"]["mlflow_url"] == "http://mlflow.${var.project}-${var.env}.local:5000"
+    definitions = resource(tf, "aws_ecs_task_definition", "gateway")["container_definitions"]
+    assert '{name = "MLFLOW_SERVER_URL", value = local.mlflow_url}' in definitions
+    assert "public_url" not in definitions.split("MLFLOW_SERVER_URL", 1)[1].split("}", 1)[0]
+
+
+def test_only_the_gateway_is_behind_the_load_balancer(tf: dict[str, Any]) -> None:
+    groups = tf["resource"]["aws_lb_target_group"]
+    assert list(groups) == ["gateway"] and groups["gateway"]["port"] == 8000
+    assert _unquote(groups["gateway"]["health_check"][0]["path"]) == "/health"
+    services = tf["resource"]["aws_ecs_service"]
+    assert "load_balancer" in services["gateway"] and "load_balancer" not in services["mlflow"]
+    for name in ("gateway", "mlflow"):
+        assert services[name]["network_configuration"][0]["assign_public_ip"] is False
+
+
+def test_mlflow_admits_port_5000_only_from_the_gateway(tf: dict[str, Any]) -> None:
+    group = resource(tf, "aws_security_group", "mlflow")
+    ingress = group["ingress"]
+    assert len(ingress) == 1
+    rule = ingress[0]
+    assert (rule["from_port"], rule["to_port"]) == (5000, 5000)
+    assert rule["security_groups"] == ["${aws_security_group.gateway.id}"] and "cidr_blocks" not in rule
+
+
+def test_mlflow_keeps_artifacts_behind_the_gateway(tf: dict[str, Any]) -> None:
+    definitions = resource(tf, "aws_ecs_task_definition", "mlflow")["container_definitions"]
+    assert "HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION" in definitions and "s3://" in definitions
+    assert "DEFAULT_ARTIFACT_ROOT" not in definitions.upper().replace("-", "_")
+    assert "HOKUSAI_MLFLOW_ALLOWED_HOSTS" in definitions
+
+
+def test_database_bucket_and_alarms(tf: dict[str, Any]) -> None:
+    database = resource(tf, "aws_db_instance", "main")
+    assert _unquote(database["engine"]) == "postgres" and database["publicly_accessible"] is False
+    assert database["storage_encrypted"] is True
+    block = resource(tf, "aws_s3_bucket_public_access_block", "artifacts")
+    assert all(
+        block[flag] is True
+        for flag in ("block_public_acls", "block_public_policy", "restrict_public_buckets")
+    )
+    metrics = {
+        _unquote(alarm["metric_name"]) for alarm in tf["resource"]["aws_cloudwatch_metric_alarm"].values()
+    }
+    assert {"HTTPCode_Target_5XX_Count", "UnHealthyHostCount"} <= metrics
