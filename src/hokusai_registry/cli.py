@@ -367,6 +367,80 @@ def db_upgrade(**flags: Any) -> None:
     click.echo(f"Key store {redact_url(store.url)}: {change} schema {head}.")
 
 
+@main.group("deploy")
+def deploy_group() -> None:
+    """Roll a new image out to an ECS service, or back (needs boto3 and AWS credentials)."""
+
+
+def _ecs(region: str | None) -> Any:
+    try:
+        import boto3  # type: ignore[import-untyped]
+    except ImportError:
+        raise click.ClickException("deploy needs boto3: pip install 'hokusai-registry[deploy]'") from None
+    return boto3.client("ecs", region_name=region)
+
+
+ECS_OPTIONS = (
+    click.option("--cluster", required=True, help="ECS cluster name or ARN."),
+    click.option("--service", required=True, help="ECS service name, e.g. gateway or mlflow."),
+    click.option("--region", default=None, help="AWS region (default: the AWS configuration's)."),
+    click.option(
+        "--timeout", type=float, default=900, show_default=True, help="Seconds to wait for stability."
+    ),
+)
+
+
+def ecs_options(function: F) -> F:
+    for option in reversed(ECS_OPTIONS):
+        function = option(function)
+    return function
+
+
+@deploy_group.command("ecs")
+@ecs_options
+@click.option("--image", required=True, help="The new image, e.g. 123.dkr.ecr.eu-west-1.amazonaws.com/gw:1.2")
+@click.option("--container", default=None, help="Container to update (default: the only one).")
+def deploy_ecs(
+    cluster: str, service: str, region: str | None, timeout: float, image: str, container: str | None
+) -> None:
+    """Register a new task-definition revision with IMAGE, move the service to it and wait until it is
+    stable; if it does not get there, move the service back to the revision it ran before (exit 1)."""
+    from hokusai_registry.deploy import DeployError, deploy
+
+    try:
+        outcome = deploy(
+            _ecs(region),
+            cluster=cluster,
+            service=service,
+            image=image,
+            container=container,
+            timeout=timeout,
+            say=lambda line: click.echo(line, err=True),
+        )
+    except DeployError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(outcome.current)
+
+
+@deploy_group.command("rollback")
+@ecs_options
+def deploy_rollback(cluster: str, service: str, region: str | None, timeout: float) -> None:
+    """Move the service back to the task-definition revision before the one it runs."""
+    from hokusai_registry.deploy import DeployError, rollback
+
+    try:
+        outcome = rollback(
+            _ecs(region),
+            cluster=cluster,
+            service=service,
+            timeout=timeout,
+            say=lambda line: click.echo(line, err=True),
+        )
+    except DeployError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(outcome.current)
+
+
 @main.command("config-reference")
 def config_reference() -> None:
     """Print the configuration reference (docs/configuration.md)."""
