@@ -20,7 +20,15 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/hokusai-registry serve $(ARGS)
 
-lint: $(VENV)/.installed-test
+# checkov in its own environment: its pinned dependencies would fight the project's.
+CHECKOV := $(VENV)/tools/checkov
+$(CHECKOV)/.installed: | $(BIN)/python
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install -q checkov
+	touch $@
+
+lint: $(VENV)/.installed-test $(CHECKOV)/.installed
+	$(CHECKOV)/bin/checkov -d deploy --config-file deploy/.checkov.yaml
 	$(BIN)/ruff check src tests bench soak
 	$(BIN)/ruff format --check src tests bench soak
 	$(BIN)/mypy --strict src

@@ -6,6 +6,9 @@ resource "aws_db_subnet_group" "main" {
 }
 
 resource "aws_db_instance" "main" {
+  #checkov:skip=CKV_AWS_118:enhanced monitoring needs its own IAM role and costs per instance; enable it per environment
+  #checkov:skip=CKV2_AWS_30:query logs would record statement parameters, key-hash lookups included
+  #checkov:skip=CKV_AWS_354:Performance Insights uses the AWS-managed key; a customer key is an account policy choice
   identifier                  = local.name
   engine                      = "postgres"
   engine_version              = "15"
@@ -25,15 +28,38 @@ resource "aws_db_instance" "main" {
   final_snapshot_identifier   = "${local.name}-final"
   auto_minor_version_upgrade  = true
   copy_tags_to_snapshot       = true
+  performance_insights_enabled        = true
+  iam_database_authentication_enabled = true
+  enabled_cloudwatch_logs_exports     = ["postgresql"]
 }
 
 resource "aws_secretsmanager_secret" "database_urls" {
+  #checkov:skip=CKV_AWS_149:encrypted with the AWS-managed key; a customer key is an account policy choice
+  #checkov:skip=CKV2_AWS_57:the RDS master password is managed and rotated by RDS; these URLs follow it
   name        = "${local.name}/database-urls"
   description = "DATABASE_URL (keys) and the MLflow backend store URI; filled in after the instance exists"
 }
 
 resource "aws_s3_bucket" "artifacts" {
+  #checkov:skip=CKV_AWS_18:only MLflow's task role reads or writes it; use CloudTrail data events for an audit
+  #checkov:skip=CKV2_AWS_62:nothing consumes bucket events
+  #checkov:skip=CKV_AWS_144:single-region deployment; versioning protects against deletes
   bucket = "${local.name}-mlflow-artifacts"
+}
+
+resource "aws_s3_bucket_lifecycle_configuration" "artifacts" {
+  bucket = aws_s3_bucket.artifacts.id
+  rule {
+    id     = "abort-incomplete-uploads"
+    status = "Enabled"
+    filter {}
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 2
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 90
+    }
+  }
 }
 
 resource "aws_s3_bucket_public_access_block" "artifacts" {
