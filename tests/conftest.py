@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from hypothesis import settings as hypothesis_settings
 
 from hokusai_registry.mlflow_server import mlflow_command
 from hokusai_registry.settings import Settings
-from tests.helpers import REDIS_URL, GatewayProcess, free_port, running_mlflow
+from tests.helpers import REDIS_URL, FrontProxy, GatewayProcess, free_port, running_mlflow
 
 # Property tests share the machine with live servers: a per-example deadline would be a timing assertion.
 hypothesis_settings.register_profile("hokusai", deadline=None)
@@ -65,6 +66,51 @@ def database() -> Iterator[str]:
             yield f"postgresql://postgres@127.0.0.1:5432/{name}"
         finally:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[FrontProxy]:
+    """moto's S3 server on loopback with a bucket `artifacts`, behind a relay that records every request."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    relay = FrontProxy(f"http://127.0.0.1:{port}", record=True)
+    try:
+        credentials = {
+            "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+            "region_name": S3_ENV["AWS_DEFAULT_REGION"],
+        }
+        boto3.client("s3", endpoint_url=relay.url, **credentials).create_bucket(Bucket="artifacts")
+        yield relay
+    finally:
+        relay.stop()
+        server.stop()
+
+
+@contextlib.contextmanager
+def s3_environment(s3: FrontProxy) -> Iterator[None]:
+    """Credentials and endpoint for MLflow (and clients) to reach the moto bucket; restored afterwards."""
+    saved = {name: os.environ.get(name) for name in [*S3_ENV, "MLFLOW_S3_ENDPOINT_URL"]}
+    os.environ.update(S3_ENV, MLFLOW_S3_ENDPOINT_URL=s3.url)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Two gateway replicas on different ports sharing PostgreSQL (keys) and Redis (limits) in front of one
-MLflow on PostgreSQL: a key made through one works on the other, a revocation through one is refused by the
+MLflow on PostgreSQL with artifacts in S3 (moto): a key made through one works on the other, a revocation through one is refused by the
 other within a second, a per-key limit is one count, and a model registered through replica 1 loads through
 replica 2. Skips with the reason where PostgreSQL or Redis does not answer on loopback."""
 
@@ -18,8 +18,8 @@ import pytest
 import requests
 from sklearn.linear_model import LogisticRegression
 
-from tests.conftest import POSTGRES_ADMIN_URL
-from tests.helpers import HOKUSAI, GatewayProcess, clear_of_minute_edge, hokusai_mlflow
+from tests.conftest import POSTGRES_ADMIN_URL, s3_environment
+from tests.helpers import HOKUSAI, FrontProxy, GatewayProcess, clear_of_minute_edge, hokusai_mlflow
 
 
 @dataclass
@@ -44,7 +44,9 @@ def mlflow_database(database: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def deployment(database: str, mlflow_database: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(
+    database: str, mlflow_database: str, redis_url: str, s3: FrontProxy, tmp_path: Path
+) -> Iterator[Deployment]:
     env = {**os.environ, "DATABASE_URL": database}
     assert subprocess.run([HOKUSAI, "db", "upgrade"], env=env, timeout=120).returncode == 0
     admin = subprocess.run(
@@ -56,7 +58,13 @@ def deployment(database: str, mlflow_database: str, redis_url: str, tmp_path: Pa
         check=True,
     ).stdout.strip()
     shared = {"DATABASE_URL": database, "REDIS_URL": redis_url}
-    with hokusai_mlflow(tmp_path, "--backend-store-uri", mlflow_database) as url:
+    destination = f"s3://artifacts/replicas-{tmp_path.name}"
+    with (
+        s3_environment(s3),
+        hokusai_mlflow(
+            tmp_path, "--backend-store-uri", mlflow_database, "--artifacts-destination", destination
+        ) as url,
+    ):
         replicas = [GatewayProcess(url, tmp_path / name, env=shared) for name in ("first", "second")]
         try:
             yield Deployment(replicas[0], replicas[1], admin)

@@ -14,59 +14,25 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import FrontProxy, GatewayProcess, free_port, hokusai_mlflow
+from tests.conftest import s3_environment
+from tests.helpers import FrontProxy, GatewayProcess, hokusai_mlflow
 
 LARGE = 520 * 2**20  # over MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE (500 MiB)
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[FrontProxy]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    relay = FrontProxy(f"http://127.0.0.1:{server._port}", record=True)
-    try:
-        boto3.client("s3", endpoint_url=relay.url, **_credentials()).create_bucket(Bucket="artifacts")
-        yield relay
-    finally:
-        relay.stop()
-        server.stop()
-
-
-def _credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
-        "region_name": S3_ENV["AWS_DEFAULT_REGION"],
-    }
 
 
 @pytest.fixture(scope="module")
 def mlflow_on_s3(s3: FrontProxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    saved = {name: os.environ.get(name) for name in [*S3_ENV, "MLFLOW_S3_ENDPOINT_URL"]}
-    os.environ.update(S3_ENV, MLFLOW_S3_ENDPOINT_URL=s3.url)  # for MLflow, and the client in direct mode
-    try:
-        with hokusai_mlflow(
+    with (
+        s3_environment(s3),
+        hokusai_mlflow(
             tmp_path_factory.mktemp("mlflow-s3"), "--artifacts-destination", "s3://artifacts/mlflow"
-        ) as url:
-            yield url
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        ) as url,
+    ):
+        yield url
 
 
 def _sha256(path: Path) -> str:
