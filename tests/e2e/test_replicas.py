@@ -1,7 +1,8 @@
 """Two gateway replicas on different ports sharing PostgreSQL (keys) and Redis (limits) in front of one
-MLflow on PostgreSQL with artifacts in S3 (moto): a key made through one works on the other, a revocation through one is refused by the
-other within a second, a per-key limit is one count, and a model registered through replica 1 loads through
-replica 2. Skips with the reason where PostgreSQL or Redis does not answer on loopback."""
+MLflow on PostgreSQL with artifacts in S3 (moto): a key made through one works on the other, a revocation
+through one is refused by the other within a second, a per-key limit is one count, and a model registered
+through replica 1 loads through replica 2. Skips with the reason where PostgreSQL or Redis does not answer
+on loopback."""
 
 from __future__ import annotations
 
