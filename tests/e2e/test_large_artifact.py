@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.load import RssSampler
-from tests.helpers import GatewayProcess
+from tests.helpers import GatewayProcess, sha256_file
 
 SIZE = 300 * 1024 * 1024
 RSS_LIMIT_MB = 150
@@ -31,14 +30,6 @@ def fresh_gateway(mlflow_server: str, tmp_path: Path) -> Iterator[GatewayProcess
     process = GatewayProcess(mlflow_server, tmp_path / "gateway")
     yield process
     process.stop()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @pytest.mark.slow
@@ -68,7 +59,7 @@ def test_300_mb_artifact_round_trip_with_flat_gateway_memory(
     finally:
         mlflow.set_tracking_uri(None)
     assert downloaded.stat().st_size == SIZE
-    assert _sha256(downloaded) == _sha256(source)
+    assert sha256_file(downloaded) == sha256_file(source)
     peak_mb = _status_kb(fresh_gateway.pid, "VmHWM") / 1024
     sampled_mb = sampler.peak_mb
     with capsys.disabled():

@@ -9,7 +9,6 @@ the minting calls."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import s3_environment
-from tests.helpers import FrontProxy, GatewayProcess, hokusai_mlflow
+from tests.helpers import FrontProxy, GatewayProcess, hokusai_mlflow, sha256_file
 
 LARGE = 520 * 2**20  # over MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE (500 MiB)
 
@@ -33,14 +32,6 @@ def mlflow_on_s3(s3: FrontProxy, tmp_path_factory: pytest.TempPathFactory) -> It
         ) as url,
     ):
         yield url
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        while chunk := source.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _client_requests_to_s3(s3: FrontProxy) -> list[str]:
@@ -72,7 +63,7 @@ def round_trip(gateway: GatewayProcess, client_env: pytest.MonkeyPatch, tmp_path
         dst_path=str(tmp_path / "down"),
         tracking_uri=gateway.url + "/mlflow",
     )
-    assert _sha256(Path(back)) == _sha256(big)
+    assert sha256_file(Path(back)) == sha256_file(big)
 
 
 def test_by_default_every_byte_goes_through_the_gateway(
