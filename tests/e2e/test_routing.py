@@ -111,14 +111,6 @@ def test_unknown_paths_get_json_404_and_are_not_forwarded(
             "/mlflow/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/a%20b.txt",
             "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/a%20b.txt",
         ),
-        (
-            "/mlflow/api/2.0/mlflow-artifacts/mpu/create/1/r/artifacts",
-            "/api/2.0/mlflow-artifacts/mpu/create/1/r/artifacts",
-        ),
-        (
-            "/mlflow/api/2.0/mlflow-artifacts/presigned/1/r/artifacts/m",
-            "/api/2.0/mlflow-artifacts/presigned/1/r/artifacts/m",
-        ),
         ("/mlflow/get-artifact?path=x&run_uuid=r", "/get-artifact?path=x&run_uuid=r"),
         (
             "/mlflow/model-versions/get-artifact?name=m&version=1&path=x",
@@ -151,6 +143,59 @@ def test_forwarded_path_is_exactly_the_authorized_one(
     )
     assert status == 200
     assert upstream.requests[-1]["target"] == forwarded
+
+
+MINTING = [
+    (
+        "POST",
+        "/mlflow/api/2.0/mlflow-artifacts/mpu/create/1/r/artifacts",
+        "/api/2.0/mlflow-artifacts/mpu/create/1/r/artifacts",
+    ),
+    (
+        "GET",
+        "/mlflow/api/2.0/mlflow-artifacts/presigned/1/r/artifacts/m",
+        "/api/2.0/mlflow-artifacts/presigned/1/r/artifacts/m",
+    ),
+    (
+        "POST",
+        "/mlflow/api/2.0/mlflow/artifacts/presigned-upload-url",
+        "/api/2.0/mlflow/artifacts/presigned-upload-url",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "target", "forwarded"), MINTING)
+def test_presigned_minting_is_refused_by_default(
+    method: str,
+    target: str,
+    forwarded: str,
+    echo_gateway: GatewayProcess,
+    echo_key: str,
+    upstream: RecordingUpstream,
+) -> None:
+    before = len(upstream.requests)
+    status, _, body = raw_request(echo_gateway.url, method, target, auth(echo_key), b"{}")
+    assert (
+        status == 403
+        and "HOKUSAI_DIRECT_ARTIFACT_TRANSFERS" in assert_mlflow_error(body, "PERMISSION_DENIED")["message"]
+    )
+    assert len(upstream.requests) == before
+
+
+def test_presigned_minting_is_forwarded_when_direct_transfers_are_on(
+    upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    direct = GatewayProcess(
+        upstream.url, tmp_path_factory.mktemp("direct"), env={"HOKUSAI_DIRECT_ARTIFACT_TRANSFERS": "true"}
+    )
+    try:
+        key = direct.create_key("direct")
+        for method, target, forwarded in MINTING:
+            status, _, _ = raw_request(direct.url, method, target, auth(key), b"{}")
+            assert status == 200
+            assert upstream.requests[-1]["target"] == forwarded
+    finally:
+        direct.stop()
 
 
 def test_request_line_of_60_kb_reaches_upstream_intact(
