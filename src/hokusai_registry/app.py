@@ -1,8 +1,10 @@
 """The gateway as one pure-ASGI application.
 
-Order on every request: gateway-owned routes (never forwarded) → loop guard → path resolution
-(unknown paths end here) → request policy (methods, origin, no keys in URLs) → authentication →
-the forwarder. Every refusal is MLflow JSON made in `errors.py`.
+Order on every request: header limits → gateway-owned routes (health, metrics, the admin API; never
+forwarded) → loop guard → path resolution (unknown paths end here) → request policy (methods, origin, no
+keys in URLs, no climbing `path` parameter) → authentication (failure throttle, key, service id, rate
+limit) → scope → artifact transfer policy → inspected bodies (attribution, audit) → the forwarder. Every
+refusal is MLflow JSON made in `errors.py`.
 """
 
 from __future__ import annotations
