@@ -20,7 +20,6 @@ from hokusai_registry.auth.store import KeyNotFound, KeyRecord, KeyStore
 
 _DURATION = re.compile(r"(\d+)([dhm])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-_SERVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
 def problems(errors: Iterable[Mapping[str, Any]], flags: bool = False) -> str:
@@ -94,7 +93,7 @@ class KeySpec(BaseModel):
     @classmethod
     def _service_ids(cls, value: list[str]) -> list[str]:
         for service_id in value:
-            if not _SERVICE_ID.fullmatch(service_id):
+            if not key_format.SERVICE_ID.fullmatch(service_id):
                 raise ValueError(f"{service_id!r} is not a service id (1-100 of A-Z a-z 0-9 . _ : -)")
         return list(dict.fromkeys(value))
 

@@ -27,6 +27,8 @@ _KEY = re.compile(
 )
 _KEY_ID = re.compile(rf"[0-9A-Za-z]{{{KEY_ID_LENGTH}}}")
 EXAMPLE = "hk_live_<12-character id>_<38 characters>"
+# What a service id (AUTH_SERVICE_ID, a key's allowed services) may look like.
+SERVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
 class KeyFormatError(ValueError):

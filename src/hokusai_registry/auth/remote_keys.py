@@ -34,20 +34,11 @@ KNOWN_REASONS = frozenset({"unknown", "revoked", "expired", "malformed"})
 
 class RemoteKeys:
     def __init__(self, url: str, *, service_id: str, timeout: float, pool_size: int = 32) -> None:
-        parts = urlsplit(url)
-        tls = parts.scheme == "https"
         self.display = redact_url(url)
-        self._path = parts.path.rstrip("/") + VALIDATE_PATH
+        self._path = urlsplit(url).path.rstrip("/") + VALIDATE_PATH
         self._service_id = service_id
         self._timeout = timeout
-        self._pool = UpstreamPool(
-            parts.hostname or "",
-            parts.port or (443 if tls else 80),
-            tls=tls,
-            limit=pool_size,
-            connect_timeout=timeout,
-            pool_timeout=timeout,
-        )
+        self._pool = UpstreamPool.for_url(url, limit=pool_size, connect_timeout=timeout, pool_timeout=timeout)
 
     async def start(self, invalidate: Callable[[], None]) -> None:
         """Nothing to watch: remote revocations take effect when cached checks expire (the TTL)."""

@@ -135,14 +135,8 @@ class Forwarder:
         max_api_body: int | None = None,
     ) -> None:
         parts = urlsplit(upstream_url)
-        tls = parts.scheme == "https"
-        self.pool = UpstreamPool(
-            parts.hostname or "",
-            parts.port or (443 if tls else 80),
-            tls=tls,
-            limit=pool_size,
-            connect_timeout=connect_timeout,
-            pool_timeout=connect_timeout * 3,
+        self.pool = UpstreamPool.for_url(
+            upstream_url, limit=pool_size, connect_timeout=connect_timeout, pool_timeout=connect_timeout * 3
         )
         self._base_path = parts.path.rstrip("/")
         self._upstream_base = f"{parts.scheme}://{self.pool.authority}{self._base_path}"

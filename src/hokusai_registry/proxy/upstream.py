@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import cast
+from urllib.parse import urlsplit
 
 import httptools
 
@@ -296,6 +297,20 @@ class UpstreamPool:
         self._pool_timeout = pool_timeout
         self._idle_timeout = idle_timeout
         self._idle: list[_Connection] = []
+
+    @classmethod
+    def for_url(cls, url: str, *, limit: int, connect_timeout: float, pool_timeout: float) -> UpstreamPool:
+        """A pool to the origin of an http(s) URL (its path and credentials are the caller's business)."""
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        return cls(
+            parts.hostname or "",
+            parts.port or (443 if tls else 80),
+            tls=tls,
+            limit=limit,
+            connect_timeout=connect_timeout,
+            pool_timeout=pool_timeout,
+        )
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
