@@ -79,7 +79,9 @@ def main() -> None:
 
 
 @main.command()
-@setting_options("data_dir", "host", "port", "public_url", "key_environment", "log_format", "debug")
+@setting_options(
+    "data_dir", "host", "port", "public_url", "key_environment", "audit_log", "log_format", "debug"
+)
 def serve(**flags: Any) -> None:
     """Run MLflow (SQLite, local artifacts) and the gateway in front of it: the embedded default."""
     from hokusai_registry.runner import run, serve_embedded
@@ -98,6 +100,10 @@ def serve(**flags: Any) -> None:
     "key_store_url",
     "upstream_api_prefix",
     "direct_artifact_transfers",
+    "service_id",
+    "auth_service_url",
+    "redis_url",
+    "audit_log",
     "log_format",
     "debug",
 )

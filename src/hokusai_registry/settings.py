@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hokusai_registry.auth.keys import SERVICE_ID
 
 
 class ConfigError(Exception):
@@ -277,7 +278,7 @@ class Settings(BaseSettings):
     @field_validator("service_id")
     @classmethod
     def _service_id(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9._:-]{1,100}", value):
+        if not SERVICE_ID.fullmatch(value):
             raise ValueError("must be 1-100 of A-Z a-z 0-9 . _ : - (keys limited to services name it)")
         return value
 
@@ -339,7 +340,7 @@ class Settings(BaseSettings):
                 name = str(error["loc"][0]) if error["loc"] else "?"
                 field = cls.model_fields.get(name)
                 env = (field.json_schema_extra or {}).get("env", name) if field else name  # type: ignore[union-attr]
-                problems.append(f"{env}: {error['msg']}")
+                problems.append(f"{env}: {error['msg'].removeprefix('Value error, ')}")
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
 
     @property
