@@ -35,6 +35,7 @@ def test_spec_defaults_and_cleanup() -> None:
         ({"name": "x", "expires_in": "1y"}, "expires_in: '1y' is not a lifetime"),
         ({"name": "x", "service_ids": ["a b"]}, "service_ids: 'a b' is not a service id"),
         ({"name": "x", "rate_limit_per_hour": -5}, "rate_limit_per_hour:"),
+        ({"name": "x", "rate_limit_per_hour": 5700463704092182577152}, "rate_limit_per_hour:"),
     ],
 )
 def test_bad_specs_name_the_field(fields: dict[str, object], message: str) -> None:

@@ -18,6 +18,8 @@ from hokusai_registry.auth import keys as key_format
 from hokusai_registry.auth.scopes import expand
 from hokusai_registry.auth.store import KeyNotFound, KeyRecord, KeyStore
 
+# Stored in a 64-bit integer column; no real limit comes near it (a fuzzer sent 5.7e21).
+MAX_RATE_LIMIT = 1_000_000_000
 _DURATION = re.compile(r"(\d+)([dhm])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
@@ -66,10 +68,16 @@ class KeySpec(BaseModel):
         default_factory=list, description="Service ids the key is valid for; empty means any."
     )
     rate_limit_per_minute: int | None = Field(
-        default=None, ge=0, description="Requests per minute; default the gateway's; 0 means unlimited."
+        default=None,
+        ge=0,
+        le=MAX_RATE_LIMIT,
+        description="Requests per minute; default the gateway's; 0 means unlimited.",
     )
     rate_limit_per_hour: int | None = Field(
-        default=None, ge=0, description="Requests per hour; default the gateway's; 0 means unlimited."
+        default=None,
+        ge=0,
+        le=MAX_RATE_LIMIT,
+        description="Requests per hour; default the gateway's; 0 means unlimited.",
     )
 
     @field_validator("name", "owner")
