@@ -14,14 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, unquote_to_bytes
 
+from hokusai_registry.access import Access, client_address
 from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.audit import audit
-from hokusai_registry.auth import keys
-from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
-from hokusai_registry.auth.credentials import presented_key
+from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.scopes import grants, required_scope
 from hokusai_registry.errors import GatewayError, send_error, send_json
-from hokusai_registry.guard import Guard
 from hokusai_registry.health import MLFLOW_HEALTH_PATHS, Health
 from hokusai_registry.keys_api import DOCS_ASSETS, DOCS_PATHS, IDENTITY, KEYS_PATH, VALIDATE_PATH
 from hokusai_registry.metrics import Metrics
@@ -46,10 +44,11 @@ from hokusai_registry.proxy.paths import Redirect, Target, resolve, unsafe_path_
 from hokusai_registry.proxy.routes import Family
 from hokusai_registry.proxy.transfers import is_server_info, mints_urls, without_direct_transfers
 from hokusai_registry.proxy.upstream import UpstreamError
+from hokusai_registry.web.handlers import WebPages, is_page_path
+from hokusai_registry.web.navigation import login_location
+from hokusai_registry.web.pages import send_redirect
 
 FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
-# Lets a browser opening the UI log in with any user name and an API key as the password.
-BASIC_CHALLENGE = (b"www-authenticate", b'Basic realm="Hokusai Registry", charset="UTF-8"')
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 ADMIN_API_PREFIX = "/api/v1/"
@@ -83,9 +82,9 @@ def _key_in_url(path: str, query: bytes) -> bool:
     return "hk_live_" in path or "hk_test_" in path
 
 
-def _client(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "-"
+def _is_ui_page(target: Target, method: str) -> bool:
+    """The MLflow UI's page itself, which a browser navigates to (everything else is fetched by it)."""
+    return target.family is Family.UI and target.path == "/" and method in ("GET", "HEAD")
 
 
 def _loop_error() -> GatewayError:
@@ -101,23 +100,21 @@ class Gateway:
     def __init__(
         self,
         *,
-        authenticator: Authenticator,
+        access: Access,
+        pages: WebPages,
         forwarder: Forwarder,
         health: Health,
         metrics: Metrics,
         keys_api: Handler,
-        guard: Guard,
-        service_id: str,
         keys_managed_by: str | None,
         direct_transfers: bool,
         public_url: str | None,
     ) -> None:
-        self.authenticator = authenticator
+        self.access = access
+        self.pages = pages
         self.forwarder = forwarder
         self.metrics = metrics
         self.keys_api = keys_api
-        self.guard = guard
-        self.service_id = service_id
         # Set when keys are validated by a remote auth service, which then also manages them.
         self.keys_managed_by = keys_managed_by
         self.direct_transfers = direct_transfers
@@ -150,13 +147,13 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 try:
                     self._log_flusher = asyncio.ensure_future(flush_periodically())
-                    await self.authenticator.start()
+                    await self.access.authenticator.start()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.authenticator.stop()
+                await self.access.authenticator.stop()
                 await self.forwarder.close()
                 if self._log_flusher is not None:
                     self._log_flusher.cancel()
@@ -170,41 +167,18 @@ class Gateway:
         try:
             await self._dispatch(scope, receive, send, record)
         except GatewayError as error:
-            record.auth_failure = error.kind
-            await self.guard.refused(_client(scope), scope["method"], scope["path"], record.key_id, error)
-            challenge = (
-                [BASIC_CHALLENGE]
-                if record.family == Family.UI.value and error.code == "UNAUTHENTICATED"
-                else []
-            )
-            await send_error(counted(send, record), error, challenge)
+            await self.access.refused(scope, record, error)
+            await send_error(counted(send, record), error)
         finally:
             self.metrics.in_flight.dec()
             log_access(
                 record,
-                _client(scope),
+                client_address(scope),
                 scope["method"],
                 scope["path"],
                 (time.perf_counter() - started) * 1000,
             )
             self.metrics.observe(record, scope["method"])
-
-    async def authenticate(self, scope: Scope, record: RequestRecord) -> Identity:
-        """The caller's identity, checked for this service and counted against its rate limits."""
-        presented = presented_key(scope["headers"])
-        record.key_id = keys.hint(presented)
-        identity = await self.guard.authenticate(self.authenticator, presented, _client(scope))
-        denied = service_denied(identity, self.service_id)
-        if denied is not None:
-            raise denied
-        exceeded = await self.guard.rate_limits.check_key(identity)
-        if exceeded is not None:
-            raise exceeded.error(
-                f"Hokusai Registry gateway: key {identity.key_id} is over its limit of {exceeded.limit} "
-                f"requests per {exceeded.per}; retry after the Retry-After seconds, or ask an admin for a "
-                "higher limit."
-            )
-        return identity
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         problem = head_problem(scope["headers"])
@@ -217,24 +191,42 @@ class Gateway:
         path = scope["path"]
         own = self.own_routes.get(path)
         if own is not None:
-            record.family = "gateway"
-            handler, needs_key = own
-            if scope["method"] not in ("GET", "HEAD"):
-                raise _method_error(scope["method"])
-            if needs_key:
-                await self.authenticate(scope, record)
-            await handler(scope, receive, counted(send, record))
-            return
-        if path.startswith(ADMIN_API_PREFIX) or path in DOCS_PATHS or path.startswith(DOCS_ASSETS + "/"):
+            await self._own_route(own, scope, receive, send, record)
+        elif path.startswith(ADMIN_API_PREFIX) or path in DOCS_PATHS or path.startswith(DOCS_ASSETS + "/"):
             await self._admin_api(scope, receive, send, record)
-            return
+        elif is_page_path(path):
+            await self.pages(scope, receive, counted(send, record), record)
+        else:
+            await self._mlflow(scope, receive, send, record)
+
+    async def _own_route(
+        self, route: tuple[Handler, bool], scope: Scope, receive: Receive, send: Send, record: RequestRecord
+    ) -> None:
+        record.family = "gateway"
+        handler, needs_key = route
+        if scope["method"] not in ("GET", "HEAD"):
+            raise _method_error(scope["method"])
+        if needs_key:
+            await self.access.identify(scope, record)
+        await handler(scope, receive, counted(send, record))
+
+    async def _mlflow(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         target = self._target(scope, record)
         if isinstance(target, Redirect):
             await _redirect(counted(send, record), target.location, scope["query_string"])
             return
         record.family = target.family.value
-        identity = await self.authenticate(scope, record)
         method = scope["method"]
+        try:
+            identity = (await self.access.identify(scope, record)).identity
+        except GatewayError as error:
+            if error.code != "UNAUTHENTICATED" or not _is_ui_page(target, method):
+                raise
+            # A browser opening the UI without a (live) session signs in first; API paths never redirect.
+            await self.access.refused(scope, record, error)
+            location = login_location(target.mount + "/", error.kind)
+            await send_redirect(counted(send, record), location, error.headers)
+            return
         needed = required_scope(method, target.path)
         if needed is None or not grants(identity.scopes, needed):
             raise _permission_error(identity.key_id, identity.scopes, method, target.path, needed)
@@ -255,6 +247,18 @@ class Gateway:
         if found is None:
             await self.forwarder.forward(scope, receive, send, target, record)
             return
+        await self._forward_inspected(scope, receive, send, record, target, found, identity)
+
+    async def _forward_inspected(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        record: RequestRecord,
+        target: Target,
+        found: Inspection,
+        identity: Identity,
+    ) -> None:
         inspected = await self._inspect(scope, receive, found, identity)
         if inspected is None:
             record.status = 499  # the client left while sending its body
@@ -266,7 +270,7 @@ class Gateway:
                 found.event,
                 key_id=identity.key_id,
                 owner=identity.user_id,
-                client=_client(scope),
+                client=client_address(scope),
                 request_id=record.request_id.decode(),
                 status=record.status,
                 **fields,
@@ -329,7 +333,8 @@ class Gateway:
                 f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage and validate keys there.",
             )
         if path == KEYS_PATH or (path.startswith(KEYS_PATH + "/") and path != VALIDATE_PATH):
-            identity = await self.authenticate(scope, record)
+            # Keys in headers only: a browser session's cookie is not accepted by the REST API.
+            identity = (await self.access.identify(scope, record, sessions=False)).identity
             if not grants(identity.scopes, "admin"):
                 raise _permission_error(identity.key_id, identity.scopes, scope["method"], path, "admin")
             scope = {**scope, IDENTITY: identity}
@@ -362,11 +367,16 @@ class Gateway:
                 "Hokusai Registry gateway: API keys are not accepted in the URL (URLs end up in logs). "
                 "Send the key in the Authorization header and revoke the one that was in the URL.",
             )
-        if is_cross_origin_write(method, headers, self.public_url):
+        via_session = self.access.session_id(scope) is not None
+        if is_cross_origin_write(method, headers, self.public_url, origin_required=via_session):
             raise GatewayError(
                 "PERMISSION_DENIED",
-                "Hokusai Registry gateway blocked a cross-origin write: the Origin header names "
-                "another site.",
+                "Hokusai Registry gateway blocked a cross-origin write: "
+                + (
+                    "a write with a browser session must come from this site (Origin or Referer naming it)."
+                    if via_session
+                    else "the Origin header names another site."
+                ),
             )
         if b"path=" in query and unsafe_path_parameter(query):
             raise GatewayError(

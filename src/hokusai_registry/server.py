@@ -12,11 +12,14 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from hokusai_registry.access import Access
 from hokusai_registry.app import Gateway
 from hokusai_registry.auth.admin import KeyAdmin
 from hokusai_registry.auth.authenticator import Authenticator, KeySource
 from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.remote_keys import RemoteKeys
+from hokusai_registry.auth.session_store import SessionStore
+from hokusai_registry.auth.sessions import Sessions
 from hokusai_registry.auth.store import KeyStore
 from hokusai_registry.guard import Guard
 from hokusai_registry.health import Health
@@ -25,6 +28,7 @@ from hokusai_registry.metrics import Metrics
 from hokusai_registry.proxy.forward import Forwarder
 from hokusai_registry.ratelimit import RateLimits
 from hokusai_registry.settings import ConfigError, Settings, redact_url
+from hokusai_registry.web.handlers import WebPages
 
 
 def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gateway:
@@ -67,15 +71,32 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             redis_url=settings.redis_url,
         )
     )
+    access = Access(
+        authenticator,
+        guard,
+        Sessions(
+            SessionStore(store.engine),
+            idle_timeout=settings.session_idle_timeout,
+            max_age=settings.session_max_age,
+        ),
+        service_id=settings.service_id,
+        public_url=settings.public_url,
+    )
+    keys_managed_by = redact_url(settings.auth_service_url) if settings.auth_service_url else None
+    key_admin = KeyAdmin(store, settings.key_environment)
     return Gateway(
-        authenticator=authenticator,
+        access=access,
+        pages=WebPages(
+            access,
+            None if keys_managed_by else key_admin,
+            keys_managed_by=keys_managed_by,
+            public_url=settings.public_url,
+        ),
         forwarder=forwarder,
         health=health,
         metrics=Metrics(),
-        keys_api=build_keys_api(KeyAdmin(store, settings.key_environment), authenticator, guard),
-        guard=guard,
-        service_id=settings.service_id,
-        keys_managed_by=redact_url(settings.auth_service_url) if settings.auth_service_url else None,
+        keys_api=build_keys_api(key_admin, authenticator, guard),
+        keys_managed_by=keys_managed_by,
         direct_transfers=settings.direct_artifact_transfers,
         public_url=settings.public_url,
     )

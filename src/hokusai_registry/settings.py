@@ -114,6 +114,20 @@ class Settings(BaseSettings):
         "Seconds between batched writes of keys' last use to the key store (one write per interval, not "
         "one per request).",
     )
+    session_idle_timeout: float = _setting(
+        1800.0,
+        "HOKUSAI_SESSION_IDLE_TIMEOUT",
+        None,
+        "Seconds a browser session (MLflow UI, `/admin/keys`) lives without use; last use is recorded at "
+        "most once a minute, so the end is exact to that.",
+    )
+    session_max_age: float = _setting(
+        43200.0,
+        "HOKUSAI_SESSION_MAX_AGE",
+        None,
+        "Seconds a browser session lives at most after sign-in, however active (sooner if its key expires "
+        "or is revoked).",
+    )
     service_id: str = _setting(
         "mlflow",
         "AUTH_SERVICE_ID",
@@ -304,6 +318,8 @@ class Settings(BaseSettings):
         "mlflow_startup_timeout",
         "last_used_interval",
         "auth_service_timeout",
+        "session_idle_timeout",
+        "session_max_age",
     )
     @classmethod
     def _positive(cls, value: float) -> float:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
+from urllib.parse import urlencode
 
 import mlflow
 import pytest
@@ -101,10 +103,25 @@ def test_x_api_key_header_works(gateway: GatewayProcess, api_key: str) -> None:
     assert "experiments" in response.json()
 
 
-def test_ui_asks_the_browser_for_basic_credentials(gateway: GatewayProcess) -> None:
-    status, headers, _ = raw_request(gateway.url, "GET", "/mlflow/")
-    assert status == 401
-    assert headers["www-authenticate"].startswith("Basic")
+def test_ui_page_without_credentials_goes_to_the_login_page(gateway: GatewayProcess) -> None:
+    for mount in ("/mlflow/", "/api/mlflow/", "/"):
+        status, headers, _ = raw_request(gateway.url, "GET", mount)
+        assert status == 303, mount
+        assert headers["location"] == "/login?" + urlencode({"next": mount}), mount
+        assert "www-authenticate" not in headers
+
+
+def test_ui_calls_without_credentials_get_401_json_never_a_redirect(gateway: GatewayProcess) -> None:
+    for path in (
+        "/mlflow/ajax-api/2.0/mlflow/experiments/search?max_results=1",
+        "/mlflow/static-files/static/js/main.js",
+        "/mlflow/graphql",
+        "/mlflow/get-artifact?path=x&run_uuid=y",
+    ):
+        status, headers, body = raw_request(gateway.url, "GET", path)
+        assert status == 401, path
+        assert "location" not in headers
+        assert json.loads(body)["error_code"] == "UNAUTHENTICATED"
 
 
 def test_ui_page_and_assets_load_through_the_gateway(gateway: GatewayProcess, api_key: str) -> None:

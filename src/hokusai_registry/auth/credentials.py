@@ -21,6 +21,11 @@ def unauthenticated(reason: str, kind: str) -> GatewayError:
     return GatewayError("UNAUTHENTICATED", f"Hokusai Registry gateway: {reason}", kind=kind)
 
 
+def sends_key(headers: Headers) -> bool:
+    """Whether the request carries a key in its headers (which then wins over a session cookie)."""
+    return any(name in (b"authorization", b"x-api-key") for name, _ in headers)
+
+
 def presented_key(headers: Headers) -> str:
     """The key the client sent, or an UNAUTHENTICATED error saying what is missing."""
     authorization = api_key = None

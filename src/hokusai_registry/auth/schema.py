@@ -37,3 +37,19 @@ key_store_state = sa.Table(
     # another replica behind the same load balancer), while a client cannot guess it.
     sa.Column("gateway_mark", sa.String(32), nullable=True),
 )
+
+# Browser sessions of the MLflow UI and the gateway's pages. The cookie holds a random session id; only its
+# SHA-256 is stored, and the key the user signed in with is kept encrypted under the id itself, so the table
+# alone (a backup, a leaked dump) yields neither sessions nor keys.
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(12), nullable=False, index=True),
+    sa.Column("sealed_key", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Written at most once a minute per session, so idle expiry is exact to that.
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    # The absolute end: the session's maximum age, or the key's expiry if that comes first.
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)

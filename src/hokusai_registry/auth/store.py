@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from hokusai_registry.auth import keys
-from hokusai_registry.auth.schema import api_keys, key_store_state
+from hokusai_registry.auth.schema import api_keys, key_store_state, ui_sessions
 from hokusai_registry.auth.scopes import expand
 
 ADMIN_SCOPES = expand("admin")
@@ -169,6 +169,11 @@ class KeyStore:
             .values(revision=key_store_state.c.revision + 1)
         )
 
+    @staticmethod
+    def _end_sessions(connection: sa.Connection, key_id: str) -> None:
+        # A revoked key's browser sessions end with it, on every gateway at once.
+        connection.execute(ui_sessions.delete().where(ui_sessions.c.key_id == key_id))
+
     def create(
         self,
         name: str,
@@ -244,6 +249,7 @@ class KeyStore:
             if old.revoked_at is not None:
                 raise KeyNameTaken(f"key {key_id} is revoked; create a new key instead of rotating it")
             connection.execute(api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=_now()))
+            self._end_sessions(connection, key_id)
             environment: keys.Environment = "test" if old.environment == "test" else "live"
             generated = keys.generate(environment)
             record = replace(
@@ -296,6 +302,7 @@ class KeyStore:
                 connection.execute(
                     api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=_now())
                 )
+                self._end_sessions(connection, key_id)
                 self._bump_revision(connection)
             row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).one()
         return _record(row)

@@ -94,8 +94,9 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
         if len(body) > limit:
             raise GatewayError(
                 "INVALID_PARAMETER_VALUE",
-                f"Hokusai Registry gateway: the request body is over {limit >> 20} MiB, more than this "
-                "MLflow API call takes.",
+                f"Hokusai Registry gateway: the request body is over "
+                f"{f'{limit >> 20} MiB' if limit >= 1 << 20 else f'{limit >> 10} KiB'}, more than this "
+                "call takes.",
                 status=413,
             )
         if not message.get("more_body", False):

@@ -144,19 +144,31 @@ def head_problem(headers: Headers) -> tuple[int, str] | None:
     return None
 
 
-def is_cross_origin_write(method: str, headers: Headers, public_url: str | None) -> bool:
+def is_cross_origin_write(
+    method: str, headers: Headers, public_url: str | None, *, origin_required: bool = False
+) -> bool:
     """True for a browser write whose `Origin` is neither this host nor the public URL. Same-origin
-    writes pass, with `Origin` removed so MLflow's own cross-origin block does not fire."""
+    writes pass, with `Origin` removed so MLflow's own cross-origin block does not fire.
+
+    With `origin_required` (the request is authorized by a session cookie, which a browser attaches on
+    its own) the write must prove where it came from: `Origin`, or `Referer` when a browser left `Origin`
+    out; with neither it is refused."""
     if method in ("GET", "HEAD", "OPTIONS"):
         return False
     origin = header_value(headers, b"origin")
     if origin is None:
-        return False
+        if not origin_required:
+            return False
+        origin = header_value(headers, b"referer")
+        if origin is None:
+            return True
     try:
         origin_netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
     except ValueError:  # not a URL at all (e.g. "http://["): not this site
         return True
+    if not origin_netloc:  # "null" (sandboxed or privacy-sensitive contexts) or a relative Referer
+        return True
     host = (header_value(headers, b"host") or b"").decode("latin-1").lower()
-    if origin_netloc and origin_netloc == host:
+    if origin_netloc == host:
         return False
     return not (public_url and origin_netloc == urlsplit(public_url).netloc.lower())

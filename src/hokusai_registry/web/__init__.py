@@ -1,0 +1,1 @@
+"""The gateway's own browser pages: sign-in, sign-out and key administration."""

@@ -1,0 +1,44 @@
+"""Where the sign-in flow sends a browser (pure): the page to return to after signing in, checked so that
+the login page can never be used to send someone to another site, and the fixed notices it shows."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+LOGIN_PATH = "/login"
+DEFAULT_NEXT = "/mlflow/"
+_MAX_NEXT = 2000
+# A path on this site: one leading slash (`//host` and `/\host` are other sites to a browser) and no
+# control characters or spaces (which browsers strip, turning `/\t/host` into `//host`).
+_LOCAL_PATH = re.compile(r"/(?![/\\])[^\x00-\x20\x7f\\]*")
+_OWN_PAGES = ("/login", "/logout")
+
+# Why the login page is shown (the `reason` query parameter; refusal kinds name the same reasons), as a
+# fixed notice: the query string never puts text of its own on the page.
+NOTICES = {
+    "signed_out": "You are signed out.",
+    "session_ended": "Your session has ended. Sign in again to continue.",
+    "revoked": "The key of your session was revoked. Sign in with a current key.",
+    "expired": "The key of your session has expired. Sign in with a current key.",
+}
+
+
+def safe_next(value: str | None) -> str:
+    """`value` if it is a path on this site (and not the sign-in pages themselves), else the UI."""
+    if not value or len(value) > _MAX_NEXT or not _LOCAL_PATH.fullmatch(value):
+        return DEFAULT_NEXT
+    if value.split("?", 1)[0].rstrip("/") in _OWN_PAGES:
+        return DEFAULT_NEXT
+    return value
+
+
+def login_location(next_path: str, kind: str | None = None) -> str:
+    query = {"next": safe_next(next_path)}
+    if kind in NOTICES:  # a refusal's kind, or "signed_out"
+        query["reason"] = kind
+    return f"{LOGIN_PATH}?{urlencode(query)}"
+
+
+def notice(reason: str | None) -> str | None:
+    return NOTICES.get(reason or "")
