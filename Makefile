@@ -43,7 +43,15 @@ $(VENV)/compat/mlflow-%/.installed: | $(BIN)/python
 	$(VENV)/compat/mlflow-$*/bin/pip install -q "mlflow-skinny==$*" scikit-learn pandas
 	touch $@
 
-test: lint $(COMPAT_CLIENTS)
+# Debian's Chromium for the browser tests (Playwright drives it and never downloads a browser of its own).
+# Installing needs root; without it the browser tests skip and say why.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+	  || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+	  || echo "could not install chromium (needs root and Debian's packages): browser tests will skip"
+
+test: lint $(COMPAT_CLIENTS) $(CHROMIUM)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Minutes, not part of `make test`; installs wrk and nginx from Debian's packages when missing (root).
@@ -64,4 +72,4 @@ docs: $(VENV)/.installed-run
 	$(BIN)/hokusai-registry config-reference > docs/configuration.md
 
 clean:
-	rm -rf $(VENV) registry-data
+	rm -rf $(VENV) registry-data test-output

@@ -134,8 +134,7 @@ async def serve_embedded(settings: Settings) -> None:
         for line in [
             "",
             f"Gateway:   {settings.gateway_url}",
-            f"MLflow UI: {settings.gateway_url}/mlflow/"
-            "  (sign in with any user name and an API key as password)",
+            f"MLflow UI: {settings.gateway_url}/mlflow/  (sign in with an API key)",
             *_key_advice(settings, store),
             "",
             "Press Ctrl-C to stop.",

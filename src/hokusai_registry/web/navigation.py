@@ -18,7 +18,8 @@ _OWN_PAGES = ("/login", "/logout")
 # fixed notice: the query string never puts text of its own on the page.
 NOTICES = {
     "signed_out": "You are signed out.",
-    "session_ended": "Your session has ended. Sign in again to continue.",
+    "session_ended": "Your session has ended (it expired, was signed out, or its key was revoked). "
+    "Sign in again to continue.",
     "revoked": "The key of your session was revoked. Sign in with a current key.",
     "expired": "The key of your session has expired. Sign in with a current key.",
 }
