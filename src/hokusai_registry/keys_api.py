@@ -8,6 +8,7 @@ CLI uses. Every error is MLflow's error JSON.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 from typing import Any
@@ -140,7 +141,8 @@ def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) 
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
         )
 
-    # Plain `def` endpoints run in a worker thread: the key store is synchronous.
+    # Plain `def` endpoints run in a worker thread (the key store is synchronous); revoke and rotate run
+    # it in one themselves, then drop this gateway's cached key checks on the event loop.
     @app.get("/api/v1/keys", response_model=list[KeyInfo], summary="List keys (never their secrets)")
     def list_keys() -> list[KeyInfo]:
         return admin.list()
@@ -154,8 +156,11 @@ def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) 
         return admin.get(key_id)
 
     @app.post("/api/v1/keys/{key_id}/revoke", response_model=KeyInfo, summary="Revoke a key")
-    def revoke_key(key_id: str, request: Request) -> KeyInfo:
-        return admin.revoke(key_id, _actor(request))
+    async def revoke_key(key_id: str, request: Request) -> KeyInfo:
+        revoked = await asyncio.to_thread(admin.revoke, key_id, _actor(request))
+        # At once on this gateway; the others notice the store's revision within their poll interval.
+        authenticator.invalidate()
+        return revoked
 
     @app.post(
         "/api/v1/keys/{key_id}/rotate",
@@ -163,8 +168,10 @@ def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) 
         status_code=201,
         summary="Revoke a key and create its successor (same name, owner, scopes, limits, expiry)",
     )
-    def rotate_key(key_id: str, request: Request) -> CreatedKey:
-        return admin.rotate(key_id, _actor(request))
+    async def rotate_key(key_id: str, request: Request) -> CreatedKey:
+        rotated = await asyncio.to_thread(admin.rotate, key_id, _actor(request))
+        authenticator.invalidate()
+        return rotated
 
     @app.post(
         VALIDATE_PATH,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -120,3 +123,105 @@ def test_cross_origin_writes() -> None:
     assert check("DELETE", b"null")
     assert not check("PUT", b"https://registry.example", public="https://registry.example")
     assert check("PUT", b"https://registry.example.evil", public="https://registry.example")
+
+
+HOST = b"127.0.0.1:8000"
+
+
+def session_write(
+    method: str,
+    *,
+    origin: bytes | None = None,
+    referer: bytes | None = None,
+    public: str | None = None,
+    required: bool = True,
+) -> bool:
+    headers = [(b"host", HOST)]
+    if origin is not None:
+        headers.append((b"origin", origin))
+    if referer is not None:
+        headers.append((b"referer", referer))
+    return is_cross_origin_write(method, headers, public, origin_required=required)
+
+
+@given(
+    st.sampled_from(["GET", "HEAD", "OPTIONS"]),
+    st.one_of(st.none(), st.sampled_from([b"null", b"https://evil.example", b"http://["])),
+    st.one_of(st.none(), st.sampled_from([b"https://evil.example/x", b"null"])),
+)
+def test_reads_are_never_refused_even_from_a_session(
+    method: str, origin: bytes | None, referer: bytes | None
+) -> None:
+    assert not session_write(method, origin=origin, referer=referer)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_session_write_without_origin_or_referer_is_refused(method: str) -> None:
+    assert session_write(method)
+
+
+def test_session_write_from_this_host_passes() -> None:
+    assert not session_write("POST", origin=b"http://127.0.0.1:8000")
+    assert not session_write("POST", origin=b"HTTP://127.0.0.1:8000")
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [b"null", b"", b"https://evil.example", b"http://127.0.0.1:8001", b"http://127.0.0.1", b"http://["],
+)
+def test_session_write_from_elsewhere_is_refused(origin: bytes) -> None:
+    assert session_write("POST", origin=origin)
+
+
+def test_session_write_origin_wins_over_referer() -> None:
+    assert session_write("POST", origin=b"https://evil.example", referer=b"http://127.0.0.1:8000/admin/keys")
+    assert session_write("POST", origin=b"null", referer=b"http://127.0.0.1:8000/admin/keys")
+
+
+def test_session_write_falls_back_to_the_referer() -> None:
+    assert not session_write("POST", referer=b"http://127.0.0.1:8000/admin/keys?x=1")
+    assert session_write("POST", referer=b"https://evil.example/admin/keys")
+    assert session_write("POST", referer=b"https://127.0.0.1:8000.evil.example/")
+    assert session_write("POST", referer=b"http://127.0.0.1:8000@evil.example/")
+    assert session_write("POST", referer=b"/admin/keys")  # relative: no host to check
+    assert session_write("POST", referer=b"")
+
+
+def test_session_write_from_the_public_url_passes() -> None:
+    public = "https://registry.example/base"
+    assert not session_write("POST", origin=b"https://registry.example", public=public)
+    assert not session_write("POST", referer=b"https://registry.example/login", public=public)
+    assert session_write("POST", origin=b"https://registry.example.evil", public=public)
+    assert session_write("POST", referer=b"https://evil.example/registry.example", public=public)
+    assert session_write("POST", public=public)
+
+
+def test_without_origin_required_a_missing_origin_still_passes() -> None:
+    assert not session_write("POST", required=False)
+    assert not session_write("DELETE", referer=b"https://evil.example/", required=False)
+    assert session_write("POST", origin=b"https://evil.example", required=False)
+    assert session_write("POST", origin=b"null", required=False)
+
+
+url_like = st.one_of(
+    st.binary(max_size=60),
+    st.builds(
+        lambda scheme, host, tail: scheme + host + tail,
+        st.sampled_from([b"http://", b"https://", b"//", b"", b"HTTP://"]),
+        st.sampled_from(
+            [HOST, b"127.0.0.1:8000.evil", b"evil@127.0.0.1:8000", b"127.0.0.1", b"null", b"[::1]"]
+        ),
+        st.sampled_from([b"", b"/", b"/admin/keys", b"@evil.example/", b"?x=1", b"\\evil"]),
+    ),
+)
+
+
+@given(url_like, url_like, st.booleans())
+def test_session_writes_pass_only_from_this_host(origin: bytes, referer: bytes, send_origin: bool) -> None:
+    headers = [(b"host", HOST), (b"referer", referer)]
+    if send_origin:
+        headers.append((b"origin", origin))
+    refused = is_cross_origin_write("POST", headers, None, origin_required=True)
+    claimed = origin if send_origin else referer
+    if not refused:
+        assert urlsplit(claimed.decode("latin-1")).netloc.lower() == HOST.decode()

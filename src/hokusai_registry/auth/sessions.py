@@ -44,7 +44,10 @@ def csrf_token(session_id: str) -> str:
 
 
 def csrf_valid(session_id: str, token: str) -> bool:
-    return hmac.compare_digest(csrf_token(session_id), token)
+    """Whether a form's token is this session's (both come from the client: any text is just invalid)."""
+    if not well_formed(session_id):
+        return False
+    return hmac.compare_digest(csrf_token(session_id).encode(), token.encode("utf-8", "surrogatepass"))
 
 
 class Sessions:

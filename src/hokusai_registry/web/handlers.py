@@ -241,6 +241,8 @@ class WebPages:
             await asyncio.to_thread(self.key_admin.revoke, key_id, f"key:{caller.identity.key_id}")
         except (KeyNotFound, ValueError) as exc:
             raise PageError(404, "No such key", str(exc)) from None
+        # At once on this gateway; the others notice the store's revision within their poll interval.
+        self.access.authenticator.invalidate()
         await send_redirect(send, f"{ADMIN_KEYS_PATH}?revoked={key_id}")
 
     async def _render_keys(

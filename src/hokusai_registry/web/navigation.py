@@ -4,7 +4,7 @@ the login page can never be used to send someone to another site, and the fixed 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 LOGIN_PATH = "/login"
 DEFAULT_NEXT = "/mlflow/"
@@ -13,6 +13,8 @@ _MAX_NEXT = 2000
 # control characters or spaces (which browsers strip, turning `/\t/host` into `//host`).
 _LOCAL_PATH = re.compile(r"/(?![/\\])[^\x00-\x20\x7f\\]*")
 _OWN_PAGES = ("/login", "/logout")
+# Printable ASCII but the backslash: left as it is when non-ASCII characters are percent-encoded.
+_ASCII_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "\\")
 
 # Why the login page is shown (the `reason` query parameter; refusal kinds name the same reasons), as a
 # fixed notice: the query string never puts text of its own on the page.
@@ -31,7 +33,8 @@ def safe_next(value: str | None) -> str:
         return DEFAULT_NEXT
     if value.split("?", 1)[0].rstrip("/") in _OWN_PAGES:
         return DEFAULT_NEXT
-    return value
+    # It becomes a Location header: non-ASCII characters go percent-encoded, as a browser would send them.
+    return quote(value, safe=_ASCII_SAFE)
 
 
 def login_location(next_path: str, kind: str | None = None) -> str:
