@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
 import requests
@@ -19,7 +19,7 @@ from hokusai_registry.auth import keys
 from hokusai_registry.auth.scopes import expand
 from hokusai_registry.auth.sessions import csrf_token
 from hokusai_registry.auth.store import DEFAULT_SCOPES
-from tests.helpers import GatewayProcess, key_store
+from tests.helpers import GatewayProcess, clear_of_minute_edge, key_store, raw_request
 
 COOKIE = "hokusai_session"
 EVIL = "http://evil.example"
@@ -339,6 +339,88 @@ def test_login_never_sends_the_browser_to_another_site(gateway: GatewayProcess, 
     assert response.headers["location"] == "/mlflow/"
 
 
+def test_login_page_escapes_what_the_url_carries(gateway: GatewayProcess) -> None:
+    response = call(
+        gateway,
+        "GET",
+        "/login?" + urlencode({"next": '/"><script>alert(1)</script>', "reason": "<b>owned</b>"}),
+    )
+    assert response.status_code == 200
+    assert "<script" not in response.text.lower()
+    assert "<b>owned" not in response.text and "owned" not in response.text  # notices are fixed texts
+    assert "&#34;&gt;&lt;script&gt;" in response.text or "&quot;&gt;&lt;script&gt;" in response.text
+
+
+@pytest.mark.parametrize("character", ["\u2603", "\u00e9", "\u65e5"])
+def test_login_with_a_non_ascii_next_path_still_signs_in(gateway: GatewayProcess, character: str) -> None:
+    """The `next` path becomes a Location header: non-ASCII text in it must not break signing in (it
+    once answered 500 after storing the session, and gave the browser no cookie)."""
+    key = gateway.create_key(unique("sessions-unicode-next"))
+    SECRETS.append(key)
+    form = urlencode({"key": key, "next": f"/mlflow/{character}"}).encode()
+    headers = {"Origin": gateway.url, "Content-Type": "application/x-www-form-urlencoded"}
+    status, answer, _ = raw_request(gateway.url, "POST", "/login", headers, form)
+    assert status == 303
+    assert answer.get("set-cookie", "").startswith(COOKIE + "=")
+    location = answer["location"]
+    assert location.isascii() and location.startswith("/mlflow/")
+    assert unquote(location) in ("/mlflow/", f"/mlflow/{character}")
+
+
+def test_login_page_while_signed_in_with_a_non_ascii_next_path(gateway: GatewayProcess) -> None:
+    cookie = sign_in(gateway, gateway.create_key(unique("sessions-unicode-form")))
+    target = "/login?" + urlencode({"next": "/mlflow/\u2603"})
+    status, answer, _ = raw_request(gateway.url, "GET", target, {"Cookie": f"{COOKIE}={cookie}"})
+    assert status == 303
+    location = answer["location"]
+    assert location.isascii() and unquote(location) in ("/mlflow/", "/mlflow/\u2603")
+
+
+def test_login_page_sends_a_signed_in_browser_on(gateway: GatewayProcess) -> None:
+    cookie = sign_in(gateway, gateway.create_key(unique("sessions-already")))
+    response = call(gateway, "GET", "/login?next=%2Fadmin%2Fkeys", cookie=cookie)
+    assert response.status_code == 303 and response.headers["location"] == "/admin/keys"
+
+
+def test_signing_in_again_ends_the_previous_session(gateway: GatewayProcess) -> None:
+    key = gateway.create_key(unique("sessions-fixation"))
+    old = sign_in(gateway, key)
+    response = login(gateway, key, cookie=old)
+    assert response.status_code == 303
+    found = session_cookie(response)
+    assert found is not None and found[0] != old
+    SECRETS.append(found[0])
+    assert search(gateway, found[0]).status_code == 200
+    assert_mlflow_error(search(gateway, old), 401, "UNAUTHENTICATED")
+
+
+def test_an_unknown_or_forged_cookie_is_sent_to_sign_in(gateway: GatewayProcess) -> None:
+    for forged in ("garbage", "A" * 43, "../../etc/passwd"):
+        page = call(gateway, "GET", "/mlflow/", cookie=forged)
+        assert assert_sent_to_login(page)["reason"] == ["session_ended"]
+        assert_clears_cookie(page)
+        assert_mlflow_error(search(gateway, forged), 401, "UNAUTHENTICATED")
+
+
+def test_a_key_for_another_service_cannot_sign_in(gateway: GatewayProcess) -> None:
+    _, key = new_key(gateway, unique("sessions-other-service"), service_ids=("other-service",))
+    response = login(gateway, key)
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("text/html")
+    assert session_cookie(response) is None
+
+
+def test_a_session_counts_against_its_keys_rate_limit(gateway: GatewayProcess) -> None:
+    _, key = new_key(gateway, unique("sessions-limited"), rate_limit_per_minute=2, rate_limit_per_hour=0)
+    clear_of_minute_edge()
+    cookie = sign_in(gateway, key)  # signing in checks the key without counting a request
+    assert search(gateway, cookie).status_code == 200
+    assert search(gateway, cookie).status_code == 200
+    limited = search(gateway, cookie)
+    assert_mlflow_error(limited, 429, "RESOURCE_EXHAUSTED")
+    assert "retry-after" in limited.headers
+
+
 # Writes with a session
 
 
@@ -462,6 +544,7 @@ def test_an_idle_session_ends(mlflow_server: str, tmp_path: Path) -> None:
         assert_mlflow_error(search(idle, cookie), 401, "UNAUTHENTICATED")
     finally:
         idle.stop()
+    assert cookie not in idle.log()
 
 
 def test_a_session_ends_at_its_max_age_however_active(mlflow_server: str, tmp_path: Path) -> None:
@@ -482,6 +565,8 @@ def test_a_session_ends_at_its_max_age_however_active(mlflow_server: str, tmp_pa
         assert search(bounded, sign_in(bounded, key)).status_code == 200
     finally:
         bounded.stop()
+    log = bounded.log()
+    assert cookie not in log and key not in log
 
 
 def test_a_session_ends_when_its_key_expires(gateway: GatewayProcess) -> None:
