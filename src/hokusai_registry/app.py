@@ -1,10 +1,12 @@
 """The gateway as one pure-ASGI application.
 
-Order on every request: header limits → gateway-owned routes (health, metrics, the admin API; never
-forwarded) → loop guard → path resolution (unknown paths end here) → request policy (methods, origin, no
-keys in URLs, no climbing `path` parameter) → authentication (failure throttle, key, service id, rate
-limit) → scope → artifact transfer policy → inspected bodies (attribution, audit) → the forwarder. Every
-refusal is MLflow JSON made in `errors.py`.
+Order on every request: header limits → gateway-owned routes (health, metrics, the admin API, the sign-in
+and key pages; never forwarded) → loop guard → path resolution (unknown paths end here) → request policy
+(methods, origin — strict for browser sessions —, no keys in URLs, no climbing `path` parameter) → the
+caller (`access.py`: a key in the headers or a browser session; failure throttle, key, service id, rate
+limit; the UI page without one goes to `/login`) → scope → artifact transfer policy → inspected bodies
+(attribution, audit) → the forwarder. Every refusal is MLflow JSON made in `errors.py`, but on the
+gateway's own pages (`web/`), which answer in HTML.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from hokusai_registry.auth import keys
 from tests.helpers import HOKUSAI, GatewayProcess, RecordingUpstream, free_port, hokusai_mlflow
 
 
@@ -87,3 +88,55 @@ def test_mlflow_on_postgres_through_the_gateway(
             assert "s3cret" not in (tmp_path / "mlflow.log").read_text()
         finally:
             gateway.stop()
+
+
+def _sign_in(gateway: GatewayProcess, key: str) -> str:
+    response = requests.post(
+        gateway.url + "/login",
+        data={"key": key, "next": "/mlflow/"},
+        headers={"Origin": gateway.url},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert response.status_code == 303, response.text
+    return response.cookies["hokusai_session"]
+
+
+def test_browser_sessions_are_shared_by_gateways_on_one_database(database: str, tmp_path: Path) -> None:
+    assert hokusai("db", "upgrade", url=database).returncode == 0
+    key = hokusai("keys", "create", "--name", "pg-browser", url=database).stdout.strip()
+    upstream = RecordingUpstream()
+    env = {"DATABASE_URL": database}
+    first = GatewayProcess(upstream.url, tmp_path / "a", env=env)
+    second = GatewayProcess(upstream.url, tmp_path / "b", env=env)
+    search = "/mlflow/ajax-api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        # Signed in on one replica, the session works on the other (behind a load balancer, either answers).
+        session = _sign_in(first, key)
+        cookies = {"hokusai_session": session}
+        assert requests.get(second.url + search, cookies=cookies, timeout=10).status_code == 200
+        # Signed out on the other replica: over everywhere.
+        page = requests.get(second.url + "/logout", cookies=cookies, timeout=10).text
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        signed_out = requests.post(
+            second.url + "/logout",
+            data={"csrf": csrf},
+            cookies=cookies,
+            headers={"Origin": second.url},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert signed_out.status_code == 303
+        assert requests.get(first.url + search, cookies=cookies, timeout=10).status_code == 401
+
+        # Revoked with the CLI: every replica refuses the key's sessions at the next request.
+        cookies = {"hokusai_session": _sign_in(second, key)}
+        key_id = keys.parse(key).key_id
+        assert hokusai("keys", "revoke", key_id, url=database).returncode == 0
+        for gateway in (first, second):
+            refused = requests.get(gateway.url + search, cookies=cookies, timeout=10)
+            assert refused.status_code == 401 and refused.json()["error_code"] == "UNAUTHENTICATED"
+    finally:
+        first.stop()
+        second.stop()
+        upstream.stop()

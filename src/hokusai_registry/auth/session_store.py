@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from hokusai_registry.auth.schema import ui_sessions
+from hokusai_registry.auth.store import as_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,19 +25,14 @@ class SessionRow:
     expires_at: dt.datetime
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def _row(row: Any) -> SessionRow:
     return SessionRow(
         id_hash=row.id_hash,
         key_id=row.key_id,
         sealed_key=row.sealed_key,
-        created_at=_aware(row.created_at),
-        last_seen_at=_aware(row.last_seen_at),
-        expires_at=_aware(row.expires_at),
+        created_at=as_utc(row.created_at),
+        last_seen_at=as_utc(row.last_seen_at),
+        expires_at=as_utc(row.expires_at),
     )
 
 

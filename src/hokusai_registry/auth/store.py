@@ -78,18 +78,18 @@ def _record(row: Any) -> KeyRecord:
         environment=row.environment,
         scopes=tuple(row.scopes.split()),
         secret_hash=row.secret_hash,
-        created_at=_aware(row.created_at),
-        revoked_at=_aware(row.revoked_at) if row.revoked_at else None,
-        expires_at=_aware(row.expires_at) if row.expires_at else None,
+        created_at=as_utc(row.created_at),
+        revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
+        expires_at=as_utc(row.expires_at) if row.expires_at else None,
         owner=row.owner,
         service_ids=tuple(row.service_ids.split()) if row.service_ids else (),
         rate_limit_per_minute=row.rate_limit_per_minute,
         rate_limit_per_hour=row.rate_limit_per_hour,
-        last_used_at=_aware(row.last_used_at) if row.last_used_at else None,
+        last_used_at=as_utc(row.last_used_at) if row.last_used_at else None,
     )
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
+def as_utc(value: dt.datetime) -> dt.datetime:
     # SQLite hands back naive datetimes; everything stored is UTC.
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 

@@ -92,13 +92,14 @@ class WebPages:
         try:
             await self._route(scope, receive, send, record)
         except PageError as error:
-            record.status = error.status
             body = render("message.html", title=error.title, message=error.message, back=LOGIN_PATH)
             await send_page(send, error.status, body, error.headers)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         path, method = scope["path"], scope["method"]
         reading = method in ("GET", "HEAD")
+        if not reading and method != "POST":
+            raise PageError(405, "Not allowed", f"{method[:16]} is not accepted at {path}.")
         if path == STYLESHEET_PATH and reading:
             await send_stylesheet(send)
         elif path == LOGIN_PATH:
@@ -200,13 +201,24 @@ class WebPages:
         shown = revoked if re.fullmatch(r"[A-Za-z0-9]{12}", revoked) else None
         await self._render_keys(scope, send, caller, revoked=shown)
 
-    async def _create_key(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
+    async def _admin_form(
+        self, scope: Scope, receive: Receive, send: Send, record: RequestRecord
+    ) -> tuple[Caller, dict[str, str]] | None:
+        """A key-administration form post: from this site, by a signed-in admin, with the session's CSRF
+        token. None when the browser was sent to sign in."""
         self._same_origin(scope)
         caller = await self._admin(scope, record, send)
         if caller is None:
-            return
+            return None
         form = await self._form(scope, receive)
         self._check_csrf(caller.session.id if caller.session else "", form)
+        return caller, form
+
+    async def _create_key(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
+        posted = await self._admin_form(scope, receive, send, record)
+        if posted is None:
+            return
+        caller, form = posted
         values = {name: form.get(name, "").strip() for name in _KEY_FORM_FIELDS}
         spec: dict[str, Any] = {"name": values["name"], "scope": values["scope"] or "write"}
         for optional in ("owner", "expires_in", "rate_limit_per_minute", "rate_limit_per_hour"):
@@ -230,12 +242,10 @@ class WebPages:
     async def _revoke_key(
         self, scope: Scope, receive: Receive, send: Send, record: RequestRecord, key_id: str
     ) -> None:
-        self._same_origin(scope)
-        caller = await self._admin(scope, record, send)
-        if caller is None:
+        posted = await self._admin_form(scope, receive, send, record)
+        if posted is None:
             return
-        form = await self._form(scope, receive)
-        self._check_csrf(caller.session.id if caller.session else "", form)
+        caller, _ = posted
         assert self.key_admin is not None  # checked by _admin
         try:
             await asyncio.to_thread(self.key_admin.revoke, key_id, f"key:{caller.identity.key_id}")
