@@ -225,10 +225,9 @@ class WebPages:
             if values[optional]:
                 spec[optional] = values[optional]
         spec["service_ids"] = values["service_ids"].replace(",", " ").split()
-        assert self.key_admin is not None  # checked by _admin
         try:
             created = await asyncio.to_thread(
-                self.key_admin.create, KeySpec.model_validate(spec), f"key:{caller.identity.key_id}"
+                self._managed_keys().create, KeySpec.model_validate(spec), f"key:{caller.identity.key_id}"
             )
         except ValidationError as exc:
             error = problems(exc.errors())
@@ -246,9 +245,8 @@ class WebPages:
         if posted is None:
             return
         caller, _ = posted
-        assert self.key_admin is not None  # checked by _admin
         try:
-            await asyncio.to_thread(self.key_admin.revoke, key_id, f"key:{caller.identity.key_id}")
+            await asyncio.to_thread(self._managed_keys().revoke, key_id, f"key:{caller.identity.key_id}")
         except (KeyNotFound, ValueError) as exc:
             raise PageError(404, "No such key", str(exc)) from None
         # At once on this gateway; the others notice the store's revision within their poll interval.
@@ -267,8 +265,7 @@ class WebPages:
         revoked: str | None = None,
         status: int = 200,
     ) -> None:
-        assert self.key_admin is not None  # checked by _admin
-        keys = await asyncio.to_thread(self.key_admin.list)
+        keys = await asyncio.to_thread(self._managed_keys().list)
         body = render(
             "admin_keys.html",
             title="API keys",
@@ -297,8 +294,8 @@ class WebPages:
                 return None
             raise PageError(error.http_status, "Not now", _plain(error), error.headers) from None
 
-    async def _admin(self, scope: Scope, record: RequestRecord, send: Send) -> Caller | None:
-        """The signed-in admin; otherwise the browser is sent to sign in (None) or refused."""
+    def _managed_keys(self) -> KeyAdmin:
+        """The key store's admin, or a 404 page where keys live in a remote auth service."""
         if self.key_admin is None:
             raise PageError(
                 404,
@@ -306,6 +303,11 @@ class WebPages:
                 "This gateway validates keys through the auth service at "
                 f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage keys there.",
             )
+        return self.key_admin
+
+    async def _admin(self, scope: Scope, record: RequestRecord, send: Send) -> Caller | None:
+        """The signed-in admin; otherwise the browser is sent to sign in (None) or refused."""
+        self._managed_keys()
         caller = await self._signed_in(scope, record)
         if caller is None:
             headers = [self.access.clear_cookie(scope)] if self.access.session_id(scope) else []
