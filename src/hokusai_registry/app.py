@@ -21,7 +21,7 @@ from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.audit import audit
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.scopes import grants, required_scope
-from hokusai_registry.errors import GatewayError, send_error, send_json
+from hokusai_registry.errors import GatewayError, send_body, send_error, send_json
 from hokusai_registry.health import MLFLOW_HEALTH_PATHS, Health
 from hokusai_registry.keys_api import DOCS_ASSETS, DOCS_PATHS, IDENTITY, KEYS_PATH, VALIDATE_PATH
 from hokusai_registry.metrics import Metrics
@@ -33,7 +33,13 @@ from hokusai_registry.observability import (
     request_id,
 )
 from hokusai_registry.proxy.forward import Forwarder, read_body, replay
-from hokusai_registry.proxy.headers import LOOP_MARK, head_problem, header_value, is_cross_origin_write
+from hokusai_registry.proxy.headers import (
+    LOOP_MARK,
+    SAFE_METHODS,
+    head_problem,
+    header_value,
+    is_cross_origin_write,
+)
 from hokusai_registry.proxy.inspected import (
     MAX_INSPECTED_BODY,
     Inspection,
@@ -369,7 +375,8 @@ class Gateway:
                 "Hokusai Registry gateway: API keys are not accepted in the URL (URLs end up in logs). "
                 "Send the key in the Authorization header and revoke the one that was in the URL.",
             )
-        via_session = self.access.session_id(scope) is not None
+        # Only writes have an origin to check: reads never look for the session cookie here.
+        via_session = method not in SAFE_METHODS and self.access.session_id(scope) is not None
         if is_cross_origin_write(method, headers, self.public_url, origin_required=via_session):
             raise GatewayError(
                 "PERMISSION_DENIED",
@@ -391,11 +398,4 @@ class Gateway:
 
 async def _redirect(send: Send, location: str, query: bytes) -> None:
     target = location.encode() + (b"?" + query if query else b"")
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 308,
-            "headers": [(b"location", target), (b"content-length", b"0")],
-        }
-    )
-    await send({"type": "http.response.body", "body": b""})
+    await send_body(send, 308, b"", [(b"location", target)])

@@ -60,22 +60,26 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error_code": code, "message": message}).encode()
 
 
-async def send_json(
-    send: Send, status: int, body: bytes, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+async def send_body(
+    send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
+    """A whole response the gateway makes itself, with its Content-Length."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                ORIGIN_HEADER,
-                *extra_headers,
-            ],
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    await send_body(
+        send, status, body, [(b"content-type", b"application/json"), ORIGIN_HEADER, *extra_headers]
+    )
 
 
 async def send_error(

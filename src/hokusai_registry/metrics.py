@@ -16,6 +16,7 @@ from prometheus_client import (
 )
 
 from hokusai_registry.asgi import Receive, Scope, Send
+from hokusai_registry.errors import send_body
 from hokusai_registry.observability import RequestRecord
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -87,15 +88,6 @@ class Metrics:
             self._auth_failures.labels(record.auth_failure).inc()
 
     async def endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = generate_latest(self.registry)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", CONTENT_TYPE_LATEST.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await send_body(
+            send, 200, generate_latest(self.registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())]
         )
-        await send({"type": "http.response.body", "body": body})

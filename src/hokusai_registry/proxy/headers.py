@@ -50,6 +50,8 @@ _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_COUNT = 128
 GATEWAY_PREFIX = b"x-hokusai-"
+# Methods that change nothing, so a browser may send them from any site.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOP_MARK = b"x-hokusai-gateway"
 KEY_ID_HEADER = b"x-hokusai-key-id"
 _DROP_UPSTREAM = HOP_BY_HOP | CREDENTIALS | GATEWAY_OWNED
@@ -153,7 +155,7 @@ def is_cross_origin_write(
     With `origin_required` (the request is authorized by a session cookie, which a browser attaches on
     its own) the write must prove where it came from: `Origin`, or `Referer` when a browser left `Origin`
     out; with neither it is refused."""
-    if method in ("GET", "HEAD", "OPTIONS"):
+    if method in SAFE_METHODS:
         return False
     origin = header_value(headers, b"origin")
     if origin is None:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from hokusai_registry.access import Access, Caller, client_address
 from hokusai_registry.asgi import Receive, Scope, Send
 from hokusai_registry.audit import audit
+from hokusai_registry.auth import keys
 from hokusai_registry.auth.admin import KeyAdmin, KeySpec, problems
 from hokusai_registry.auth.sessions import csrf_token, csrf_valid
 from hokusai_registry.auth.store import KeyNameTaken, KeyNotFound
@@ -198,7 +199,7 @@ class WebPages:
             return
         query = parse_qs(scope["query_string"].decode("latin-1"))
         revoked = (query.get("revoked") or [""])[0]
-        shown = revoked if re.fullmatch(r"[A-Za-z0-9]{12}", revoked) else None
+        shown = revoked if keys.is_key_id(revoked) else None
         await self._render_keys(scope, send, caller, revoked=shown)
 
     async def _admin_form(
@@ -265,12 +266,12 @@ class WebPages:
         revoked: str | None = None,
         status: int = 200,
     ) -> None:
-        keys = await asyncio.to_thread(self._managed_keys().list)
+        listed = await asyncio.to_thread(self._managed_keys().list)
         body = render(
             "admin_keys.html",
             title="API keys",
             caller=self._context(caller),
-            keys=list(reversed(keys)),
+            keys=list(reversed(listed)),
             form=form or {name: "" for name in _KEY_FORM_FIELDS},
             scopes=SCOPE_CHOICES,
             error=error,
@@ -333,7 +334,7 @@ class WebPages:
 
     @staticmethod
     def _check_csrf(session_id: str, form: dict[str, str]) -> None:
-        if not session_id or not csrf_valid(session_id, form.get("csrf", "")):
+        if not csrf_valid(session_id, form.get("csrf", "")):
             raise PageError(
                 403,
                 "Refused",

@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 
 from hokusai_registry.asgi import Send
-from hokusai_registry.errors import ORIGIN_HEADER
+from hokusai_registry.errors import ORIGIN_HEADER, send_body
 
 # default-src 'none': nothing loads unless listed; no script-src at all, so no script runs, inline or not.
 CONTENT_SECURITY_POLICY = (
@@ -57,51 +57,25 @@ def stylesheet() -> bytes:
 async def send_page(
     send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/html; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                *SECURITY_HEADERS,
-                *headers,
-            ],
-        }
+    await send_body(
+        send, status, body, [(b"content-type", b"text/html; charset=utf-8"), *SECURITY_HEADERS, *headers]
     )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def send_redirect(send: Send, location: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     """303 See Other: the browser follows with a GET, whatever the method was."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 303,
-            "headers": [
-                (b"location", location.encode("latin-1")),
-                (b"content-length", b"0"),
-                *SECURITY_HEADERS,
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b""})
+    await send_body(send, 303, b"", [(b"location", location.encode("latin-1")), *SECURITY_HEADERS, *headers])
 
 
 async def send_stylesheet(send: Send) -> None:
-    body = stylesheet()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/css; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"public, max-age=3600"),
-                (b"x-content-type-options", b"nosniff"),
-                ORIGIN_HEADER,
-            ],
-        }
+    await send_body(
+        send,
+        200,
+        stylesheet(),
+        [
+            (b"content-type", b"text/css; charset=utf-8"),
+            (b"cache-control", b"public, max-age=3600"),
+            (b"x-content-type-options", b"nosniff"),
+            ORIGIN_HEADER,
+        ],
     )
-    await send({"type": "http.response.body", "body": body})
