@@ -28,11 +28,11 @@ from bench.load import Rate, RssSampler, download, median_rate, upload, wrk
 from bench.stack import free_port, gateway, make_key, nginx_config, running, wait_http
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.local_keys import LocalKeys
-from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyStore
-from hokusai_registry.guard import Guard
-from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, wait_until_healthy
-from hokusai_registry.ratelimit import RateLimits
+from hokusai_registry.auth.rate_limits import RateLimits
+from hokusai_registry.auth.throttle import Guard
+from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_command, wait_until_healthy
 from hokusai_registry.settings import Settings
+from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyStore
+from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
 
 HOKUSAI = str(Path(sys.executable).with_name("hokusai-registry"))
 # The ~120-byte JSON a fast MLflow answers to experiments/get.

@@ -12,7 +12,7 @@ import pytest
 import redis
 from hypothesis import settings as hypothesis_settings
 
-from hokusai_registry.mlflow_server import mlflow_command
+from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
 from tests.helpers import REDIS_URL, FrontProxy, GatewayProcess, free_port, running_mlflow
 

@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 import requests
 
-from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyStore
-from hokusai_registry.mlflow_server import MlflowProcess, wait_until_healthy
+from hokusai_registry.run.mlflow_process import MlflowProcess, wait_until_healthy
+from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyStore
 
 HOKUSAI = str(Path(sys.executable).with_name("hokusai-registry"))
 

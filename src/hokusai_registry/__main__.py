@@ -1,3 +1,3 @@
-from hokusai_registry.cli import main
+from hokusai_registry.run.cli import main
 
 main()

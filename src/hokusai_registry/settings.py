@@ -6,16 +6,16 @@ generated from this class (`hokusai-registry config-reference`), so the referenc
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hokusai_registry.auth.keys import SERVICE_ID
+from hokusai_registry.core.net import is_internal_host, is_unspecified, redact_url, same_machine
+from hokusai_registry.policy.keys import SERVICE_ID
 
 
 class ConfigError(Exception):
@@ -368,7 +368,7 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url
         # A gateway listening on every address is reached on loopback from here.
-        host = "127.0.0.1" if _is_unspecified(self.host) else self.host
+        host = "127.0.0.1" if is_unspecified(self.host) else self.host
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
@@ -418,56 +418,12 @@ class Settings(BaseSettings):
                     f"(HOKUSAI_PUBLIC_URL={self.public_url}); requests would loop through the gateway. "
                     "Point it at the internal MLflow address instead."
                 )
-        if up_port == self.port and _same_machine(up.hostname or "", self.host):
+        if up_port == self.port and same_machine(up.hostname or "", self.host):
             raise ConfigError(
                 f"MLFLOW_SERVER_URL ({redact_url(upstream)}) points at the gateway's own listener "
                 f"({self.host}:{self.port}); requests would loop through the gateway. "
                 "Point it at the internal MLflow address instead."
             )
-
-
-def is_internal_host(host: str) -> bool:
-    """Loopback or private addresses, and names that are internal by convention."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return "." not in host or host.endswith((".local", ".internal", ".svc", ".cluster.local", ".lan"))
-    return address.is_private or address.is_loopback
-
-
-def _is_unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:
-        return False
-
-
-def _is_loopback_or_any(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_unspecified
-
-
-def _same_machine(upstream_host: str, listen_host: str) -> bool:
-    if upstream_host.lower() == listen_host.lower():
-        return True
-    # A gateway bound to 0.0.0.0 or a loopback address is reachable as any loopback name.
-    return _is_loopback_or_any(upstream_host) and _is_loopback_or_any(listen_host)
-
-
-def redact_url(url: str) -> str:
-    """The URL without user name and password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def reference_markdown() -> str:

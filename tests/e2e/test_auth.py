@@ -13,7 +13,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from hokusai_registry.auth import keys
+from hokusai_registry.policy import keys
 from tests.helpers import HOKUSAI, GatewayProcess, raw_request
 
 

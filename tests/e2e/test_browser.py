@@ -18,7 +18,7 @@ import requests
 from mlflow import MlflowClient
 from sklearn.linear_model import LinearRegression
 
-from hokusai_registry.auth import keys
+from hokusai_registry.policy import keys
 from tests.helpers import GatewayProcess, free_port, key_store
 
 playwright_api = pytest.importorskip("playwright.sync_api")

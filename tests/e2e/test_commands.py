@@ -11,7 +11,7 @@ import psutil
 import pytest
 import requests
 
-from hokusai_registry.mlflow_server import mlflow_command
+from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
 from tests.helpers import HOKUSAI, RecordingUpstream, Running, free_port, key_store, processes_using
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from hokusai_registry.mlflow_server import mlflow_command
+from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
 from tests.helpers import (
     HOKUSAI,

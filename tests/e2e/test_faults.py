@@ -48,9 +48,9 @@ import psutil
 import pytest
 import requests
 
-from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyStore
-from hokusai_registry.mlflow_server import MlflowProcess, mlflow_command, wait_until_healthy
+from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_command, wait_until_healthy
 from hokusai_registry.settings import Settings
+from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
 from tests.helpers import GatewayProcess, RecordingUpstream, TcpServer, free_port
 
 CLIENT_TIMEOUT = 120  # generous: a hang fails the test, a slow machine does not

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from hokusai_registry.mlflow_server import mlflow_command
+from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
 from tests.helpers import GatewayProcess, RecordingUpstream, free_port, running_mlflow
 

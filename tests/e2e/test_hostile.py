@@ -41,8 +41,8 @@ import httptools
 import pytest
 import yaml
 
-from hokusai_registry.auth import keys
-from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES
+from hokusai_registry.policy import keys
+from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES
 from tests.helpers import GatewayProcess, key_store, raw_request
 
 CASES_FILE = Path(__file__).with_name("hostile_cases.yaml")

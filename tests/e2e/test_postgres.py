@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from hokusai_registry.auth import keys
+from hokusai_registry.policy import keys
 from tests.helpers import HOKUSAI, GatewayProcess, RecordingUpstream, free_port, hokusai_mlflow
 
 

@@ -19,8 +19,8 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from hokusai_registry.auth import keys
-from hokusai_registry.auth.store import DEFAULT_SCOPES
+from hokusai_registry.policy import keys
+from hokusai_registry.store.key_store import DEFAULT_SCOPES
 from tests.helpers import HOKUSAI, GatewayProcess, clear_of_minute_edge, free_port, key_store, mistyped
 
 StartGateway = Callable[..., GatewayProcess]

@@ -24,9 +24,9 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from hokusai_registry.auth import keys
-from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES
-from hokusai_registry.keys_api import VALIDATE_PATH
+from hokusai_registry.admin.api import VALIDATE_PATH
+from hokusai_registry.policy import keys
+from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES
 from tests.helpers import HOKUSAI, GatewayProcess, key_store
 
 B_SERVICE_ID = "hokusai-b"

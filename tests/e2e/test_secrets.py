@@ -15,7 +15,7 @@ import requests
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-from hokusai_registry.auth import keys
+from hokusai_registry.policy import keys
 from tests.helpers import FrontProxy, GatewayProcess, mistyped
 
 

@@ -15,10 +15,10 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 import pytest
 import requests
 
-from hokusai_registry.auth import keys
-from hokusai_registry.auth.scopes import expand
 from hokusai_registry.auth.sessions import csrf_token
-from hokusai_registry.auth.store import DEFAULT_SCOPES
+from hokusai_registry.policy import keys
+from hokusai_registry.policy.scopes import expand
+from hokusai_registry.store.key_store import DEFAULT_SCOPES
 from tests.helpers import GatewayProcess, clear_of_minute_edge, key_store, raw_request
 
 COOKIE = "hokusai_session"

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hokusai_registry.auth import keys
-from hokusai_registry.auth.admin import KeySpec, parse_duration, problems
+from hokusai_registry.admin.service import KeySpec, parse_duration, problems
+from hokusai_registry.policy import keys
 
 
 def test_durations() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import promql_parser
 import yaml
 
-from hokusai_registry.metrics import Metrics
+from hokusai_registry.ops.metrics import Metrics
 
 ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_registry.auth import keys
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.local_keys import LocalKeys
-from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyRecord, KeyStore
-from hokusai_registry.errors import GatewayError
+from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.policy import keys
+from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyRecord, KeyStore
 
 
 class CountingStore(KeyStore):

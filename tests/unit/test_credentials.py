@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from hokusai_registry.auth.credentials import presented_key
-from hokusai_registry.errors import GatewayError
+from hokusai_registry.core.refusals import GatewayError
 
 KEY = "hk_live_abc"
 

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from moto import mock_aws
 
-from hokusai_registry.cli import main
-from hokusai_registry.deploy import DeployError, deploy
+from hokusai_registry.run.cli import main
+from hokusai_registry.run.deploy import DeployError, deploy
 
 REGION = "eu-west-1"
 
@@ -53,7 +53,7 @@ def ecs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def tasks_start(monkeypatch: pytest.MonkeyPatch) -> None:
     """moto registers task definitions and moves services, but never starts tasks or rolls deployments
     forward (runningCount stays 0). This stands in for ECS reaching steady state."""
-    import hokusai_registry.deploy as module
+    import hokusai_registry.run.deploy as module
 
     monkeypatch.setattr(module, "stable", lambda service: True)
 
@@ -133,6 +133,6 @@ def test_unknown_container_or_service_changes_nothing(ecs: Any) -> None:
     ],
 )
 def test_stability_rule(service: dict[str, Any], expected: bool) -> None:
-    from hokusai_registry.deploy import stable
+    from hokusai_registry.run.deploy import stable
 
     assert stable(service) is expected

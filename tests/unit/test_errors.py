@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hokusai_registry.errors import STATUS_BY_CODE, GatewayError, error_body
+from hokusai_registry.core.refusals import STATUS_BY_CODE, GatewayError, error_body
 
 
 def test_codes_exist_in_mlflow() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hokusai_registry.proxy.headers import (
+from hokusai_registry.policy.headers import (
     HOP_BY_HOP,
     client_response_headers,
     is_cross_origin_write,

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hokusai_registry.proxy.inspected import attribute_run, audit_fields, inspection, parse
+from hokusai_registry.policy.inspection import attribute_run, audit_fields, inspection, parse
 
 
 def test_run_creation_and_registry_writes_are_inspected_on_every_api_flavour() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hokusai_registry.auth import keys
+from hokusai_registry.policy import keys
 
 
 def test_generated_key_has_the_documented_shape() -> None:

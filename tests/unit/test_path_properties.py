@@ -8,9 +8,9 @@ from urllib.parse import unquote, unquote_to_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hokusai_registry.errors import GatewayError
-from hokusai_registry.proxy.forward import Forwarder
-from hokusai_registry.proxy.paths import Redirect, resolve, upstream_path
+from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.policy.paths import Redirect, resolve, upstream_path
+from hokusai_registry.transport.forward import Forwarder
 
 MOUNTS = ["", "/mlflow", "/api/mlflow", "/mlflowx", "/api"]
 ROUTES = [

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hokusai_registry.errors import GatewayError
-from hokusai_registry.proxy.paths import Redirect, Target, decode_path, resolve, upstream_path
-from hokusai_registry.proxy.routes import Family
+from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.policy.paths import Redirect, Target, decode_path, resolve, upstream_path
+from hokusai_registry.policy.routes import Family
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import pytest
 
 from hokusai_registry.auth.authenticator import Identity
-from hokusai_registry.errors import GatewayError
-from hokusai_registry.ratelimit import Exceeded, RateLimits
+from hokusai_registry.auth.rate_limits import Exceeded, RateLimits
+from hokusai_registry.core.refusals import GatewayError
 from tests.helpers import TcpServer, clear_of_minute_edge, free_port
 
 T = TypeVar("T")
@@ -222,7 +222,7 @@ def test_unreachable_redis_counts_locally(dead_redis_url: str, caplog: pytest.Lo
         await fail(rate_limits, "10.0.0.1", 2)
         return results, rate_limits.blocked("10.0.0.1")
 
-    with caplog.at_level(logging.WARNING, logger="hokusai_registry.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="hokusai_registry.auth.rate_limits"):
         results, blocked = run(scenario())
     assert allowed_then_refused(results)[0] == 3
     assert blocked is not None
@@ -248,7 +248,7 @@ def test_instances_sharing_redis_count_together(redis_url: str, caplog: pytest.L
         ]
 
     before = time.time()
-    with caplog.at_level(logging.WARNING, logger="hokusai_registry.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="hokusai_registry.auth.rate_limits"):
         results = run(scenario())
     assert "unavailable" not in caplog.text  # counted in Redis, not by the local fallback
     allowed, refusal = allowed_then_refused(results)

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from hokusai_registry.auth import keys
 from hokusai_registry.auth.authenticator import NEGATIVE_TTL, RETRY_AFTER_SECONDS, Authenticator
 from hokusai_registry.auth.remote_keys import VALIDATE_PATH, RemoteKeys
-from hokusai_registry.errors import GatewayError
+from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.policy import keys
 from tests.helpers import free_port
 
 SERVICE_ID = "unit-svc"

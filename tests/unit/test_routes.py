@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hokusai_registry.proxy.routes import Family, classify
+from hokusai_registry.policy.routes import Family, classify
 
 # MLflow 3.17 registers these from a proto path that lacks its leading slash: not reachable by any client.
 KNOWN_UNREACHABLE = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hokusai_registry.auth.scopes import expand, grants, required_scope
-from hokusai_registry.proxy.routes import classify
+from hokusai_registry.policy.routes import classify
+from hokusai_registry.policy.scopes import expand, grants, required_scope
 from tests.unit.test_routes import KNOWN_UNREACHABLE, _example, mlflow_routes
 
 

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from hokusai_registry.auth.schema import ui_sessions
 from hokusai_registry.auth.sealing import id_hash, seal, unseal
-from hokusai_registry.auth.session_store import SessionRow, SessionStore, is_live
 from hokusai_registry.auth.sessions import Session, Sessions, csrf_token, csrf_valid, well_formed
-from hokusai_registry.auth.store import DEFAULT_SCOPES, KeyStore
+from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
+from hokusai_registry.store.schema import ui_sessions
+from hokusai_registry.store.session_store import SessionRow, SessionStore, is_live
 
 URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 T0 = dt.datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_registry.settings import ConfigError, Settings, redact_url, reference_markdown
+from hokusai_registry.core.net import redact_url
+from hokusai_registry.settings import ConfigError, Settings, reference_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_registry.auth import keys
-from hokusai_registry.auth.store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyNameTaken, KeyNotFound, KeyStore
+from hokusai_registry.policy import keys
+from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyNameTaken, KeyNotFound, KeyStore
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_keys_made_before_expiry_existed_survive_the_upgrade(tmp_path: Path) -> 
     from alembic import command
     from alembic.config import Config
 
-    import hokusai_registry.auth.store as store_module
+    import hokusai_registry.store.key_store as store_module
 
     old = KeyStore(f"sqlite:///{tmp_path / 'old.db'}")
     config = Config()

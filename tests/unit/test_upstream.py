@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from hokusai_registry.proxy.upstream import (
+from hokusai_registry.transport.upstream import (
     HIGH_WATER,
     ConnectFailed,
     ConnectionLost,

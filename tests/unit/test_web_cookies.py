@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hokusai_registry.web.cookies import clear_cookie, cookie_name, read_cookie, set_cookie
+from hokusai_registry.auth.cookies import clear_cookie, cookie_name, read_cookie, set_cookie
 
 NAME = "hokusai_session"
 TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

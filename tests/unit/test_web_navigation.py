@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from hokusai_registry.web.navigation import (
+from hokusai_registry.policy.navigation import (
     DEFAULT_NEXT,
     LOGIN_PATH,
     NOTICES,

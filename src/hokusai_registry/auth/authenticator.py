@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from hokusai_registry.auth import keys
 from hokusai_registry.auth.credentials import unauthenticated
-from hokusai_registry.errors import GatewayError
+from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.policy import keys
 
 # Unknown and revoked keys are remembered briefly so a flood of them does not reach the source.
 NEGATIVE_TTL = 5.0

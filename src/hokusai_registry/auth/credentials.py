@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 import binascii
 
-from hokusai_registry.asgi import Headers
-from hokusai_registry.errors import GatewayError
+from hokusai_registry.core.asgi import Headers
+from hokusai_registry.core.refusals import GatewayError
 
 HOW_TO_SEND = (
     "Set MLFLOW_TRACKING_TOKEN=hk_live_... for the MLflow client, or send 'Authorization: Bearer <key>' "

@@ -16,11 +16,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from hokusai_registry.auth import keys
 from hokusai_registry.auth.authenticator import Identity, not_recognised, unavailable
 from hokusai_registry.auth.credentials import unauthenticated
-from hokusai_registry.auth.store import KeyRecord, KeyStore
-from hokusai_registry.errors import GatewayError
+from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.policy import keys
+from hokusai_registry.store.key_store import KeyRecord, KeyStore
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Keys checked by a remote auth service (`AUTH_SERVICE_URL`), e.g. another Hokusai gateway.
 
 The contract is `POST <url>/api/v1/keys/validate` with `Authorization: Bearer <key>` and
-`{"service_id", "client_ip"}` (see `keys_api.py` for the server side). 200 is an identity, 401 a
+`{"service_id", "client_ip"}` (see `admin/api.py` for the server side). 200 is an identity, 401 a
 refused key, 403 a key not allowed for this service id; anything else, or no answer in time, means
 the service is unavailable, which the gateway reports as 503 with Retry-After and never as an invalid
 key. Keys validated within the cache TTL keep working while the service is down.
@@ -17,12 +17,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from hokusai_registry.auth import keys
 from hokusai_registry.auth.authenticator import Identity, unavailable
 from hokusai_registry.auth.credentials import unauthenticated
-from hokusai_registry.errors import GatewayError
-from hokusai_registry.proxy.upstream import UpstreamError, UpstreamPool
-from hokusai_registry.settings import redact_url
+from hokusai_registry.core.net import redact_url
+from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.policy import keys
+from hokusai_registry.transport.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 
 from hokusai_registry.auth.sealing import id_hash, seal, unseal
-from hokusai_registry.auth.session_store import SessionRow, SessionStore
+from hokusai_registry.store.session_store import SessionRow, SessionStore
 
 # secrets.token_urlsafe(32): 256 random bits.
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")

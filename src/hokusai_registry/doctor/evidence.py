@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from hokusai_registry.observability import redact
+from hokusai_registry.core.redaction import redact
 
 BODY_EXCERPT = 600
 

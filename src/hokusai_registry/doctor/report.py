@@ -9,8 +9,8 @@ from dataclasses import asdict
 from typing import Any
 
 from hokusai_registry import __version__
+from hokusai_registry.core.redaction import redact
 from hokusai_registry.doctor.steps import StepResult
-from hokusai_registry.observability import redact
 
 # Built with zip: bandit takes a literal "pass" key for a hard-coded password.
 MARK = dict(zip(("pass", "fail", "warn", "skip"), ("✅", "❌", "⚠️ ", "⏭️ "), strict=True))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from hokusai_registry.auth import keys
+from hokusai_registry.core.redaction import redact
 from hokusai_registry.doctor.diagnosis import (
     Context,
     Diagnosis,
@@ -31,7 +31,7 @@ from hokusai_registry.doctor.diagnosis import (
     diagnose,
 )
 from hokusai_registry.doctor.evidence import Answer, Http, connect
-from hokusai_registry.observability import redact
+from hokusai_registry.policy import keys
 
 Status = Literal["pass", "fail", "warn", "skip"]
 MOUNTS = ("/api/mlflow", "/mlflow")

@@ -1,0 +1,211 @@
+"""The admin REST API (`/api/v1/keys`), the auth-service endpoint (`/api/v1/keys/validate`) and their
+OpenAPI docs (`/docs`, Swagger UI served from the package, no external assets).
+
+The gateway authenticates and authorizes admin requests before they get here and passes the caller's
+identity in the ASGI scope (`IDENTITY`); this app only does the work, through the same `KeyAdmin` the
+CLI uses. Every error is MLflow's error JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+from typing import Any
+
+import swagger_ui_bundle  # type: ignore[import-untyped]
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+
+from hokusai_registry import __version__
+from hokusai_registry.admin.service import CreatedKey, KeyAdmin, KeyInfo, KeySpec, problems
+from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
+from hokusai_registry.auth.credentials import presented_key
+from hokusai_registry.auth.throttle import Guard
+from hokusai_registry.core.refusals import ORIGIN_HEADER, GatewayError
+from hokusai_registry.policy import keys
+from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
+
+IDENTITY = "hokusai.identity"
+DOCS_PATHS = ("/docs", "/openapi.json")
+DOCS_ASSETS = "/docs/assets"
+KEYS_PATH = "/api/v1/keys"
+VALIDATE_PATH = KEYS_PATH + "/validate"
+
+
+class ValidateRequest(BaseModel):
+    service_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="The calling service's id; a key limited to other services is refused with 403.",
+    )
+    client_ip: str | None = Field(default=None, max_length=64, description="The end client's address.")
+
+
+class Validated(BaseModel):
+    valid: bool = True
+    key_id: str
+    name: str
+    user_id: str
+    scopes: list[str]
+    service_id: str | None
+    service_ids: list[str] = Field(description="Services the key is limited to; empty means any.")
+    rate_limit_per_minute: int | None
+    rate_limit_per_hour: int | None
+    expires_at: dt.datetime | None
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"error_code": code, "message": message, **extra}
+    return JSONResponse(
+        body, status_code=status, headers={ORIGIN_HEADER[0].decode(): ORIGIN_HEADER[1].decode()}
+    )
+
+
+def _actor(request: Request) -> str:
+    identity: Identity = request.scope[IDENTITY]
+    return f"key:{identity.key_id}"
+
+
+def throttle_address(client_ip: str | None, peer: str) -> str:
+    """Whom failed validations are counted against: the end client as the calling service reports it,
+    qualified by the caller, so nobody can get another caller's clients throttled."""
+    if client_ip:
+        try:
+            return f"{peer}>{ipaddress.ip_address(client_ip)}"
+        except ValueError:
+            pass
+    return peer
+
+
+def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) -> FastAPI:
+    app = FastAPI(
+        title="Hokusai Registry admin API",
+        version=__version__,
+        description="Manage API keys (admin keys only) and validate keys for other services. Send the "
+        "key as `Authorization: Bearer hk_live_...`. Errors are MLflow error JSON "
+        "(`error_code`, `message`).",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_bundle.swagger_ui_path)), name="assets")
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:
+        response = _error(error.http_status, error.code, error.message)
+        for name, value in error.headers:
+            response.headers[name.decode()] = value.decode()
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        what = problems(error.errors())
+        return _error(400, "INVALID_PARAMETER_VALUE", f"Hokusai Registry gateway: invalid request: {what}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        if error.status_code == 405:
+            return _error(
+                405, "BAD_REQUEST", f"Hokusai Registry gateway: {request.method} is not allowed here."
+            )
+        return _error(
+            404, "ENDPOINT_NOT_FOUND", f"Hokusai Registry gateway: no admin API endpoint {request.url.path}."
+        )
+
+    @app.exception_handler(KeyNotFound)
+    async def not_found(_: Request, error: KeyNotFound) -> JSONResponse:
+        return _error(404, "RESOURCE_DOES_NOT_EXIST", f"Hokusai Registry gateway: {error}")
+
+    @app.exception_handler(KeyNameTaken)
+    async def taken(_: Request, error: KeyNameTaken) -> JSONResponse:
+        return _error(400, "RESOURCE_ALREADY_EXISTS", f"Hokusai Registry gateway: {error}")
+
+    @app.exception_handler(ValueError)
+    async def bad_value(_: Request, error: ValueError) -> JSONResponse:
+        return _error(400, "INVALID_PARAMETER_VALUE", f"Hokusai Registry gateway: {error}")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Hokusai Registry admin API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+    # Plain `def` endpoints run in a worker thread (the key store is synchronous); revoke and rotate run
+    # it in one themselves, then drop this gateway's cached key checks on the event loop.
+    @app.get("/api/v1/keys", response_model=list[KeyInfo], summary="List keys (never their secrets)")
+    def list_keys() -> list[KeyInfo]:
+        return admin.list()
+
+    @app.post("/api/v1/keys", response_model=CreatedKey, status_code=201, summary="Create a key")
+    def create_key(spec: KeySpec, request: Request) -> CreatedKey:
+        return admin.create(spec, _actor(request))
+
+    @app.get("/api/v1/keys/{key_id}", response_model=KeyInfo, summary="One key")
+    def get_key(key_id: str) -> KeyInfo:
+        return admin.get(key_id)
+
+    @app.post("/api/v1/keys/{key_id}/revoke", response_model=KeyInfo, summary="Revoke a key")
+    async def revoke_key(key_id: str, request: Request) -> KeyInfo:
+        revoked = await asyncio.to_thread(admin.revoke, key_id, _actor(request))
+        # At once on this gateway; the others notice the store's revision within their poll interval.
+        authenticator.invalidate()
+        return revoked
+
+    @app.post(
+        "/api/v1/keys/{key_id}/rotate",
+        response_model=CreatedKey,
+        status_code=201,
+        summary="Revoke a key and create its successor (same name, owner, scopes, limits, expiry)",
+    )
+    async def rotate_key(key_id: str, request: Request) -> CreatedKey:
+        rotated = await asyncio.to_thread(admin.rotate, key_id, _actor(request))
+        authenticator.invalidate()
+        return rotated
+
+    @app.post(
+        VALIDATE_PATH,
+        response_model=Validated,
+        summary="Validate a key for a service (the auth-service contract)",
+        responses={401: {"description": "Bad key"}, 403: {"description": "Key not allowed for service_id"}},
+    )
+    async def validate(body: ValidateRequest, request: Request) -> Validated | JSONResponse:
+        peer = request.client.host if request.client else "-"
+        client = throttle_address(body.client_ip, peer)
+        presented = ""
+        try:
+            presented = presented_key(request.scope["headers"])
+            identity = await guard.authenticate(authenticator, presented, client)
+        except GatewayError as error:
+            await guard.refused(client, "POST", VALIDATE_PATH, keys.hint(presented), error)
+            if error.code == "UNAUTHENTICATED":
+                # `reason` lets a validating gateway label its metrics; the message is for people.
+                return _error(401, error.code, error.message, reason=error.kind or "unknown")
+            raise
+        denied = service_denied(identity, body.service_id) if body.service_id is not None else None
+        if denied is not None:
+            await guard.refused(client, "POST", VALIDATE_PATH, identity.key_id, denied)
+            raise denied
+        return Validated(
+            key_id=identity.key_id,
+            name=identity.name,
+            user_id=identity.user_id,
+            scopes=list(identity.scopes),
+            service_id=body.service_id,
+            service_ids=list(identity.service_ids),
+            rate_limit_per_minute=identity.rate_limit_per_minute,
+            rate_limit_per_hour=identity.rate_limit_per_hour,
+            expires_at=identity.expires_at,
+        )
+
+    return app

@@ -1,0 +1,81 @@
+"""Rendering and sending the gateway's own pages, with their security headers.
+
+Templates are Jinja2 with autoescaping on, so every value (key names, owners, error text) is escaped.
+The pages need no script at all, which lets the Content-Security-Policy forbid every script.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+from hokusai_registry.core.asgi import Send
+from hokusai_registry.core.refusals import ORIGIN_HEADER, send_body
+
+# default-src 'none': nothing loads unless listed; no script-src at all, so no script runs, inline or not.
+CONTENT_SECURITY_POLICY = (
+    b"default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    b"frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    # Pages show keys (once) and key lists: never cached, by the browser or anything between.
+    (b"cache-control", b"no-store"),
+    ORIGIN_HEADER,
+)
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("hokusai_registry.admin", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def when(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def render(template: str, **context: Any) -> bytes:
+    context.setdefault("caller", None)
+    return _templates.get_template(template).render(when=when, **context).encode("utf-8")
+
+
+@cache
+def stylesheet() -> bytes:
+    return resources.files("hokusai_registry.admin").joinpath("static/hokusai.css").read_bytes()
+
+
+async def send_page(
+    send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    await send_body(
+        send, status, body, [(b"content-type", b"text/html; charset=utf-8"), *SECURITY_HEADERS, *headers]
+    )
+
+
+async def send_redirect(send: Send, location: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """303 See Other: the browser follows with a GET, whatever the method was."""
+    await send_body(send, 303, b"", [(b"location", location.encode("latin-1")), *SECURITY_HEADERS, *headers])
+
+
+async def send_stylesheet(send: Send) -> None:
+    await send_body(
+        send,
+        200,
+        stylesheet(),
+        [
+            (b"content-type", b"text/css; charset=utf-8"),
+            (b"cache-control", b"public, max-age=3600"),
+            (b"x-content-type-options", b"nosniff"),
+            ORIGIN_HEADER,
+        ],
+    )

@@ -1,0 +1,215 @@
+"""Key management: the one implementation behind `hokusai-registry keys ...` and `/api/v1/keys`.
+
+Inputs are validated by the pydantic models here (the admin API's OpenAPI schema comes from them too),
+and every change is written to the audit log with who made it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hokusai_registry.ops.audit import audit
+from hokusai_registry.policy import keys as key_format
+from hokusai_registry.policy.scopes import expand
+from hokusai_registry.store.key_store import KeyNotFound, KeyRecord, KeyStore
+
+# Stored in a 64-bit integer column; no real limit comes near it (a fuzzer sent 5.7e21).
+MAX_RATE_LIMIT = 1_000_000_000
+_DURATION = re.compile(r"(\d+)([dhm])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def problems(errors: Iterable[Mapping[str, Any]], flags: bool = False) -> str:
+    """Pydantic's validation errors as one line: `field: what is wrong; ...` (as `--field-name` for the
+    CLI)."""
+    described = []
+    for problem in errors:
+        name = ".".join(str(part) for part in problem["loc"] if part != "body")
+        if flags:
+            name = "--" + name.replace("_", "-")
+        described.append(f"{name}: {str(problem['msg']).removeprefix('Value error, ')}")
+    return "; ".join(described)
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """`90d`, `12h`, `30m` as a timedelta; ValueError with the expected form otherwise."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a lifetime: give a number and d, h or m, e.g. 90d")
+    return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class KeySpec(BaseModel):
+    """What a new key is for and what it may do."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="What the key is for, e.g. 'ci-trainer'.")
+    owner: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The person or system the key acts for; runs it creates are attributed to this user. "
+        "Default: the name.",
+    )
+    scope: Literal["read", "write", "admin"] = Field(
+        default="write",
+        description="read: search and download; write: also log runs, artifacts and models; admin: also "
+        "server configuration and keys. Each implies the ones before it.",
+    )
+    expires_in: str | None = Field(
+        default=None, description="Lifetime such as 90d, 12h or 30m; default none."
+    )
+    service_ids: list[str] = Field(
+        default_factory=list, description="Service ids the key is valid for; empty means any."
+    )
+    rate_limit_per_minute: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RATE_LIMIT,
+        description="Requests per minute; default the gateway's; 0 means unlimited.",
+    )
+    rate_limit_per_hour: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RATE_LIMIT,
+        description="Requests per hour; default the gateway's; 0 means unlimited.",
+    )
+
+    @field_validator("name", "owner")
+    @classmethod
+    def _stripped(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("expires_in")
+    @classmethod
+    def _lifetime(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("service_ids")
+    @classmethod
+    def _service_ids(cls, value: list[str]) -> list[str]:
+        for service_id in value:
+            if not key_format.SERVICE_ID.fullmatch(service_id):
+                raise ValueError(f"{service_id!r} is not a service id (1-100 of A-Z a-z 0-9 . _ : -)")
+        return list(dict.fromkeys(value))
+
+
+class KeyInfo(BaseModel):
+    """A key as shown to admins: everything but its secret."""
+
+    key_id: str
+    name: str
+    owner: str | None
+    user_id: str = Field(description="Who requests with this key act as: the owner, or else the name.")
+    environment: str
+    scopes: list[str]
+    service_ids: list[str]
+    rate_limit_per_minute: int | None
+    rate_limit_per_hour: int | None
+    status: Literal["active", "expired", "revoked"]
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, record: KeyRecord) -> KeyInfo:
+        return cls(
+            key_id=record.key_id,
+            name=record.name,
+            owner=record.owner,
+            user_id=record.user_id,
+            environment=record.environment,
+            scopes=list(record.scopes),
+            service_ids=list(record.service_ids),
+            rate_limit_per_minute=record.rate_limit_per_minute,
+            rate_limit_per_hour=record.rate_limit_per_hour,
+            status=record.status(dt.datetime.now(dt.UTC)),  # type: ignore[arg-type]
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+            revoked_at=record.revoked_at,
+            last_used_at=record.last_used_at,
+        )
+
+
+class CreatedKey(KeyInfo):
+    key: str = Field(description="The API key. Shown only in this response; only its hash is stored.")
+
+
+def check_key_id(key_id: str) -> None:
+    if key_id.startswith(("hk_live_", "hk_test_")):
+        raise ValueError("pass the key id (see `keys list`), not the whole key")
+    if not key_format.is_key_id(key_id):
+        raise ValueError(f"{key_id[:40]!r} is not a key id (12 letters and digits; see `keys list`)")
+
+
+class KeyAdmin:
+    """Key changes for an actor (`cli:<user>` or `key:<admin key id>`), each audited."""
+
+    def __init__(self, store: KeyStore, environment: key_format.Environment) -> None:
+        self.store = store
+        self.environment = environment
+
+    def create(self, spec: KeySpec, actor: str) -> CreatedKey:
+        expires_at = None
+        if spec.expires_in is not None:
+            expires_at = dt.datetime.now(dt.UTC) + parse_duration(spec.expires_in)
+        record, key = self.store.create(
+            spec.name,
+            environment=self.environment,
+            scopes=expand(spec.scope),
+            expires_at=expires_at,
+            owner=spec.owner,
+            service_ids=tuple(spec.service_ids),
+            rate_limit_per_minute=spec.rate_limit_per_minute,
+            rate_limit_per_hour=spec.rate_limit_per_hour,
+        )
+        self._audit("key.created", record, actor)
+        return CreatedKey(**KeyInfo.of(record).model_dump(), key=key)
+
+    def list(self) -> list[KeyInfo]:
+        return [KeyInfo.of(record) for record in self.store.list()]
+
+    def get(self, key_id: str) -> KeyInfo:
+        check_key_id(key_id)
+        record = self.store.get(key_id)
+        if record is None:
+            raise KeyNotFound(f"no key with id {key_id!r} (see `hokusai-registry keys list`)")
+        return KeyInfo.of(record)
+
+    def revoke(self, key_id: str, actor: str) -> KeyInfo:
+        check_key_id(key_id)
+        record = self.store.revoke(key_id)
+        self._audit("key.revoked", record, actor)
+        return KeyInfo.of(record)
+
+    def rotate(self, key_id: str, actor: str) -> CreatedKey:
+        check_key_id(key_id)
+        record, key = self.store.rotate(key_id)
+        self._audit("key.rotated", record, actor, replaces=key_id)
+        return CreatedKey(**KeyInfo.of(record).model_dump(), key=key)
+
+    @staticmethod
+    def _audit(event: str, record: KeyRecord, actor: str, replaces: str | None = None) -> None:
+        audit(
+            event,
+            actor=actor,
+            key_id=record.key_id,
+            replaces=replaces,
+            name=record.name,
+            owner=record.user_id,
+            scopes=list(record.scopes),
+            expires_at=record.expires_at,
+        )

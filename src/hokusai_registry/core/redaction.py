@@ -1,0 +1,26 @@
+"""Redaction of secrets: keys and credentials never reach a log line, a report or an error message."""
+
+from __future__ import annotations
+
+import re
+
+REDACTED = "[redacted]"
+# Header names whose values are credentials; shown as [redacted] in debug output.
+SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"x-api-key", b"cookie", b"set-cookie"})
+_SECRETS = re.compile(
+    r"hk_(live|test)_[0-9A-Za-z_]+"  # Hokusai keys, whole or cut
+    r"|(?i:\b(bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"  # credentials after an auth scheme
+)
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(
+        lambda m: f"hk_{m.group(1)}_{REDACTED}" if m.group(1) else f"{m.group(2)} {REDACTED}", text
+    )
+
+
+def redact_headers(headers: list[tuple[bytes, bytes]]) -> str:
+    return ", ".join(
+        f"{name.decode('latin-1')}: {REDACTED if name.lower() in SECRET_HEADERS else value.decode('latin-1')}"
+        for name, value in headers
+    )

@@ -1,0 +1,121 @@
+"""Assembling the gateway from its settings: every component built once and wired together."""
+
+from __future__ import annotations
+
+import secrets
+
+from hokusai_registry.admin.api import build_keys_api
+from hokusai_registry.admin.pages import WebPages
+from hokusai_registry.admin.service import KeyAdmin
+from hokusai_registry.auth.authenticator import Authenticator, KeySource
+from hokusai_registry.auth.caller import Access
+from hokusai_registry.auth.local_keys import LocalKeys
+from hokusai_registry.auth.rate_limits import RateLimits
+from hokusai_registry.auth.remote_keys import RemoteKeys
+from hokusai_registry.auth.sessions import Sessions
+from hokusai_registry.auth.throttle import Guard
+from hokusai_registry.core.net import redact_url
+from hokusai_registry.gateway.app import Gateway
+from hokusai_registry.ops.health import Health
+from hokusai_registry.ops.metrics import Metrics
+from hokusai_registry.settings import ConfigError, Settings
+from hokusai_registry.store.key_store import KeyStore
+from hokusai_registry.store.session_store import SessionStore
+from hokusai_registry.transport.forward import Forwarder
+
+
+def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gateway:
+    forwarder = Forwarder(
+        upstream_url,
+        api_prefix=settings.upstream_api_prefix,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        transfer_idle_timeout=settings.artifact_read_timeout,
+        pool_size=settings.upstream_pool_size,
+        mark=store.gateway_mark() if not settings.auth_service_url else secrets.token_hex(12),
+        max_api_body=settings.max_api_body_mb << 20,
+    )
+    source: KeySource
+    if settings.auth_service_url:
+        source = RemoteKeys(
+            settings.auth_service_url, service_id=settings.service_id, timeout=settings.auth_service_timeout
+        )
+    else:
+        source = LocalKeys(
+            store,
+            poll_interval=settings.key_revision_poll_interval,
+            last_used_interval=settings.last_used_interval,
+        )
+    authenticator = Authenticator(source, cache_ttl=settings.key_cache_ttl)
+    health = Health(
+        forwarder,
+        authenticator.check_store,
+        timeout=settings.health_check_timeout,
+        cache_seconds=settings.health_cache_seconds,
+        upstream_url=upstream_url,
+        api_prefix=settings.upstream_api_prefix,
+        public_url=settings.public_url,
+    )
+    guard = Guard(
+        RateLimits(
+            per_minute=settings.rate_limit_per_minute,
+            per_hour=settings.rate_limit_per_hour,
+            auth_failures_per_minute=settings.auth_failure_limit,
+            redis_url=settings.redis_url,
+        )
+    )
+    access = Access(
+        authenticator,
+        guard,
+        Sessions(
+            SessionStore(store.engine),
+            idle_timeout=settings.session_idle_timeout,
+            max_age=settings.session_max_age,
+        ),
+        service_id=settings.service_id,
+        public_url=settings.public_url,
+    )
+    keys_managed_by = redact_url(settings.auth_service_url) if settings.auth_service_url else None
+    key_admin = KeyAdmin(store, settings.key_environment)
+    return Gateway(
+        access=access,
+        pages=WebPages(
+            access,
+            None if keys_managed_by else key_admin,
+            keys_managed_by=keys_managed_by,
+            public_url=settings.public_url,
+        ),
+        forwarder=forwarder,
+        health=health,
+        metrics=Metrics(),
+        keys_api=build_keys_api(key_admin, authenticator, guard),
+        keys_managed_by=keys_managed_by,
+        direct_transfers=settings.direct_artifact_transfers,
+        public_url=settings.public_url,
+    )
+
+
+def open_key_store(settings: Settings) -> KeyStore:
+    """The key store, ready to use. The embedded SQLite store is migrated here; a shared database
+    (several gateways) is migrated only by `hokusai-registry db upgrade`, and checked here."""
+    if settings.key_store_url is None:
+        settings.check_data_dir()
+    store = KeyStore(settings.resolved_key_store_url)
+    if store.url.startswith("sqlite"):
+        store.migrate()
+        return store
+    try:
+        current, needed = store.schema_revisions()
+    except Exception as exc:
+        store.close()
+        raise ConfigError(
+            f"DATABASE_URL ({redact_url(store.url)}) cannot be reached: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        ) from None
+    if current != needed:
+        store.close()
+        raise ConfigError(
+            f"DATABASE_URL ({redact_url(store.url)}) has key-store schema {current or 'none'}, this version "
+            f"needs {needed}: run `hokusai-registry db upgrade` (once, before starting the gateways)"
+        )
+    return store

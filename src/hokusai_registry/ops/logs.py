@@ -1,0 +1,166 @@
+"""Logging (text or JSON lines, a debug mode that really changes the level) and access lines.
+
+Every line passes through `redact` on its way out, so a key or credential that reaches a message by
+accident is still never written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from hokusai_registry.core.record import RequestRecord
+from hokusai_registry.core.redaction import redact
+
+ACCESS_LOGGER = "hokusai_registry.auth.caller"
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; access lines carry their fields (`extra={"fields": {...}}`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(line, default=str))
+
+
+class BatchingStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to standard error in batches: a write per log line would be a system call per request.
+    `flush_now` runs every FLUSH_INTERVAL seconds while the gateway serves (see `flush_periodically`),
+    at exit, and at once after any warning or error."""
+
+    def __init__(self) -> None:
+        # The handler owns this stream for the life of the process.
+        fd = os.dup(sys.stderr.fileno())
+        super().__init__(open(fd, "w", buffering=1 << 16, encoding="utf-8", errors="replace"))  # noqa: SIM115
+        atexit.register(self.flush_now)
+        _batching.append(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called under the handler's lock by Handler.handle; no flush per line (see flush_now).
+        try:
+            self.stream.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+        if record.levelno >= logging.WARNING:
+            self.stream.flush()
+
+    def flush_now(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            if not self.stream.closed:
+                self.stream.flush()
+
+    def flush(self) -> None:
+        self.flush_now()
+
+
+FLUSH_INTERVAL = 0.2
+# Every batching handler (the log's and the audit log's), for flush_logs.
+_batching: list[BatchingStderrHandler] = []
+
+
+async def flush_periodically() -> None:
+    """Runs for as long as the gateway serves; flushes batched log lines."""
+    try:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            flush_logs()
+    finally:
+        flush_logs()
+
+
+def flush_logs() -> None:
+    for handler in _batching:
+        handler.flush_now()
+
+
+def configure_logging(log_format: str = "text", debug: bool = False) -> None:
+    global _json_lines
+    _json_lines = log_format == "json"
+    handler = BatchingStderrHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    # The debug switch changes the effective level of the gateway's own loggers, not just a flag.
+    logging.getLogger("hokusai_registry").setLevel(logging.DEBUG if debug else logging.INFO)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # Migration chatter on every start says nothing an operator needs.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+_access = logging.getLogger(ACCESS_LOGGER)
+# Access-line fields are built only when a JSON formatter will read them.
+_json_lines = False
+
+
+def log_access(record: RequestRecord, client: str, method: str, path: str, duration_ms: float) -> None:
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    request_id = record.request_id.decode("latin-1")
+    if not path.isprintable():
+        # A decoded path may hold CR, LF or escape sequences: never let it split or forge a line.
+        path = path.encode("unicode_escape").decode("ascii")
+    if not _json_lines:
+        _access.info(
+            "%s %s %s %s -> %s %d in=%d out=%d %.1fms key=%s",
+            request_id,
+            client,
+            method,
+            path,
+            record.upstream,
+            record.status,
+            record.bytes_in,
+            record.bytes_out,
+            duration_ms,
+            record.key_id,
+        )
+        return
+    fields = {
+        "request_id": request_id,
+        "client": client,
+        "method": method,
+        "path": path,
+        "upstream": record.upstream,
+        "status": record.status,
+        "bytes_in": record.bytes_in,
+        "bytes_out": record.bytes_out,
+        "duration_ms": round(duration_ms, 2),
+        "upstream_ms": None if record.upstream_ms is None else round(record.upstream_ms, 2),
+        "key_id": record.key_id,
+    }
+    _access.info(
+        "%s %s %s -> %s %d",
+        request_id,
+        method,
+        path,
+        record.upstream,
+        record.status,
+        extra={"fields": fields},
+    )

@@ -1,0 +1,176 @@
+"""Header rules between the client and MLflow, in both directions (pure, on ASGI byte pairs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from hokusai_registry.core.asgi import Headers
+
+# RFC 9110 section 7.6.1, plus the names still seen in the wild.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+# Client credentials never travel upstream.
+CREDENTIALS = frozenset({b"authorization", b"x-api-key", b"cookie"})
+# Set by the gateway only; any client-sent copy is dropped first.
+GATEWAY_OWNED = frozenset(
+    {
+        b"host",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"x-real-ip",
+        b"origin",
+        b"expect",
+        b"x-request-id",  # replaced by the id the gateway validated or made
+        # Ways to make a server act on another method or path than the one authorized.
+        b"x-http-method-override",
+        b"x-http-method",
+        b"x-method-override",
+        b"x-original-url",
+        b"x-rewrite-url",
+    }
+)
+# Framing is the gateway's to decide: a `Connection` header naming these does not remove them.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# Limits on a request's headers (the request line is not counted): enough for any MLflow client.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_COUNT = 128
+GATEWAY_PREFIX = b"x-hokusai-"
+# Methods that change nothing, so a browser may send them from any site.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LOOP_MARK = b"x-hokusai-gateway"
+KEY_ID_HEADER = b"x-hokusai-key-id"
+_DROP_UPSTREAM = HOP_BY_HOP | CREDENTIALS | GATEWAY_OWNED
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(tokens) - _FRAMING
+
+
+def header_value(headers: Headers, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def upstream_request_headers(
+    headers: Headers, *, client_ip: str, scheme: str, key_id: str, mark: str, request_id: bytes
+) -> Headers:
+    """Client headers as sent to MLflow: credentials, hop-by-hop and gateway-owned headers removed,
+    `X-Forwarded-*` and identity overwritten. `Host` becomes the upstream's own authority (set by the
+    forwarder), which is what MLflow's allowed-hosts check expects."""
+    listed = _connection_tokens(headers)
+    forwarded_host = b""
+    out: Headers = []
+    for name, value in headers:
+        if name == b"host":
+            forwarded_host = value
+        if name in _DROP_UPSTREAM or name in listed or name.startswith(GATEWAY_PREFIX):
+            continue
+        out.append((name, value))
+    out.append((b"x-forwarded-for", client_ip.encode("latin-1")))
+    out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
+    if forwarded_host:
+        out.append((b"x-forwarded-host", forwarded_host))
+    out.append((LOOP_MARK, mark.encode("latin-1")))
+    out.append((KEY_ID_HEADER, key_id.encode("latin-1")))
+    out.append((b"x-request-id", request_id))
+    return out
+
+
+def client_response_headers(raw: Iterable[tuple[bytes, bytes]], *, upstream_base: str, mount: str) -> Headers:
+    """MLflow's response headers as sent to the client: hop-by-hop removed, names lower-cased, and
+    a `Location` that points into MLflow rewritten into the gateway's mount."""
+    raw = list(raw)
+    listed = _connection_tokens(raw)
+    out: Headers = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in listed:
+            continue
+        if lower == b"location":
+            value = rewrite_location(value, upstream_base, mount)
+        out.append((lower, value))
+    return out
+
+
+def rewrite_location(value: bytes, upstream_base: str, mount: str) -> bytes:
+    text = value.decode("latin-1")
+    base = urlsplit(upstream_base)
+    if text.startswith(upstream_base + "/"):
+        text = text[len(upstream_base) :]
+    elif base.path and text.startswith(base.path + "/"):
+        text = text[len(base.path) :]
+    elif not text.startswith("/") or text.startswith("//"):
+        return value  # somewhere else entirely: leave it alone
+    return (mount + text).encode("latin-1")
+
+
+def head_problem(headers: Headers) -> tuple[int, str] | None:
+    """The status and reason to refuse a request's headers as a whole, or None: too many or too large
+    (431), two `Host`s (two parsers could pick different ones) or a transfer coding other than plain
+    `chunked` (400)."""
+    if len(headers) > MAX_HEADER_COUNT:
+        return 431, f"it has more than {MAX_HEADER_COUNT} headers"
+    size = 0
+    hosts = 0
+    for name, value in headers:
+        size += len(name) + len(value)
+        if name == b"host":
+            hosts += 1
+        elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":
+            return 400, "its Transfer-Encoding is not plain 'chunked'"
+    if size > MAX_HEADER_BYTES:
+        return 431, f"its headers exceed {MAX_HEADER_BYTES // 1024} KiB"
+    if hosts > 1:
+        return 400, "it has more than one Host header"
+    return None
+
+
+def is_cross_origin_write(
+    method: str, headers: Headers, public_url: str | None, *, origin_required: bool = False
+) -> bool:
+    """True for a browser write whose `Origin` is neither this host nor the public URL. Same-origin
+    writes pass, with `Origin` removed so MLflow's own cross-origin block does not fire.
+
+    With `origin_required` (the request is authorized by a session cookie, which a browser attaches on
+    its own) the write must prove where it came from: `Origin`, or `Referer` when a browser left `Origin`
+    out; with neither it is refused."""
+    if method in SAFE_METHODS:
+        return False
+    origin = header_value(headers, b"origin")
+    if origin is None:
+        if not origin_required:
+            return False
+        origin = header_value(headers, b"referer")
+        if origin is None:
+            return True
+    try:
+        origin_netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
+    except ValueError:  # not a URL at all (e.g. "http://["): not this site
+        return True
+    if not origin_netloc:  # "null" (sandboxed or privacy-sensitive contexts) or a relative Referer
+        return True
+    host = (header_value(headers, b"host") or b"").decode("latin-1").lower()
+    if origin_netloc == host:
+        return False
+    return not (public_url and origin_netloc == urlsplit(public_url).netloc.lower())

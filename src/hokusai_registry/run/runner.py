@@ -1,0 +1,221 @@
+"""What `serve` and `gateway` do, start to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import click
+import uvloop
+
+from hokusai_registry import __version__
+from hokusai_registry.admin.service import KeyAdmin, KeySpec
+from hokusai_registry.core.net import redact_url
+from hokusai_registry.gateway.assembly import build_gateway, open_key_store
+from hokusai_registry.ops.audit import configure_audit
+from hokusai_registry.ops.logs import configure_logging
+from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_command, supervise, wait_until_healthy
+from hokusai_registry.run.server import GatewayServer, bind_socket
+from hokusai_registry.settings import ConfigError, Settings
+from hokusai_registry.store.key_store import KeyStore
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _out(text: str = "") -> None:
+    click.echo(text)
+
+
+class _Progress:
+    """A live progress line on a terminal; a line every 5 s in a log."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stdout.isatty()
+        self.last_line = -5.0
+
+    def __call__(self, elapsed: float) -> None:
+        if self.tty:
+            click.echo(f"\r{self.label} {elapsed:4.0f} s", nl=False)
+        elif elapsed - self.last_line >= 5:
+            self.last_line = elapsed
+            _out(f"{self.label} {elapsed:.0f} s")
+
+    def done(self, text: str) -> None:
+        _out(("\r" if self.tty else "") + f"{self.label} {text}")
+
+
+def _export_lines(settings: Settings, key: str | None) -> list[str]:
+    lines = [f"  export MLFLOW_TRACKING_URI={settings.gateway_url}/mlflow"]
+    if key:
+        lines.append(f"  export MLFLOW_TRACKING_TOKEN={key}")
+    return lines
+
+
+def _key_advice(settings: Settings, store: KeyStore) -> list[str]:
+    """The first start creates an admin key and shows it once; later starts say how to get one."""
+    if store.count() == 0:
+        key = (
+            KeyAdmin(store, settings.key_environment)
+            .create(KeySpec(name="admin", scope="admin"), "serve:first-start")
+            .key
+        )
+        return [
+            "",
+            "First start: an admin key was created. It is shown only this once; keep it safe:",
+            "",
+            *_export_lines(settings, key),
+        ]
+    return [
+        "",
+        "Use an existing key, or create one with:",
+        f"  hokusai-registry keys create --name NAME --data-dir {settings.data_dir}",
+        "",
+        *_export_lines(settings, None),
+        "  export MLFLOW_TRACKING_TOKEN=<your key>",
+    ]
+
+
+async def serve_embedded(settings: Settings) -> None:
+    """Gateway plus a supervised MLflow on SQLite and local artifacts under the data directory."""
+    configure_logging(settings.log_format, settings.debug)
+    configure_audit(settings.audit_log)
+    if settings.mlflow_server_url:
+        raise ConfigError(
+            "MLFLOW_SERVER_URL is set, but `serve` starts its own MLflow: unset it, or run "
+            "`hokusai-registry gateway` to use that MLflow"
+        )
+    store = open_key_store(settings)
+    listener = bind_socket(settings.host, settings.port)
+    settings = settings.model_copy(update={"port": listener.getsockname()[1]})
+    mlflow_port = settings.mlflow_port or _free_port(settings.mlflow_host)
+    mlflow = MlflowProcess(
+        mlflow_command(settings, mlflow_port),
+        settings.data_dir.resolve() / "mlflow.log",
+        settings.mlflow_host,
+        mlflow_port,
+    )
+    mlflow_url = mlflow.url
+    settings.check_upstream_is_not_self(mlflow_url)
+    _out(f"Hokusai Registry {__version__}: data in {settings.data_dir.resolve()}")
+    mlflow.start()
+    server = GatewayServer(build_gateway(settings, store, mlflow_url), settings)
+    server_task = asyncio.create_task(server.serve(sockets=[listener]))
+    supervisor: asyncio.Task[None] | None = None
+    try:
+        progress = _Progress(f"Starting MLflow at {mlflow_url} (log: {mlflow.log_path}) ...")
+        waiting = asyncio.create_task(wait_until_healthy(mlflow, settings.mlflow_startup_timeout, progress))
+        await asyncio.wait({waiting, server_task}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():  # the gateway stopped first (Ctrl-C while waiting)
+            waiting.cancel()
+            return
+        progress.done(f"ready in {waiting.result():.1f} s")
+        supervisor = asyncio.create_task(supervise(mlflow, settings.mlflow_startup_timeout))
+        for line in [
+            "",
+            f"Gateway:   {settings.gateway_url}",
+            f"MLflow UI: {settings.gateway_url}/mlflow/  (sign in with an API key)",
+            *_key_advice(settings, store),
+            "",
+            "Press Ctrl-C to stop.",
+        ]:
+            _out(line)
+        await server_task
+    finally:
+        if supervisor:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        if not server_task.done():
+            server.should_exit = True
+            await server_task
+        _out("Stopping MLflow ...")
+        await asyncio.to_thread(mlflow.stop)
+        store.close()
+        _out("Stopped.")
+
+
+def run_gateway(settings: Settings) -> None:
+    """The gateway alone, in front of an MLflow that runs elsewhere, in one or more processes."""
+    configure_logging(settings.log_format, settings.debug)
+    configure_audit(settings.audit_log)
+    settings.require_upstream()
+    store = open_key_store(settings)
+    listener = bind_socket(settings.host, settings.port)
+    settings = settings.model_copy(update={"port": listener.getsockname()[1]})
+    upstream = settings.require_upstream()  # again, now that port 0 is a real port
+    for warning in settings.upstream_warnings(upstream):
+        logging.getLogger(__name__).warning("%s", warning)
+    workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
+    _out(
+        f"Hokusai Registry {__version__} gateway on {settings.gateway_url}{workers}, "
+        f"forwarding to MLflow at {redact_url(upstream)}"
+    )
+    if store.count() == 0 and not settings.auth_service_url:
+        _out(
+            "No API keys yet: hokusai-registry keys create --name NAME --admin "
+            f"--data-dir {settings.data_dir}"
+        )
+    store.close()  # each worker opens its own connections
+    if settings.workers == 1:
+        run(_serve_gateway(settings, listener, upstream))
+    else:
+        _run_workers(settings.workers, lambda: run(_serve_gateway(settings, listener, upstream)))
+
+
+async def _serve_gateway(settings: Settings, listener: socket.socket, upstream: str) -> None:
+    store = KeyStore(settings.resolved_key_store_url)
+    try:
+        await GatewayServer(build_gateway(settings, store, upstream), settings).serve(sockets=[listener])
+    finally:
+        store.close()
+
+
+def _run_workers(count: int, serve: Callable[[], None]) -> None:
+    """Fork `count` workers sharing the listening socket; the kernel spreads connections over them.
+    Workers get their own process group, so Ctrl-C reaches only this parent, which passes SIGTERM on
+    (a worker that got both would stop without draining)."""
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # worker
+            os.setpgid(0, 0)
+            code = 0
+            try:
+                serve()
+            except BaseException:
+                logging.getLogger(__name__).exception("worker failed")
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def stop(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    if worst:
+        sys.exit(worst)

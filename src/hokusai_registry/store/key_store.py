@@ -1,0 +1,325 @@
+"""The key store: API key records in a SQL database (SQLite by default, any SQLAlchemy URL).
+
+Synchronous on purpose: the CLI calls it directly and the gateway calls it from a worker thread, so
+one implementation serves both and nothing blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+
+from hokusai_registry.policy import keys
+from hokusai_registry.policy.scopes import expand
+from hokusai_registry.store.schema import api_keys, key_store_state, ui_sessions
+
+ADMIN_SCOPES = expand("admin")
+DEFAULT_SCOPES = expand("write")
+
+
+class KeyNotFound(LookupError):
+    pass
+
+
+class KeyNameTaken(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    key_id: str
+    name: str
+    environment: str
+    scopes: tuple[str, ...]
+    secret_hash: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    expires_at: dt.datetime | None = None
+    owner: str | None = None
+    service_ids: tuple[str, ...] = ()  # empty: valid for any service
+    rate_limit_per_minute: int | None = None  # None: the gateway's default
+    rate_limit_per_hour: int | None = None
+    last_used_at: dt.datetime | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    @property
+    def user_id(self) -> str:
+        """Who requests with this key act as: the owner, or the key's name when it has none."""
+        return self.owner or self.name
+
+    def status(self, now: dt.datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _record(row: Any) -> KeyRecord:
+    return KeyRecord(
+        key_id=row.key_id,
+        name=row.name,
+        environment=row.environment,
+        scopes=tuple(row.scopes.split()),
+        secret_hash=row.secret_hash,
+        created_at=as_utc(row.created_at),
+        revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
+        expires_at=as_utc(row.expires_at) if row.expires_at else None,
+        owner=row.owner,
+        service_ids=tuple(row.service_ids.split()) if row.service_ids else (),
+        rate_limit_per_minute=row.rate_limit_per_minute,
+        rate_limit_per_hour=row.rate_limit_per_hour,
+        last_used_at=as_utc(row.last_used_at) if row.last_used_at else None,
+    )
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
+
+
+def _engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(connection: Any, _record: Any) -> None:
+        # WAL lets the gateway read while the CLI writes.
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+class StoreFileMissing(OSError):
+    """The SQLite key store file is gone from its path."""
+
+
+class KeyStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine(url)
+        database = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+        self._file = Path(database) if database and database != ":memory:" else None
+        self._file_identity: tuple[int, int] | None = None
+
+    def _same_file(self) -> None:
+        """Open connections keep reading a SQLite file that was deleted or replaced (e.g. restored from a
+        backup): notice either before using them. Missing → unavailable; replaced → reconnect."""
+        if self._file is None:
+            return
+        try:
+            stat = self._file.stat()
+        except FileNotFoundError:
+            raise StoreFileMissing(f"the key store file {self._file} is missing") from None
+        identity = (stat.st_dev, stat.st_ino)
+        if self._file_identity is not None and identity != self._file_identity:
+            self.engine.dispose()
+        self._file_identity = identity
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        with self.engine.begin() as connection:
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def schema_revisions(self) -> tuple[str | None, str]:
+        """The schema revision the database is at (None: empty) and the one this version needs."""
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+        return current, str(head)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _bump_revision(self, connection: sa.Connection) -> None:
+        connection.execute(
+            key_store_state.update()
+            .where(key_store_state.c.id == 1)
+            .values(revision=key_store_state.c.revision + 1)
+        )
+
+    @staticmethod
+    def _end_sessions(connection: sa.Connection, key_id: str) -> None:
+        # A revoked key's browser sessions end with it, on every gateway at once.
+        connection.execute(ui_sessions.delete().where(ui_sessions.c.key_id == key_id))
+
+    def create(
+        self,
+        name: str,
+        *,
+        environment: keys.Environment,
+        scopes: tuple[str, ...],
+        expires_at: dt.datetime | None = None,
+        owner: str | None = None,
+        service_ids: tuple[str, ...] = (),
+        rate_limit_per_minute: int | None = None,
+        rate_limit_per_hour: int | None = None,
+    ) -> tuple[KeyRecord, str]:
+        """Create a key; the plaintext is returned once and never stored."""
+        name = name.strip()
+        if not name:
+            raise ValueError("a key needs a name (--name)")
+        generated = keys.generate(environment)
+        record = KeyRecord(
+            key_id=generated.key_id,
+            name=name,
+            environment=environment,
+            scopes=scopes,
+            secret_hash=keys.digest(generated.text),
+            created_at=_now(),
+            revoked_at=None,
+            expires_at=expires_at,
+            owner=owner,
+            service_ids=service_ids,
+            rate_limit_per_minute=rate_limit_per_minute,
+            rate_limit_per_hour=rate_limit_per_hour,
+        )
+        with self.engine.begin() as connection:
+            self._insert(connection, record)
+            self._bump_revision(connection)
+        return record, generated.text
+
+    def _insert(self, connection: sa.Connection, record: KeyRecord) -> None:
+        taken = connection.execute(
+            sa.select(api_keys.c.key_id).where(
+                api_keys.c.name == record.name, api_keys.c.revoked_at.is_(None)
+            )
+        ).first()
+        if taken:
+            raise KeyNameTaken(
+                f"an active key named {record.name!r} already exists (id {taken.key_id}); "
+                "revoke it or choose another name"
+            )
+        connection.execute(
+            api_keys.insert().values(
+                key_id=record.key_id,
+                name=record.name,
+                environment=record.environment,
+                scopes=" ".join(record.scopes),
+                secret_hash=record.secret_hash,
+                created_at=record.created_at,
+                revoked_at=None,
+                expires_at=record.expires_at,
+                owner=record.owner,
+                service_ids=" ".join(record.service_ids) or None,
+                rate_limit_per_minute=record.rate_limit_per_minute,
+                rate_limit_per_hour=record.rate_limit_per_hour,
+            )
+        )
+
+    def rotate(self, key_id: str) -> tuple[KeyRecord, str]:
+        """Revoke a key and create its successor (same name, owner, scopes, limits and expiry) in one
+        transaction: either both happen or neither."""
+        with self.engine.begin() as connection:
+            row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+            if row is None:
+                raise KeyNotFound(f"no key with id {key_id!r} (see `hokusai-registry keys list`)")
+            old = _record(row)
+            if old.revoked_at is not None:
+                raise KeyNameTaken(f"key {key_id} is revoked; create a new key instead of rotating it")
+            connection.execute(api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=_now()))
+            self._end_sessions(connection, key_id)
+            environment: keys.Environment = "test" if old.environment == "test" else "live"
+            generated = keys.generate(environment)
+            record = replace(
+                old,
+                key_id=generated.key_id,
+                secret_hash=keys.digest(generated.text),
+                created_at=_now(),
+                last_used_at=None,
+            )
+            self._insert(connection, record)
+            self._bump_revision(connection)
+        return record, generated.text
+
+    def touch(self, used: dict[str, dt.datetime]) -> None:
+        """Record when keys were last used (a batch from a gateway). Not a key change: no revision bump,
+        and an older time never overwrites a newer one written by another gateway."""
+        if not used:
+            return
+        column = api_keys.c.last_used_at
+        statement = (
+            api_keys.update()
+            .where(api_keys.c.key_id == sa.bindparam("id"))
+            .where(sa.or_(column.is_(None), column < sa.bindparam("used")))
+            .values(last_used_at=sa.bindparam("used"))
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement, [{"id": key_id, "used": when} for key_id, when in used.items()])
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        self._same_file()
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+        return _record(row) if row else None
+
+    def list(self) -> list[KeyRecord]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
+        return [_record(row) for row in rows]
+
+    def count(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar_one())
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        with self.engine.begin() as connection:
+            row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
+            if row is None:
+                raise KeyNotFound(f"no key with id {key_id!r} (see `hokusai-registry keys list`)")
+            if row.revoked_at is None:
+                connection.execute(
+                    api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=_now())
+                )
+                self._end_sessions(connection, key_id)
+                self._bump_revision(connection)
+            row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).one()
+        return _record(row)
+
+    def gateway_mark(self) -> str:
+        with self.engine.connect() as connection:
+            return str(
+                connection.execute(
+                    sa.select(key_store_state.c.gateway_mark).where(key_store_state.c.id == 1)
+                ).scalar_one()
+            )
+
+    def revision(self) -> int:
+        self._same_file()
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(
+                    sa.select(key_store_state.c.revision).where(key_store_state.c.id == 1)
+                ).scalar_one()
+            )

@@ -1,0 +1,337 @@
+"""The streaming forwarder: request and response bodies flow through, MLflow's answer is relayed,
+and upstream failures become MLflow-shaped errors that name the upstream and what to check.
+
+Memory is independent of body size: request chunks go from the ASGI server to the upstream socket
+as they arrive and response chunks the other way, each side waiting for the other (backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import unquote, urlsplit
+
+from hokusai_registry.core.asgi import Receive, Scope, Send
+from hokusai_registry.core.net import redact_url
+from hokusai_registry.core.record import RequestRecord, counted
+from hokusai_registry.core.redaction import redact_headers
+from hokusai_registry.core.refusals import GatewayError, send_error
+from hokusai_registry.policy.headers import (
+    LOOP_MARK,
+    client_response_headers,
+    header_value,
+    upstream_request_headers,
+)
+from hokusai_registry.policy.paths import Target, upstream_path
+from hokusai_registry.policy.routes import Family
+from hokusai_registry.transport.upstream import (
+    ConnectFailed,
+    ConnectTimeout,
+    ReadTimeout,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+)
+
+log = logging.getLogger(__name__)
+
+CHECK_HINT = "Check that MLflow is running and that MLFLOW_SERVER_URL is its internal address."
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+PROBE_LIMIT = 1 << 20
+
+
+def _error_kind(exc: UpstreamError) -> str:
+    if isinstance(exc, ConnectFailed):
+        return "refused"
+    if isinstance(exc, ConnectTimeout | ReadTimeout):
+        return "timeout"
+    return "reset"
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        "INVALID_PARAMETER_VALUE",
+        f"Hokusai Registry gateway: the request body is over {limit >> 20} MiB, the limit for MLflow API "
+        "calls (HOKUSAI_MAX_API_BODY_MB; artifact uploads have none).",
+        status=413,
+    )
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request body was being forwarded."""
+
+
+class BodyTooLarge(Exception):
+    """An API request body went over the limit while it was being forwarded."""
+
+
+async def _request_body(receive: Receive, record: RequestRecord, limit: int | None) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body = message.get("body", b"")
+        if body:
+            record.bytes_in += len(body)
+            if limit is not None and record.bytes_in > limit:
+                raise BodyTooLarge
+            yield body
+        if not message.get("more_body", False):
+            return
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class Forwarder:
+    def __init__(
+        self,
+        upstream_url: str,
+        *,
+        api_prefix: str,
+        connect_timeout: float,
+        read_timeout: float,
+        transfer_idle_timeout: float,
+        pool_size: int,
+        mark: str,
+        max_api_body: int | None = None,
+    ) -> None:
+        parts = urlsplit(upstream_url)
+        self.pool = UpstreamPool.for_url(
+            upstream_url, limit=pool_size, connect_timeout=connect_timeout, pool_timeout=connect_timeout * 3
+        )
+        self._base_path = parts.path.rstrip("/")
+        self._upstream_base = f"{parts.scheme}://{self.pool.authority}{self._base_path}"
+        self.upstream_display = redact_url(upstream_url)
+        # Everything every forwarded request carries besides its own headers.
+        fixed = [(b"host", self.pool.authority.encode())]
+        if parts.username is not None:  # an upstream MLflow with its own basic-auth
+            login = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            fixed.append((b"authorization", b"Basic " + base64.b64encode(login)))
+        self._fixed_headers = fixed
+        self._api_prefix = api_prefix
+        self.mark = mark
+        # JSON API bodies are bounded; artifact transfers are not.
+        self._body_limits = {Family.REST: max_api_body, Family.UI: max_api_body, Family.TRANSFER: None}
+        # Read once: the level is set before the gateway is built (MLFLOW_PROXY_DEBUG).
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        self._read_timeouts = {
+            Family.REST: read_timeout,
+            Family.UI: read_timeout,
+            Family.TRANSFER: transfer_idle_timeout or None,
+        }
+
+    async def close(self) -> None:
+        """Connections are opened on first use; closing drops the idle ones."""
+        self.pool.close()
+
+    def target_bytes(self, target: Target, query: bytes) -> bytes:
+        path = (self._base_path + upstream_path(target.path, self._api_prefix)).encode("ascii")
+        return path + b"?" + query if query else path
+
+    def _head(self, scope: Scope, target: Target, record: RequestRecord) -> tuple[bytes, bool, bool]:
+        """The request line and headers for MLflow; whether a body follows; whether it is chunked."""
+        client = scope.get("client")
+        headers = upstream_request_headers(
+            scope["headers"],
+            client_ip=client[0] if client else "",
+            scheme=scope["scheme"],
+            key_id=record.key_id,
+            mark=self.mark,
+            request_id=record.request_id,
+        )
+        length = header_value(headers, b"content-length")
+        chunked = length is None and header_value(scope["headers"], b"transfer-encoding") is not None
+        has_body = chunked or (length is not None and length.strip() != b"0")
+        upstream_target = self.target_bytes(target, scope["query_string"])
+        record.upstream = upstream_target.decode("ascii")
+        parts = [scope["method"].encode(), b" ", upstream_target, b" HTTP/1.1\r\n"]
+        for name, value in self._fixed_headers + headers:
+            parts += [name, b": ", value, b"\r\n"]
+        if chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(b"\r\n")
+        if self._debug:
+            log.debug(
+                "%s rewrite: %s -> mount %r, MLflow path %s -> upstream %s%s",
+                record.request_id.decode(),
+                scope["raw_path"].decode("latin-1"),
+                target.mount,
+                target.path,
+                self.upstream_display,
+                record.upstream,
+            )
+            log.debug(
+                "%s forwarded headers: %s",
+                record.request_id.decode(),
+                redact_headers(self._fixed_headers + headers),
+            )
+        return b"".join(parts), has_body, chunked
+
+    async def probe(self, method: str, path: str, query: bytes, body: bytes | None) -> tuple[int, bytes]:
+        """A request of the gateway's own (health checks), sent through the same pool, path translation
+        and fixed headers as users' requests. Reads at most PROBE_LIMIT bytes of the answer."""
+        target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
+        headers = [
+            *self._fixed_headers,
+            (LOOP_MARK, self.mark.encode()),
+            (b"user-agent", b"hokusai-registry-health-check"),
+        ]
+        if body is not None:
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        head = b"".join(
+            [method.encode(), b" ", target + (b"?" + query if query else b""), b" HTTP/1.1\r\n"]
+            + [name + b": " + value + b"\r\n" for name, value in headers]
+            + [b"\r\n"]
+        )
+
+        async def single(chunk: bytes) -> AsyncIterator[bytes]:
+            yield chunk
+
+        response = await self.pool.request(
+            head,
+            single(body) if body is not None else None,
+            chunked=False,
+            read_timeout=self._read_timeouts[Family.REST],
+            head_only=False,
+            idempotent=method == "GET",
+        )
+        received = bytearray()
+        try:
+            async for chunk in response.chunks():
+                received += chunk
+                if len(received) > PROBE_LIMIT:
+                    break
+        finally:
+            response.release()
+        return response.status, bytes(received[:PROBE_LIMIT])
+
+    async def forward(
+        self, scope: Scope, receive: Receive, send: Send, target: Target, record: RequestRecord
+    ) -> None:
+        """Forward one request and stream the answer back."""
+        method = scope["method"]
+        limit = self._body_limits[target.family]
+        declared = header_value(scope["headers"], b"content-length") or b"0"
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            await send_error(counted(send, record), _too_large(limit))
+            return
+        head, has_body, chunked = self._head(scope, target, record)
+        started = time.perf_counter()
+        read_timeout = self._read_timeouts[target.family]
+        try:
+            response = await self.pool.request(
+                head,
+                _request_body(receive, record, limit) if has_body else None,
+                chunked=chunked,
+                read_timeout=read_timeout,
+                head_only=method == "HEAD",
+                idempotent=method in IDEMPOTENT,
+            )
+        except ClientGone:
+            record.status = 499  # nginx's "client closed request": nothing was sent
+            return
+        except BodyTooLarge:  # the upstream connection was closed mid-body: MLflow saw no whole request
+            await send_error(counted(send, record), _too_large(limit or 0))
+            return
+        except UpstreamError as exc:
+            record.upstream_error = _error_kind(exc)
+            error = self._upstream_error(exc, target, read_timeout)
+            log.warning(
+                "%s upstream %s %s failed: %s", record.request_id.decode(), method, target.path, error.message
+            )
+            await send_error(counted(send, record), error)
+            return
+        record.upstream_ms = (time.perf_counter() - started) * 1000
+        try:
+            record.status = response.status
+            headers = client_response_headers(
+                response.headers, upstream_base=self._upstream_base, mount=target.mount
+            )
+            headers.append((b"x-request-id", record.request_id))
+            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            if target.family is Family.TRANSFER:
+                await self._stream_until_disconnect(response, receive, send, target, record)
+            else:
+                await self._stream(response, send, target, record)
+        finally:
+            response.release()
+            if self._debug:
+                log.debug(
+                    "%s upstream answered %d: head after %.1f ms, done after %.1f ms; response headers: %s",
+                    record.request_id.decode(),
+                    response.status,
+                    record.upstream_ms,
+                    (time.perf_counter() - started) * 1000,
+                    redact_headers(response.headers),
+                )
+
+    async def _stream(
+        self, response: UpstreamResponse, send: Send, target: Target, record: RequestRecord
+    ) -> None:
+        try:
+            async for chunk in response.chunks():
+                record.bytes_out += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as exc:
+            record.upstream_error = _error_kind(exc)
+            # Headers are out: the only honest signal left is to cut the connection, which
+            # returning without the final body message does.
+            log.warning("upstream broke off %s mid-response: %s", target.path, exc)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _stream_until_disconnect(
+        self, response: UpstreamResponse, receive: Receive, send: Send, target: Target, record: RequestRecord
+    ) -> None:
+        """Large downloads stop, and give up their upstream connection, when the client leaves."""
+        streaming = asyncio.ensure_future(self._stream(response, send, target, record))
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({streaming, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if streaming not in done:
+                log.info("client left during %s; upstream connection closed", target.path)
+        finally:
+            for task in (streaming, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _upstream_error(self, exc: UpstreamError, target: Target, read_timeout: float | None) -> GatewayError:
+        upstream = self.upstream_display
+        if isinstance(exc, ReadTimeout):
+            setting = (
+                "HOKUSAI_ARTIFACT_READ_TIMEOUT"
+                if target.family is Family.TRANSFER
+                else "HOKUSAI_UPSTREAM_READ_TIMEOUT"
+            )
+            return GatewayError(
+                "DEADLINE_EXCEEDED",
+                f"Hokusai Registry gateway: MLflow at {upstream} did not answer {target.path} within "
+                f"{read_timeout:g} s (waiting for the response). MLflow may be overloaded; the timeout "
+                f"is {setting}.",
+            )
+        if isinstance(exc, ConnectTimeout):
+            return GatewayError(
+                "DEADLINE_EXCEEDED",
+                f"Hokusai Registry gateway timed out connecting to MLflow at {upstream} ({exc}). "
+                f"{CHECK_HINT}",
+            )
+        if isinstance(exc, ConnectFailed):
+            return GatewayError(
+                "TEMPORARILY_UNAVAILABLE",
+                f"Hokusai Registry gateway could not connect to MLflow at {upstream} ({exc}). {CHECK_HINT}",
+                status=502,
+            )
+        return GatewayError(
+            "TEMPORARILY_UNAVAILABLE",
+            f"Hokusai Registry gateway lost the connection to MLflow at {upstream} while {exc.stage} "
+            f"({exc}). {CHECK_HINT}",
+            status=502,
+        )

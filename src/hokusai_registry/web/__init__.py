@@ -1,1 +1,0 @@
-"""The gateway's own browser pages: sign-in, sign-out and key administration."""
