@@ -10,7 +10,7 @@ import pytest
 
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.local_keys import LocalKeys
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.policy import keys
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyRecord, KeyStore
 
@@ -72,7 +72,7 @@ def test_unknown_keys_are_refused_and_briefly_remembered(store: CountingStore) -
         auth = Authenticator(LocalKeys(store, poll_interval=60, last_used_interval=60), cache_ttl=60)
         await auth.start()
         for _ in range(20):
-            with pytest.raises(GatewayError, match="not recognised"):
+            with pytest.raises(Refusal, match="not recognised"):
                 await auth.authenticate(unknown)
         await auth.stop()
 
@@ -84,7 +84,7 @@ def test_malformed_keys_never_reach_the_store(store: CountingStore) -> None:
     async def scenario() -> None:
         auth = Authenticator(LocalKeys(store, poll_interval=60, last_used_interval=60), cache_ttl=60)
         await auth.start()
-        with pytest.raises(GatewayError, match="malformed"):
+        with pytest.raises(Refusal, match="malformed"):
             await auth.authenticate("hk_live_nope")
         await auth.stop()
 
@@ -104,7 +104,7 @@ def test_revocation_by_another_process_drops_the_cached_check(store: CountingSto
         for _ in range(200):  # bounded wait for the revision watcher, not a timing assertion
             try:
                 await auth.authenticate(key)
-            except GatewayError as error:
+            except Refusal as error:
                 assert error.code == "UNAUTHENTICATED" and "revoked" in error.message
                 break
             await asyncio.sleep(0.05)
@@ -124,9 +124,9 @@ def test_expired_key_is_refused_and_says_so(store: CountingStore) -> None:
     async def scenario() -> None:
         auth = Authenticator(LocalKeys(store, poll_interval=60, last_used_interval=60), cache_ttl=60)
         await auth.start()
-        with pytest.raises(GatewayError) as raised:
+        with pytest.raises(Refusal) as raised:
             await auth.authenticate(key)
-        assert raised.value.code == "UNAUTHENTICATED" and raised.value.kind == "expired"
+        assert raised.value.code == "UNAUTHENTICATED" and raised.value.reason.value == "expired"
         assert f"{record.key_id} expired on" in raised.value.message
         await auth.stop()
 
@@ -145,7 +145,7 @@ def test_store_failure_is_503_not_401(store: CountingStore) -> None:
             LocalKeys(BrokenStore(store.url), poll_interval=60, last_used_interval=60), cache_ttl=60
         )
         await auth.start()
-        with pytest.raises(GatewayError) as raised:
+        with pytest.raises(Refusal) as raised:
             await auth.authenticate(key)
         assert raised.value.code == "TEMPORARILY_UNAVAILABLE" and raised.value.http_status == 503
         await auth.stop()

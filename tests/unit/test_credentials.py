@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from hokusai_registry.auth.credentials import presented_key
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Refusal
 
 KEY = "hk_live_abc"
 
@@ -42,7 +42,7 @@ def test_accepted_places(headers: list[tuple[bytes, bytes]]) -> None:
     ],
 )
 def test_refusals_say_what_is_wrong(headers: list[tuple[bytes, bytes]], hint: str) -> None:
-    with pytest.raises(GatewayError) as raised:
+    with pytest.raises(Refusal) as raised:
         presented_key(headers)
     assert raised.value.code == "UNAUTHENTICATED"
     assert raised.value.http_status == 401

@@ -1,4 +1,5 @@
-"""Every code the gateway uses is a real MLflow ErrorCode, so the client shows it as sent."""
+"""The refusal vocabulary: every code is a real MLflow ErrorCode (so the client shows it as sent), every
+reason is distinct, and the message and JSON are rendered in one way."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import json
 
 import pytest
 
-from hokusai_registry.core.refusals import STATUS_BY_CODE, GatewayError, error_body
+from hokusai_registry.core.refusals import PRODUCT, STATUS_BY_CODE, Reason, Refusal
 
 
 def test_codes_exist_in_mlflow() -> None:
     protos = pytest.importorskip("mlflow.protos.databricks_pb2")
     for code in STATUS_BY_CODE:
         assert protos.ErrorCode.Value(code) is not None
+    assert {reason.code for reason in Reason} <= set(STATUS_BY_CODE)
 
 
 def test_statuses_agree_with_mlflow() -> None:
@@ -21,14 +23,51 @@ def test_statuses_agree_with_mlflow() -> None:
         assert exceptions.ERROR_CODE_TO_HTTP_STATUS[code] == status
 
 
-def test_body_parses_as_a_rest_exception() -> None:
+def test_reasons_are_distinct() -> None:
+    # An Enum silently turns a repeated value into an alias of the first member.
+    assert len(Reason.__members__) == len(list(Reason))
+
+
+def test_caller_reasons_keep_the_values_audit_lines_and_metrics_carry() -> None:
+    assert {reason.value for reason in Reason if reason.caller} == {
+        "missing",
+        "malformed",
+        "unknown",
+        "revoked",
+        "expired",
+        "bad_basic",
+        "unsupported_scheme",
+        "session_ended",
+        "service",
+        "scope",
+        "transfer_policy",
+        "throttled",
+        "rate_limited",
+        "store_unavailable",
+        "auth_service_unavailable",
+    }
+
+
+def test_body_parses_as_a_rest_exception_and_carries_the_reason() -> None:
     rest = pytest.importorskip("mlflow.exceptions")
-    error = GatewayError("UNAUTHENTICATED", "Hokusai Registry gateway: nope")
-    parsed = rest.RestException(json.loads(error_body(error.code, error.message)))
+    error = Refusal(Reason.UNKNOWN_KEY, "nope")
+    body = json.loads(error.body())
+    parsed = rest.RestException(body)
     assert parsed.error_code == "UNAUTHENTICATED"
-    assert "UNAUTHENTICATED: Hokusai Registry gateway: nope" in str(parsed)
+    assert f"UNAUTHENTICATED: {PRODUCT}: nope" in str(parsed)
+    assert body["reason"] == "unknown"
 
 
-def test_status_override() -> None:
-    assert GatewayError("TEMPORARILY_UNAVAILABLE", "x", status=502).http_status == 502
-    assert GatewayError("TEMPORARILY_UNAVAILABLE", "x").http_status == 503
+def test_message_joins_a_sentence_with_a_colon_and_a_verb_phrase_with_a_space() -> None:
+    assert Refusal(Reason.BAD_PATH, "it is bad.").message == f"{PRODUCT}: it is bad."
+    assert (
+        Refusal(Reason.LOOP, " received its own request.").message == f"{PRODUCT} received its own request."
+    )
+    assert Refusal(Reason.LOOP, " received its own request.").plain == "Received its own request."
+
+
+def test_statuses_come_from_the_reason() -> None:
+    assert Refusal(Reason.UPSTREAM_REFUSED, "x").http_status == 502
+    assert Refusal(Reason.STORE_UNAVAILABLE, "x").http_status == 503
+    assert Refusal(Reason.HEADERS_TOO_LARGE, "x").http_status == 431
+    assert Refusal(Reason.LOOP, "x").http_status == 508

@@ -8,7 +8,7 @@ from urllib.parse import unquote, unquote_to_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.policy.paths import Redirect, resolve, upstream_path
 from hokusai_registry.transport.forward import Forwarder
 
@@ -65,7 +65,7 @@ FORWARDER = Forwarder(
 def resolved(raw: bytes) -> object:
     try:
         return resolve(raw)
-    except GatewayError:
+    except Refusal:
         return None
 
 

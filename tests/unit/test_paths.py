@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.policy.paths import Redirect, Target, decode_path, resolve, upstream_path
 from hokusai_registry.policy.routes import Family
 
@@ -76,7 +76,7 @@ def test_mount_without_slash_redirects(raw: bytes) -> None:
     ],
 )
 def test_ambiguous_paths_are_rejected(raw: bytes) -> None:
-    with pytest.raises(GatewayError) as raised:
+    with pytest.raises(Refusal) as raised:
         decode_path(raw)
     assert raised.value.code == "INVALID_PARAMETER_VALUE"
     assert raised.value.http_status == 400
@@ -103,7 +103,7 @@ def test_decoded_once_and_re_encoded_canonically(segments: list[str]) -> None:
 def test_no_input_yields_a_dot_segment(raw: bytes) -> None:
     try:
         path = decode_path(b"/" + raw)
-    except GatewayError:
+    except Refusal:
         return
     assert ".." not in path.split("/") and "." not in path.split("/")
     assert "\\" not in path and "\x00" not in path and "//" not in path

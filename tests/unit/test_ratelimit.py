@@ -19,7 +19,7 @@ import pytest
 
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.rate_limits import Exceeded, RateLimits
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Refusal
 from tests.helpers import TcpServer, clear_of_minute_edge, free_port
 
 T = TypeVar("T")
@@ -161,7 +161,7 @@ def test_failure_counts_are_separate_from_key_counts() -> None:
 # The 429 answer.
 
 
-def error_headers(error: GatewayError) -> dict[str, str]:
+def error_headers(error: Refusal) -> dict[str, str]:
     return {name.decode(): value.decode() for name, value in error.headers}
 
 
@@ -172,11 +172,11 @@ def limit_of(headers: dict[str, str]) -> int:
 
 def test_exceeded_error_is_a_429_with_rate_limit_headers() -> None:
     error = Exceeded(limit=3, per="minute", reset_at=time.time() + 30.5).error("slow down")
-    assert (error.http_status, error.code, error.kind, error.message) == (
+    assert (error.http_status, error.code, error.reason.value, error.message) == (
         429,
         "RESOURCE_EXHAUSTED",
         "rate_limited",
-        "slow down",
+        "Hokusai Registry gateway: slow down",
     )
     headers = error_headers(error)
     assert set(headers) == {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"}

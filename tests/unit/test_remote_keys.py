@@ -22,7 +22,7 @@ from aiohttp import web
 
 from hokusai_registry.auth.authenticator import NEGATIVE_TTL, RETRY_AFTER_SECONDS, Authenticator
 from hokusai_registry.auth.remote_keys import VALIDATE_PATH, RemoteKeys
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.policy import keys
 from tests.helpers import free_port
 
@@ -114,16 +114,16 @@ def new_key() -> str:
     return keys.generate("live").text
 
 
-async def refusal(auth: Authenticator, key: str) -> GatewayError:
-    with pytest.raises(GatewayError) as raised:
+async def refusal(auth: Authenticator, key: str) -> Refusal:
+    with pytest.raises(Refusal) as raised:
         await auth.authenticate(key, CLIENT_IP)
     return raised.value
 
 
-def assert_unavailable(error: GatewayError) -> None:
+def assert_unavailable(error: Refusal) -> None:
     assert (error.code, error.http_status) == ("TEMPORARILY_UNAVAILABLE", 503)
     assert (b"retry-after", str(RETRY_AFTER_SECONDS).encode()) in error.headers
-    assert error.kind == "auth_service_unavailable"
+    assert error.reason.value == "auth_service_unavailable"
 
 
 def cache_deadline(auth: Authenticator) -> float:
@@ -257,7 +257,7 @@ def test_401_is_unauthenticated_and_remembered_briefly(reason: str | None, kind:
             service.status, service.body = 401, lambda _: answer
             for _ in range(10):
                 error = await refusal(auth, key)
-                assert (error.code, error.http_status, error.kind) == ("UNAUTHENTICATED", 401, kind)
+                assert (error.code, error.http_status, error.reason.value) == ("UNAUTHENTICATED", 401, kind)
                 assert error.message == PREFIX + "the API key X was revoked."  # the prefix once, not twice
             assert len(service.requests) == 1
             assert cache_deadline(auth) <= NEGATIVE_TTL  # briefly: not the 600 s of a valid key
@@ -280,7 +280,11 @@ def test_403_is_permission_denied() -> None:
                 lambda _: {"error_code": "PERMISSION_DENIED", "message": message},
             )
             error = await refusal(auth, key)
-            assert (error.code, error.http_status, error.kind) == ("PERMISSION_DENIED", 403, "service")
+            assert (error.code, error.http_status, error.reason.value) == (
+                "PERMISSION_DENIED",
+                403,
+                "service",
+            )
             assert error.message == message
             service.body = lambda _: {}
             auth.invalidate()
@@ -293,7 +297,7 @@ def test_malformed_keys_never_reach_the_service() -> None:
     async def scenario() -> None:
         async with auth_service() as service, remote_auth(service.url) as auth:
             error = await refusal(auth, new_key()[:-1] + "!")
-            assert (error.code, error.kind) == ("UNAUTHENTICATED", "malformed")
+            assert (error.code, error.reason.value) == ("UNAUTHENTICATED", "malformed")
             assert not service.requests
 
     run(scenario)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-from typing import Any
 
 import swagger_ui_bundle  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
@@ -27,7 +26,7 @@ from hokusai_registry.admin.service import CreatedKey, KeyAdmin, KeyInfo, KeySpe
 from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.auth.throttle import Guard
-from hokusai_registry.core.refusals import ORIGIN_HEADER, GatewayError
+from hokusai_registry.core.refusals import ORIGIN_HEADER, Reason, Refusal
 from hokusai_registry.policy import keys
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
 
@@ -61,11 +60,10 @@ class Validated(BaseModel):
     expires_at: dt.datetime | None
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"error_code": code, "message": message, **extra}
-    return JSONResponse(
-        body, status_code=status, headers={ORIGIN_HEADER[0].decode(): ORIGIN_HEADER[1].decode()}
-    )
+def _error(refusal: Refusal) -> Response:
+    headers = {ORIGIN_HEADER[0].decode(): ORIGIN_HEADER[1].decode()}
+    headers.update((name.decode(), value.decode()) for name, value in refusal.headers)
+    return Response(refusal.body(), refusal.http_status, headers, media_type="application/json")
 
 
 def _actor(request: Request) -> str:
@@ -97,39 +95,31 @@ def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) 
     )
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_bundle.swagger_ui_path)), name="assets")
 
-    @app.exception_handler(GatewayError)
-    async def gateway_error(_: Request, error: GatewayError) -> JSONResponse:
-        response = _error(error.http_status, error.code, error.message)
-        for name, value in error.headers:
-            response.headers[name.decode()] = value.decode()
-        return response
+    @app.exception_handler(Refusal)
+    async def refused(_: Request, error: Refusal) -> Response:
+        return _error(error)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        what = problems(error.errors())
-        return _error(400, "INVALID_PARAMETER_VALUE", f"Hokusai Registry gateway: invalid request: {what}")
+    async def invalid(_: Request, error: RequestValidationError) -> Response:
+        return _error(Refusal(Reason.INVALID_REQUEST, f"invalid request: {problems(error.errors())}"))
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: HTTPException) -> Response:
         if error.status_code == 405:
-            return _error(
-                405, "BAD_REQUEST", f"Hokusai Registry gateway: {request.method} is not allowed here."
-            )
-        return _error(
-            404, "ENDPOINT_NOT_FOUND", f"Hokusai Registry gateway: no admin API endpoint {request.url.path}."
-        )
+            return _error(Refusal(Reason.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here."))
+        return _error(Refusal(Reason.NO_SUCH_ENDPOINT, f"no admin API endpoint {request.url.path}."))
 
     @app.exception_handler(KeyNotFound)
-    async def not_found(_: Request, error: KeyNotFound) -> JSONResponse:
-        return _error(404, "RESOURCE_DOES_NOT_EXIST", f"Hokusai Registry gateway: {error}")
+    async def not_found(_: Request, error: KeyNotFound) -> Response:
+        return _error(Refusal(Reason.KEY_NOT_FOUND, str(error)))
 
     @app.exception_handler(KeyNameTaken)
-    async def taken(_: Request, error: KeyNameTaken) -> JSONResponse:
-        return _error(400, "RESOURCE_ALREADY_EXISTS", f"Hokusai Registry gateway: {error}")
+    async def taken(_: Request, error: KeyNameTaken) -> Response:
+        return _error(Refusal(Reason.KEY_NAME_TAKEN, str(error)))
 
     @app.exception_handler(ValueError)
-    async def bad_value(_: Request, error: ValueError) -> JSONResponse:
-        return _error(400, "INVALID_PARAMETER_VALUE", f"Hokusai Registry gateway: {error}")
+    async def bad_value(_: Request, error: ValueError) -> Response:
+        return _error(Refusal(Reason.INVALID_REQUEST, str(error)))
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -179,18 +169,15 @@ def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) 
         summary="Validate a key for a service (the auth-service contract)",
         responses={401: {"description": "Bad key"}, 403: {"description": "Key not allowed for service_id"}},
     )
-    async def validate(body: ValidateRequest, request: Request) -> Validated | JSONResponse:
+    async def validate(body: ValidateRequest, request: Request) -> Validated:
         peer = request.client.host if request.client else "-"
         client = throttle_address(body.client_ip, peer)
         presented = ""
         try:
             presented = presented_key(request.scope["headers"])
             identity = await guard.authenticate(authenticator, presented, client)
-        except GatewayError as error:
+        except Refusal as error:
             await guard.refused(client, "POST", VALIDATE_PATH, keys.hint(presented), error)
-            if error.code == "UNAUTHENTICATED":
-                # `reason` lets a validating gateway label its metrics; the message is for people.
-                return _error(401, error.code, error.message, reason=error.kind or "unknown")
             raise
         denied = service_denied(identity, body.service_id) if body.service_id is not None else None
         if denied is not None:

@@ -23,7 +23,7 @@ from hokusai_registry.auth.sessions import csrf_token, csrf_valid
 from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.bodies import read_body
 from hokusai_registry.core.record import RequestRecord
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.ops.audit import audit
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.headers import header_value, is_cross_origin_write
@@ -65,12 +65,6 @@ class PageError(Exception):
 
 def is_page_path(path: str) -> bool:
     return path in PAGE_PATHS or _REVOKE.fullmatch(path) is not None
-
-
-def _plain(error: GatewayError) -> str:
-    """A gateway error's message for a person reading a page."""
-    text = error.message.removeprefix("Hokusai Registry gateway: ")
-    return text[:1].upper() + text[1:]
 
 
 class WebPages:
@@ -148,9 +142,9 @@ class WebPages:
             return
         try:
             identity = await self.access.check_key(key, scope, record)
-        except GatewayError as error:
+        except Refusal as error:
             await self.access.refused(scope, record, error)
-            await self._login_again(scope, send, next_path, _plain(error), error.http_status, error.headers)
+            await self._login_again(scope, send, next_path, error.plain, error.http_status, error.headers)
             return
         old = self.access.session_id(scope)
         if old:
@@ -289,11 +283,11 @@ class WebPages:
             return None
         try:
             return await self.access.identify(scope, record)
-        except GatewayError as error:
+        except Refusal as error:
             await self.access.refused(scope, record, error)
             if error.code == "UNAUTHENTICATED":
                 return None
-            raise PageError(error.http_status, "Not now", _plain(error), error.headers) from None
+            raise PageError(error.http_status, "Not now", error.plain, error.headers) from None
 
     def _managed_keys(self) -> KeyAdmin:
         """The key store's admin, or a 404 page where keys live in a remote auth service."""
@@ -348,8 +342,8 @@ class WebPages:
             raise PageError(415, "Not a form", "Send the form as application/x-www-form-urlencoded.")
         try:
             body = await read_body(receive, MAX_FORM_BYTES)
-        except GatewayError as error:
-            raise PageError(413, "Too large", _plain(error)) from None
+        except Refusal as error:
+            raise PageError(413, "Too large", error.plain) from None
         if body is None:
             raise PageError(400, "Incomplete", "The form was not received completely.")
         try:

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from hokusai_registry.auth.credentials import unauthenticated
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.policy import keys
 
 # Unknown and revoked keys are remembered briefly so a flood of them does not reach the source.
@@ -44,16 +43,15 @@ class Identity:
     rate_limit_per_hour: int | None = None
 
 
-def service_denied(identity: Identity, service_id: str) -> GatewayError | None:
+def service_denied(identity: Identity, service_id: str) -> Refusal | None:
     """The refusal for a key limited to other services, or None when it may be used for this one."""
     if not identity.service_ids or service_id in identity.service_ids:
         return None
-    return GatewayError(
-        "PERMISSION_DENIED",
-        f"Hokusai Registry gateway: key {identity.key_id} is not allowed for service {service_id!r} "
+    return Refusal(
+        Reason.SERVICE,
+        f"key {identity.key_id} is not allowed for service {service_id!r} "
         f"(it is limited to: {', '.join(identity.service_ids)}). Check AUTH_SERVICE_ID, or ask an admin "
         "for a key for this service.",
-        kind="service",
     )
 
 
@@ -65,7 +63,7 @@ class KeySource(Protocol):
 
     async def stop(self) -> None: ...
 
-    async def lookup(self, parsed: keys.ParsedKey, client_ip: str) -> Identity | GatewayError:
+    async def lookup(self, parsed: keys.ParsedKey, client_ip: str) -> Identity | Refusal:
         """The identity, a refusal, or `unavailable(...)` when the source cannot answer."""
         ...
 
@@ -76,25 +74,20 @@ class KeySource(Protocol):
         """Raise if the source cannot answer (readiness)."""
 
 
-def unavailable(what: str, kind: str = "store_unavailable") -> GatewayError:
-    return GatewayError(
-        "TEMPORARILY_UNAVAILABLE",
-        f"Hokusai Registry gateway: {what}; retry shortly.",
-        kind=kind,
-        headers=[(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
-    )
+def unavailable(what: str, reason: Reason = Reason.STORE_UNAVAILABLE) -> Refusal:
+    return Refusal(reason, f"{what}; retry shortly.", [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
 
 
-def not_recognised() -> GatewayError:
-    return unauthenticated(
+def not_recognised() -> Refusal:
+    return Refusal(
+        Reason.UNKNOWN_KEY,
         "the API key is not recognised. Check that MLFLOW_TRACKING_TOKEN holds a current key "
         "for this registry, or ask an admin for one.",
-        "unknown",
     )
 
 
-def _cacheable(result: Identity | GatewayError) -> bool:
-    return not (isinstance(result, GatewayError) and result.code == "TEMPORARILY_UNAVAILABLE")
+def _cacheable(result: Identity | Refusal) -> bool:
+    return not (isinstance(result, Refusal) and result.code == "TEMPORARILY_UNAVAILABLE")
 
 
 class Authenticator:
@@ -102,8 +95,8 @@ class Authenticator:
         self.source = source
         self._cache_ttl = cache_ttl
         self._cache_secret = secrets.token_bytes(32)
-        self._cache: dict[bytes, tuple[float, Identity | GatewayError]] = {}
-        self._inflight: dict[bytes, asyncio.Future[Identity | GatewayError]] = {}
+        self._cache: dict[bytes, tuple[float, Identity | Refusal]] = {}
+        self._inflight: dict[bytes, asyncio.Future[Identity | Refusal]] = {}
         # Bumped whenever the cache is dropped, so a lookup that began before a key change is not cached.
         self._generation = 0
 
@@ -122,7 +115,7 @@ class Authenticator:
         await self.source.check()
 
     async def authenticate(self, presented: str, client_ip: str = "") -> Identity:
-        """The identity behind a presented key, or a GatewayError (401, or 503 if the source is down)."""
+        """The identity behind a presented key, or a Refusal (401, or 503 if the source is down)."""
         identity = await self._identity(presented, client_ip)
         self.source.record_use(identity.key_id)
         return identity
@@ -149,17 +142,17 @@ class Authenticator:
         try:
             parsed = keys.parse(presented)
         except keys.KeyFormatError as exc:
-            raise unauthenticated(
+            raise Refusal(
+                Reason.MALFORMED_KEY,
                 f"the API key is malformed: {exc}. Copy the whole key as printed by "
                 "`hokusai-registry keys create`.",
-                "malformed",
             ) from None
         pending = self._inflight.get(cache_key)
         if pending is not None:
             return _identity_or_raise(await asyncio.shield(pending))
         pending = asyncio.get_running_loop().create_future()
         self._inflight[cache_key] = pending
-        result: Identity | GatewayError = unavailable("the key check was interrupted")
+        result: Identity | Refusal = unavailable("the key check was interrupted")
         generation = self._generation
         try:
             result = await self.source.lookup(parsed, client_ip)
@@ -178,8 +171,8 @@ class Authenticator:
         return _identity_or_raise(result)
 
 
-def _identity_or_raise(result: Identity | GatewayError) -> Identity:
-    if isinstance(result, GatewayError):
+def _identity_or_raise(result: Identity | Refusal) -> Identity:
+    if isinstance(result, Refusal):
         # A fresh exception each time: re-raising a shared one would grow its traceback forever.
         raise result.copy()
     return result

@@ -12,7 +12,7 @@ from hokusai_registry.auth.sessions import Session, Sessions
 from hokusai_registry.auth.throttle import Guard
 from hokusai_registry.core.asgi import Scope
 from hokusai_registry.core.record import RequestRecord
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.navigation import LOGIN_PATH
 
@@ -62,10 +62,10 @@ class Access:
     def clear_cookie(self, scope: Scope) -> tuple[bytes, bytes]:
         return clear_cookie(self.cookie_name(scope), self.secure(scope))
 
-    async def refused(self, scope: Scope, record: RequestRecord, error: GatewayError) -> None:
+    async def refused(self, scope: Scope, record: RequestRecord, error: Refusal) -> None:
         """What happens to every refusal: reported in the access line, audited, counted for the
         failure throttle."""
-        record.auth_failure = error.kind
+        record.auth_failure = error.reason.value if error.reason.caller else None
         await self.guard.refused(client_address(scope), scope["method"], scope["path"], record.key_id, error)
 
     async def check_key(self, presented: str, scope: Scope, record: RequestRecord) -> Identity:
@@ -78,7 +78,7 @@ class Access:
         return identity
 
     async def identify(self, scope: Scope, record: RequestRecord, *, sessions: bool = True) -> Caller:
-        """The caller, checked and counted against its rate limits; GatewayError otherwise. Without
+        """The caller, checked and counted against its rate limits; Refusal otherwise. Without
         `sessions`, only a key in the headers counts (routes that take no part in the browser's
         same-origin checks)."""
         session_id = self.session_id(scope) if sessions else None
@@ -90,7 +90,7 @@ class Access:
         exceeded = await self.guard.rate_limits.check_key(identity)
         if exceeded is not None:
             raise exceeded.error(
-                f"Hokusai Registry gateway: key {identity.key_id} is over its limit of {exceeded.limit} "
+                f"key {identity.key_id} is over its limit of {exceeded.limit} "
                 f"requests per {exceeded.per}; retry after the Retry-After seconds, or ask an admin for a "
                 "higher limit."
             )
@@ -101,16 +101,15 @@ class Access:
         if session is None:
             # Not a failed authentication for the throttle: a UI whose session just expired fires many
             # calls at once, and its user must still be able to sign in again.
-            raise GatewayError(
-                "UNAUTHENTICATED",
-                f"Hokusai Registry gateway: the browser session has ended (signed out, expired or its key "
+            raise Refusal(
+                Reason.SESSION_ENDED,
+                f"the browser session has ended (signed out, expired or its key "
                 f"revoked). Sign in again at {LOGIN_PATH}.",
-                kind="session_ended",
-                headers=[self.clear_cookie(scope)],
+                [self.clear_cookie(scope)],
             )
         try:
             identity = await self.check_key(session.key, scope, record)
-        except GatewayError as error:
+        except Refusal as error:
             if error.code == "UNAUTHENTICATED":
                 # The key was revoked or expired: the session goes with it.
                 await self.sessions.end(session_id)

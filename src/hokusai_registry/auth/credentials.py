@@ -9,16 +9,12 @@ import base64
 import binascii
 
 from hokusai_registry.core.asgi import Headers
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Reason, Refusal
 
 HOW_TO_SEND = (
     "Set MLFLOW_TRACKING_TOKEN=hk_live_... for the MLflow client, or send 'Authorization: Bearer <key>' "
     "or 'X-API-Key: <key>'"
 )
-
-
-def unauthenticated(reason: str, kind: str) -> GatewayError:
-    return GatewayError("UNAUTHENTICATED", f"Hokusai Registry gateway: {reason}", kind=kind)
 
 
 def sends_key(headers: Headers) -> bool:
@@ -38,7 +34,7 @@ def presented_key(headers: Headers) -> str:
         return _from_authorization(authorization)
     if api_key is not None:
         return api_key.decode("latin-1").strip()
-    raise unauthenticated(f"no API key was sent. {HOW_TO_SEND}.", "missing")
+    raise Refusal(Reason.MISSING_KEY, f"no API key was sent. {HOW_TO_SEND}.")
 
 
 def _from_authorization(value: bytes) -> str:
@@ -50,19 +46,19 @@ def _from_authorization(value: bytes) -> str:
         try:
             decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
         except (binascii.Error, ValueError):  # bad base64, non-ASCII input, or not UTF-8
-            raise unauthenticated("the Basic credentials are not valid base64.", "bad_basic") from None
+            raise Refusal(Reason.BAD_BASIC, "the Basic credentials are not valid base64.") from None
         user, _, password = decoded.partition(":")
         # The key is the password (any user name); a key pasted as the user name also works.
         if password:
             return password
         if user.startswith("hk_"):
             return user
-        raise unauthenticated(
+        raise Refusal(
+            Reason.BAD_BASIC,
             "Basic credentials were sent without an API key as the password. Set "
             "MLFLOW_TRACKING_PASSWORD=hk_live_... (any MLFLOW_TRACKING_USERNAME).",
-            "bad_basic",
         )
-    raise unauthenticated(
+    raise Refusal(
+        Reason.UNSUPPORTED_SCHEME,
         f"the Authorization header uses an unsupported scheme {scheme[:20]!r}. {HOW_TO_SEND}.",
-        "unsupported_scheme",
     )

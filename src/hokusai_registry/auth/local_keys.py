@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable
 
 from hokusai_registry.auth.authenticator import Identity, not_recognised, unavailable
-from hokusai_registry.auth.credentials import unauthenticated
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.policy import keys
 from hokusai_registry.store.key_store import KeyRecord, KeyStore
 
@@ -38,21 +37,21 @@ def identity_of(record: KeyRecord) -> Identity:
     )
 
 
-def check_record(record: KeyRecord | None, parsed: keys.ParsedKey) -> Identity | GatewayError:
+def check_record(record: KeyRecord | None, parsed: keys.ParsedKey) -> Identity | Refusal:
     """The verdict on a presented key given its stored record (pure)."""
     if record is None or not hmac.compare_digest(record.secret_hash, keys.digest(parsed.text)):
         return not_recognised()
     if record.revoked_at is not None:
-        return unauthenticated(
+        return Refusal(
+            Reason.REVOKED_KEY,
             f"the API key {record.key_id} was revoked on {record.revoked_at:%Y-%m-%d %H:%M} UTC. "
             "Ask an admin for a new key.",
-            "revoked",
         )
     if record.expires_at is not None and record.expires_at <= dt.datetime.now(dt.UTC):
-        return unauthenticated(
+        return Refusal(
+            Reason.EXPIRED_KEY,
             f"the API key {record.key_id} expired on {record.expires_at:%Y-%m-%d %H:%M} UTC. "
             "Ask an admin for a new key.",
-            "expired",
         )
     return identity_of(record)
 
@@ -83,7 +82,7 @@ class LocalKeys:
     async def check(self) -> None:
         await asyncio.to_thread(self.store.revision)
 
-    async def lookup(self, parsed: keys.ParsedKey, client_ip: str) -> Identity | GatewayError:
+    async def lookup(self, parsed: keys.ParsedKey, client_ip: str) -> Identity | Refusal:
         try:
             record = await asyncio.to_thread(self.store.get, parsed.key_id)
         except Exception as exc:

@@ -19,7 +19,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.core.net import redact_url
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Reason, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,12 @@ class Exceeded:
     per: str
     reset_at: float
 
-    def error(self, message: str) -> GatewayError:
+    def error(self, detail: str) -> Refusal:
         retry_after = max(1, math.ceil(self.reset_at - time.time()))
-        return GatewayError(
-            "RESOURCE_EXHAUSTED",
-            message,
-            kind="rate_limited",
-            headers=[
+        return Refusal(
+            Reason.RATE_LIMITED,
+            detail,
+            [
                 (b"retry-after", str(retry_after).encode()),
                 (b"x-ratelimit-limit", str(self.limit).encode()),
                 (b"x-ratelimit-remaining", b"0"),

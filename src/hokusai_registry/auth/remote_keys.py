@@ -18,9 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from hokusai_registry.auth.authenticator import Identity, unavailable
-from hokusai_registry.auth.credentials import unauthenticated
 from hokusai_registry.core.net import redact_url
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import PRODUCT, Reason, Refusal
 from hokusai_registry.policy import keys
 from hokusai_registry.transport.upstream import UpstreamError, UpstreamPool
 
@@ -28,8 +27,12 @@ log = logging.getLogger(__name__)
 
 VALIDATE_PATH = "/api/v1/keys/validate"
 # Reasons a validating service may give for a 401; anything else is reported as "unknown".
-UNAVAILABLE = "auth_service_unavailable"
-KNOWN_REASONS = frozenset({"unknown", "revoked", "expired", "malformed"})
+UNAVAILABLE = Reason.AUTH_SERVICE_UNAVAILABLE
+# The remote's `reason`s this gateway passes on (metrics, audit, login notices); others count as unknown.
+KNOWN_REASONS = {
+    reason.value: reason
+    for reason in (Reason.UNKNOWN_KEY, Reason.REVOKED_KEY, Reason.EXPIRED_KEY, Reason.MALFORMED_KEY)
+}
 
 
 class RemoteKeys:
@@ -54,7 +57,7 @@ class RemoteKeys:
         if status != 200:
             raise RuntimeError(f"the auth service at {self.display} answered /health with {status}")
 
-    async def lookup(self, parsed: keys.ParsedKey, client_ip: str) -> Identity | GatewayError:
+    async def lookup(self, parsed: keys.ParsedKey, client_ip: str) -> Identity | Refusal:
         body = json.dumps({"service_id": self._service_id, "client_ip": client_ip}).encode()
         try:
             status, answer = await asyncio.wait_for(
@@ -75,7 +78,7 @@ class RemoteKeys:
             return unavailable(f"the auth service at {self.display} did not answer", UNAVAILABLE)
         return self._verdict(status, answer)
 
-    def _verdict(self, status: int, answer: bytes) -> Identity | GatewayError:
+    def _verdict(self, status: int, answer: bytes) -> Identity | Refusal:
         try:
             data: dict[str, Any] = json.loads(answer)
         except ValueError:
@@ -87,17 +90,14 @@ class RemoteKeys:
             except (KeyError, TypeError, ValueError):
                 pass
         elif status == 401:
-            reason = str(data.get("reason", "unknown"))
-            return unauthenticated(
+            return Refusal(
+                KNOWN_REASONS.get(str(data.get("reason")), Reason.UNKNOWN_KEY),
                 _strip_origin(message) or "the auth service did not recognise the API key.",
-                reason if reason in KNOWN_REASONS else "unknown",
             )
         elif status == 403:
-            return GatewayError(
-                "PERMISSION_DENIED",
-                message
-                or f"Hokusai Registry gateway: the key is not allowed for service {self._service_id!r}.",
-                kind="service",
+            return Refusal(
+                Reason.SERVICE,
+                _strip_origin(message) or f"the key is not allowed for service {self._service_id!r}.",
             )
         log.warning("auth service %s answered %d to a key check", self.display, status)
         if status == 404:
@@ -110,8 +110,8 @@ class RemoteKeys:
 
 
 def _strip_origin(message: str) -> str:
-    # The remote says "Hokusai Registry gateway: ..." too; `unauthenticated` adds it again.
-    return message.removeprefix("Hokusai Registry gateway: ")
+    # The remote says "Hokusai Registry gateway: ..." too; the refusal adds it again.
+    return message.removeprefix(PRODUCT + ": ")
 
 
 def _identity(data: dict[str, Any]) -> Identity:

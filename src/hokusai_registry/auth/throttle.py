@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from hokusai_registry.auth.authenticator import Authenticator, Identity
 from hokusai_registry.auth.rate_limits import RateLimits
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.ops.audit import audit
 
 # Refusals of presented credentials. A request without any key is not one: browsers and clients
 # routinely try without credentials first.
-AUTH_FAILURES = frozenset({"malformed", "unknown", "revoked", "expired", "bad_basic", "unsupported_scheme"})
-PERMISSION_DENIALS = frozenset({"scope", "service", "transfer_policy"})
+AUTH_FAILURES = frozenset(
+    {
+        Reason.MALFORMED_KEY,
+        Reason.UNKNOWN_KEY,
+        Reason.REVOKED_KEY,
+        Reason.EXPIRED_KEY,
+        Reason.BAD_BASIC,
+        Reason.UNSUPPORTED_SCHEME,
+    }
+)
+PERMISSION_DENIALS = frozenset({Reason.SCOPE, Reason.SERVICE, Reason.TRANSFER_POLICY})
 
 
 class Guard:
@@ -26,20 +35,25 @@ class Guard:
             return await authenticator.authenticate(presented, client)
         identity = authenticator.cached(presented)
         if identity is None:
-            raise GatewayError(
-                "RESOURCE_EXHAUSTED",
-                "Hokusai Registry gateway: too many failed authentications from this address; wait "
+            raise Refusal(
+                Reason.THROTTLED,
+                "too many failed authentications from this address; wait "
                 f"{wait:.0f} s before trying again, with a valid key.",
-                kind="throttled",
-                headers=[(b"retry-after", str(max(1, round(wait))).encode())],
+                [(b"retry-after", str(max(1, round(wait))).encode())],
             )
         return identity
 
-    async def refused(self, client: str, method: str, path: str, key_id: str, error: GatewayError) -> None:
-        if error.kind in AUTH_FAILURES:
-            audit("auth.failed", key_id=key_id, client=client, reason=error.kind, method=method, path=path)
+    async def refused(self, client: str, method: str, path: str, key_id: str, error: Refusal) -> None:
+        reason = error.reason
+        if reason in AUTH_FAILURES:
+            audit("auth.failed", key_id=key_id, client=client, reason=reason.value, method=method, path=path)
             await self.rate_limits.auth_failed(client)
-        elif error.kind in PERMISSION_DENIALS:
+        elif reason in PERMISSION_DENIALS:
             audit(
-                "permission.denied", key_id=key_id, client=client, reason=error.kind, method=method, path=path
+                "permission.denied",
+                key_id=key_id,
+                client=client,
+                reason=reason.value,
+                method=method,
+                path=path,
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hokusai_registry.core.asgi import Message, Receive
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Reason, Refusal
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -15,12 +15,11 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return None
         body += message.get("body", b"")
         if len(body) > limit:
-            raise GatewayError(
-                "INVALID_PARAMETER_VALUE",
-                f"Hokusai Registry gateway: the request body is over "
+            raise Refusal(
+                Reason.BODY_TOO_LARGE,
+                f"the request body is over "
                 f"{f'{limit >> 20} MiB' if limit >= 1 << 20 else f'{limit >> 10} KiB'}, more than this "
                 "call takes.",
-                status=413,
             )
         if not message.get("more_body", False):
             return bytes(body)

@@ -1,16 +1,21 @@
-"""Every response the gateway makes itself: MLflow's error JSON, one place for status and code.
+"""Every answer the gateway makes itself: one vocabulary of refusals, rendered in one place as MLflow's
+error JSON.
 
-The MLflow client shows `<error_code>: <message>` for a JSON body with a valid `ErrorCode` name, so
-each message says what happened, that the gateway said it, and what to do.
+A refusal is a `Reason` (machine-readable, with its MLflow error code and HTTP status) and a detail for
+people. The MLflow client shows `<error_code>: <message>` for a JSON body with a valid `ErrorCode` name, so
+each message says what happened, that the gateway said it, and what to do; the JSON also carries
+`reason`, so programs (the doctor, tests, a validating gateway) match on it and never on the English.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Sequence
 
 from hokusai_registry.core.asgi import Send
 
+PRODUCT = "Hokusai Registry gateway"
 # Marks responses made by the gateway, so nobody mistakes them for MLflow's (and the reverse).
 ORIGIN_HEADER = (b"x-hokusai-origin", b"gateway")
 
@@ -30,34 +35,105 @@ STATUS_BY_CODE = {
 }
 
 
-class GatewayError(Exception):
-    """A request the gateway answers itself. `status` overrides the code's usual status where MLflow
-    has no code of its own (502, 508)."""
+class Reason(enum.Enum):
+    """Why the gateway answered a request itself. The value is the JSON's `reason`.
 
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        status: int | None = None,
-        kind: str | None = None,
-        headers: Sequence[tuple[bytes, bytes]] = (),
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.http_status = status or STATUS_BY_CODE[code]
-        # Why a request was refused before reaching MLflow ("revoked", "scope", ...): the reason label of
-        # hokusai_auth_failures_total and of audit lines.
-        self.kind = kind
+    `caller` marks refusals of the caller (its credentials, session, scope, limits): they are the reason
+    label of `hokusai_auth_failures_total` and of the access line, and their values are stable (audit
+    lines, login notices and remote gateways read them)."""
+
+    code: str
+    status: int
+    caller: bool
+
+    def __new__(cls, value: str, code: str, status: int | None = None, caller: bool = False) -> Reason:
+        member = object.__new__(cls)
+        member._value_ = value
+        member.code = code
+        member.status = status or STATUS_BY_CODE[code]
+        member.caller = caller
+        return member
+
+    # The request itself
+    HEADERS_TOO_LARGE = ("headers_too_large", "BAD_REQUEST", 431)
+    BAD_HEADERS = ("bad_headers", "BAD_REQUEST")
+    METHOD_NOT_ALLOWED = ("method_not_allowed", "BAD_REQUEST", 405)
+    BAD_PATH = ("bad_path", "INVALID_PARAMETER_VALUE")
+    NOT_AN_MLFLOW_PATH = ("not_an_mlflow_path", "ENDPOINT_NOT_FOUND")
+    NO_SUCH_ENDPOINT = ("no_such_endpoint", "ENDPOINT_NOT_FOUND")
+    KEY_IN_URL = ("key_in_url", "INVALID_PARAMETER_VALUE")
+    CROSS_ORIGIN = ("cross_origin", "PERMISSION_DENIED")
+    UNSAFE_PATH_PARAMETER = ("unsafe_path_parameter", "INVALID_PARAMETER_VALUE")
+    BODY_TOO_LARGE = ("body_too_large", "INVALID_PARAMETER_VALUE", 413)
+    BODY_NOT_JSON = ("body_not_json", "INVALID_PARAMETER_VALUE")
+    INVALID_REQUEST = ("invalid_request", "INVALID_PARAMETER_VALUE")
+    LOOP = ("loop", "INTERNAL_ERROR", 508)
+    # The caller
+    MISSING_KEY = ("missing", "UNAUTHENTICATED", None, True)
+    MALFORMED_KEY = ("malformed", "UNAUTHENTICATED", None, True)
+    UNKNOWN_KEY = ("unknown", "UNAUTHENTICATED", None, True)
+    REVOKED_KEY = ("revoked", "UNAUTHENTICATED", None, True)
+    EXPIRED_KEY = ("expired", "UNAUTHENTICATED", None, True)
+    BAD_BASIC = ("bad_basic", "UNAUTHENTICATED", None, True)
+    UNSUPPORTED_SCHEME = ("unsupported_scheme", "UNAUTHENTICATED", None, True)
+    SESSION_ENDED = ("session_ended", "UNAUTHENTICATED", None, True)
+    SERVICE = ("service", "PERMISSION_DENIED", None, True)
+    SCOPE = ("scope", "PERMISSION_DENIED", None, True)
+    TRANSFER_POLICY = ("transfer_policy", "PERMISSION_DENIED", None, True)
+    THROTTLED = ("throttled", "RESOURCE_EXHAUSTED", None, True)
+    RATE_LIMITED = ("rate_limited", "RESOURCE_EXHAUSTED", None, True)
+    STORE_UNAVAILABLE = ("store_unavailable", "TEMPORARILY_UNAVAILABLE", None, True)
+    AUTH_SERVICE_UNAVAILABLE = ("auth_service_unavailable", "TEMPORARILY_UNAVAILABLE", None, True)
+    # Keys managed through the admin API
+    KEYS_MANAGED_ELSEWHERE = ("keys_managed_elsewhere", "ENDPOINT_NOT_FOUND")
+    KEY_NOT_FOUND = ("key_not_found", "RESOURCE_DOES_NOT_EXIST")
+    KEY_NAME_TAKEN = ("key_name_taken", "RESOURCE_ALREADY_EXISTS")
+    # MLflow, behind the gateway
+    UPSTREAM_REFUSED = ("upstream_refused", "TEMPORARILY_UNAVAILABLE", 502)
+    UPSTREAM_LOST = ("upstream_lost", "TEMPORARILY_UNAVAILABLE", 502)
+    UPSTREAM_CONNECT_TIMEOUT = ("upstream_connect_timeout", "DEADLINE_EXCEEDED")
+    UPSTREAM_TIMEOUT = ("upstream_timeout", "DEADLINE_EXCEEDED")
+    TRANSFER_TIMEOUT = ("transfer_timeout", "DEADLINE_EXCEEDED")
+
+
+class Refusal(Exception):
+    """A request the gateway answers itself instead of MLflow.
+
+    `detail` is what follows the product name in the message: a sentence, joined with ': ' ("key X may
+    not ..."), or, when it starts with a space, a verb phrase (" could not connect to MLflow ...")."""
+
+    def __init__(self, reason: Reason, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
         # Extra response headers, e.g. Retry-After.
         self.headers = tuple(headers)
 
-    def copy(self) -> GatewayError:
-        return GatewayError(self.code, self.message, self.http_status, self.kind, self.headers)
+    @property
+    def code(self) -> str:
+        return self.reason.code
 
+    @property
+    def http_status(self) -> int:
+        return self.reason.status
 
-def error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error_code": code, "message": message}).encode()
+    @property
+    def message(self) -> str:
+        return PRODUCT + (self.detail if self.detail.startswith(" ") else ": " + self.detail)
+
+    @property
+    def plain(self) -> str:
+        """The detail as a sentence of its own, for a person reading one of the gateway's pages."""
+        text = self.detail.strip()
+        return text[:1].upper() + text[1:]
+
+    def body(self) -> bytes:
+        return json.dumps(
+            {"error_code": self.code, "message": self.message, "reason": self.reason.value}
+        ).encode()
+
+    def copy(self) -> Refusal:
+        return Refusal(self.reason, self.detail, self.headers)
 
 
 async def send_body(
@@ -82,9 +158,7 @@ async def send_json(
     )
 
 
-async def send_error(
-    send: Send, error: GatewayError, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+async def send_refusal(
+    send: Send, refusal: Refusal, extra_headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    await send_json(
-        send, error.http_status, error_body(error.code, error.message), [*error.headers, *extra_headers]
-    )
+    await send_json(send, refusal.http_status, refusal.body(), [*refusal.headers, *extra_headers])

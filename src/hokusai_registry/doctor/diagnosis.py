@@ -11,7 +11,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from hokusai_registry.core.refusals import Reason
 from hokusai_registry.doctor.evidence import Answer
+
+# The gateway's refusals of a key, by their `reason`.
+_KEY_FAILURES = {
+    Reason.REVOKED_KEY.value: "the key was revoked",
+    Reason.EXPIRED_KEY.value: "the key has expired",
+    Reason.UNKNOWN_KEY.value: "the key is not known to this registry (another environment, or deleted)",
+    Reason.MALFORMED_KEY.value: "the key is malformed (mistyped, cut off, or not a Hokusai key)",
+    Reason.MISSING_KEY.value: "no key was sent",
+}
 
 
 @dataclass(frozen=True)
@@ -90,29 +100,24 @@ def network(answer: Answer, context: Context) -> Diagnosis | None:
 def gateway_refusal(answer: Answer, context: Context) -> Diagnosis | None:
     if not answer.from_gateway:
         return None
-    message = answer.message
-    if answer.status == 508 or "points back at the gateway" in message:
+    message, reason = answer.message, answer.reason
+    if reason == Reason.LOOP.value:
         return Diagnosis(
             "MLFLOW_SERVER_URL points back at the gateway itself (a routing loop)",
             "set MLFLOW_SERVER_URL to MLflow's internal address, e.g. "
             "http://mlflow.<project>-<env>.local:5000, never the gateway's public URL",
         )
     if answer.status == 401:
-        for marker, what in (
-            ("was revoked", "the key was revoked"),
-            ("expired on", "the key has expired"),
-            ("not recognised", "the key is not known to this registry (another environment, or deleted)"),
-            ("malformed", "the key is malformed (mistyped, cut off, or not a Hokusai key)"),
-            ("no API key was sent", "no key was sent"),
-        ):
-            if marker in message:
-                return Diagnosis(
-                    f"authentication failed: {what}",
-                    "create a new key (`hokusai-registry keys create` or POST /api/v1/keys) and pass it with "
-                    "--api-key or MLFLOW_TRACKING_TOKEN",
-                )
+        what = _KEY_FAILURES.get(reason or "")
+        if what is not None:
+            return Diagnosis(
+                f"authentication failed: {what}",
+                "create a new key (`hokusai-registry keys create` or POST /api/v1/keys) and pass it with "
+                "--api-key or MLFLOW_TRACKING_TOKEN",
+            )
         return Diagnosis(f"authentication failed: {message}", "check the key")
-    if answer.status == 403 and answer.error_code == "PERMISSION_DENIED":
+    if reason == Reason.SCOPE.value:
+        # The refusal's reason says what failed; the scope's name is only read out for the advice.
         needed = re.search(r"needs the '(\w+)' scope", message)
         if needed:
             request = re.search(r"may not (\w+ \S+?):", message)
@@ -121,11 +126,12 @@ def gateway_refusal(answer: Answer, context: Context) -> Diagnosis | None:
                 f"the key lacks the '{needed.group(1)}' scope (refused: {what})",
                 f"use a key created with --scope {needed.group(1)} (or ask an admin for one)",
             )
-        if "not allowed for service" in message:
-            return Diagnosis(
-                "the key is limited to other service ids than this gateway's (AUTH_SERVICE_ID)",
-                "create a key for this service, or check AUTH_SERVICE_ID on the gateway",
-            )
+    if reason == Reason.SERVICE.value:
+        return Diagnosis(
+            "the key is limited to other service ids than this gateway's (AUTH_SERVICE_ID)",
+            "create a key for this service, or check AUTH_SERVICE_ID on the gateway",
+        )
+    if answer.status == 403:
         return Diagnosis(f"the gateway refused the request: {message}", "see the message")
     if answer.status == 429:
         return Diagnosis(
@@ -139,10 +145,10 @@ def gateway_refusal(answer: Answer, context: Context) -> Diagnosis | None:
             "check that MLflow runs and that MLFLOW_SERVER_URL is its internal address and port",
         )
     if answer.status == 504:
-        if "timed out connecting" in message:
+        if reason == Reason.UPSTREAM_CONNECT_TIMEOUT.value:
             stage = "connecting to MLflow (connect timeout)"
             setting = "HOKUSAI_UPSTREAM_CONNECT_TIMEOUT, and the network path from the gateway to MLflow"
-        elif "ARTIFACT_READ_TIMEOUT" in message:
+        elif reason == Reason.TRANSFER_TIMEOUT.value:
             stage = "waiting for the next chunk of an artifact transfer"
             setting = "HOKUSAI_ARTIFACT_READ_TIMEOUT, and MLflow's artifact store"
         else:

@@ -30,6 +30,7 @@ class Answer:
     server: str = ""
     error_code: str | None = None
     message: str = ""
+    reason: str | None = None  # the gateway's machine-readable `reason` for its own refusals
     body: str = ""
     network: str | None = None
     network_detail: str = ""
@@ -140,6 +141,8 @@ class Http:
                 if "error_code" in parsed:
                     answer.error_code = str(parsed["error_code"])
                     answer.message = redact(str(parsed.get("message", "")))
+                    if answer.from_gateway and isinstance(parsed.get("reason"), str):
+                        answer.reason = parsed["reason"]
         return answer
 
 

@@ -160,10 +160,11 @@ def client_environment(key: str | None, timeout: float) -> Iterator[list[str]]:
 def from_client_error(exc: Exception) -> Answer | None:
     """The gateway's own refusals reach the MLflow client intact (MLflow JSON with a valid error code);
     those need no second request. Anything else is found out with the step's direct requests."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import RestException
 
-    if not isinstance(exc, MlflowException) or GATEWAY_MARK not in exc.message:
+    if not isinstance(exc, RestException) or GATEWAY_MARK not in exc.message:
         return None
+    reason = exc.json.get("reason")
     return Answer(
         "MLflow client",
         "",
@@ -174,6 +175,7 @@ def from_client_error(exc: Exception) -> Answer | None:
         message=redact(
             exc.message.split(": ", 1)[-1] if exc.message.startswith(exc.error_code) else exc.message
         ),
+        reason=reason if isinstance(reason, str) else None,
     )
 
 

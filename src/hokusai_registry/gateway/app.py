@@ -24,7 +24,7 @@ from hokusai_registry.auth.caller import Access, client_address
 from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.bodies import read_body, replay
 from hokusai_registry.core.record import RequestRecord, counted, request_id
-from hokusai_registry.core.refusals import GatewayError, send_body, send_error, send_json
+from hokusai_registry.core.refusals import Reason, Refusal, send_body, send_json, send_refusal
 from hokusai_registry.ops.audit import audit
 from hokusai_registry.ops.health import MLFLOW_HEALTH_PATHS, Health
 from hokusai_registry.ops.logs import flush_periodically, log_access
@@ -58,23 +58,17 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 ADMIN_API_PREFIX = "/api/v1/"
 
 
-def _method_error(method: str) -> GatewayError:
-    return GatewayError(
-        "BAD_REQUEST", f"Hokusai Registry gateway does not accept {method[:16]} requests here.", status=405
-    )
+def _method_error(method: str) -> Refusal:
+    return Refusal(Reason.METHOD_NOT_ALLOWED, f" does not accept {method[:16]} requests here.")
 
 
 def _permission_error(
     key_id: str, held: tuple[str, ...], method: str, path: str, needed: str | None
-) -> GatewayError:
+) -> Refusal:
     fix = (
         f": that needs the '{needed}' scope. Ask an admin for a key with --scope {needed}." if needed else "."
     )
-    return GatewayError(
-        "PERMISSION_DENIED",
-        f"Hokusai Registry gateway: key {key_id} (scopes: {' '.join(held)}) may not {method} {path}{fix}",
-        kind="scope",
-    )
+    return Refusal(Reason.SCOPE, f"key {key_id} (scopes: {' '.join(held)}) may not {method} {path}{fix}")
 
 
 def _key_in_url(path: str, query: bytes) -> bool:
@@ -91,12 +85,11 @@ def _is_ui_page(target: Target, method: str) -> bool:
     return target.family is Family.UI and target.path == "/" and method in ("GET", "HEAD")
 
 
-def _loop_error() -> GatewayError:
-    return GatewayError(
-        "INTERNAL_ERROR",
-        "Hokusai Registry gateway received a request it had forwarded itself: MLFLOW_SERVER_URL points "
+def _loop_error() -> Refusal:
+    return Refusal(
+        Reason.LOOP,
+        " received a request it had forwarded itself: MLFLOW_SERVER_URL points "
         "back at the gateway (directly or through a load balancer). Set it to the internal MLflow address.",
-        status=508,
     )
 
 
@@ -170,9 +163,9 @@ class Gateway:
         self.metrics.in_flight.inc()
         try:
             await self._dispatch(scope, receive, send, record)
-        except GatewayError as error:
+        except Refusal as error:
             await self.access.refused(scope, record, error)
-            await send_error(counted(send, record), error)
+            await send_refusal(counted(send, record), error)
         finally:
             self.metrics.in_flight.dec()
             log_access(
@@ -187,11 +180,7 @@ class Gateway:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         problem = head_problem(scope["headers"])
         if problem is not None:
-            raise GatewayError(
-                "BAD_REQUEST",
-                f"Hokusai Registry gateway refused the request: {problem[1]}.",
-                status=problem[0],
-            )
+            raise problem
         path = scope["path"]
         own = self.own_routes.get(path)
         if own is not None:
@@ -223,12 +212,12 @@ class Gateway:
         method = scope["method"]
         try:
             identity = (await self.access.identify(scope, record)).identity
-        except GatewayError as error:
+        except Refusal as error:
             if error.code != "UNAUTHENTICATED" or not _is_ui_page(target, method):
                 raise
             # A browser opening the UI without a (live) session signs in first; API paths never redirect.
             await self.access.refused(scope, record, error)
-            location = login_location(target.mount + "/", error.kind)
+            location = login_location(target.mount + "/", error.reason.value)
             await send_redirect(counted(send, record), location, error.headers)
             return
         needed = required_scope(method, target.path)
@@ -236,13 +225,12 @@ class Gateway:
             raise _permission_error(identity.key_id, identity.scopes, method, target.path, needed)
         if not self.direct_transfers:
             if mints_urls(target.path):
-                raise GatewayError(
-                    "PERMISSION_DENIED",
-                    "Hokusai Registry gateway: direct (presigned) artifact transfers are off here; every "
+                raise Refusal(
+                    Reason.TRANSFER_POLICY,
+                    "direct (presigned) artifact transfers are off here; every "
                     "artifact byte goes through the gateway. Unset MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD and "
                     "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD, or ask the operator to set "
                     "HOKUSAI_DIRECT_ARTIFACT_TRANSFERS.",
-                    kind="transfer_policy",
                 )
             if method == "GET" and is_server_info(target.path):
                 await self._server_info(target.path, scope["query_string"], counted(send, record))
@@ -285,10 +273,8 @@ class Gateway:
         try:
             status, body = await self.forwarder.probe("GET", path, query, None)
         except UpstreamError as exc:
-            raise GatewayError(
-                "TEMPORARILY_UNAVAILABLE",
-                f"Hokusai Registry gateway could not ask MLflow for its server info ({exc}).",
-                status=502,
+            raise Refusal(
+                Reason.UPSTREAM_LOST, f" could not ask MLflow for its server info ({exc})."
             ) from None
         await send_json(send, status, without_direct_transfers(body) if status == 200 else body)
 
@@ -302,9 +288,7 @@ class Gateway:
         data = parse(body)
         if data is None and body.strip():
             # The gateway reads these to attribute and audit them: it forwards none it cannot read.
-            raise GatewayError(
-                "INVALID_PARAMETER_VALUE", "Hokusai Registry gateway: the request body is not a JSON object."
-            )
+            raise Refusal(Reason.BODY_NOT_JSON, "the request body is not a JSON object.")
         fields = audit_fields(found, data, dict(parse_qsl(scope["query_string"].decode("latin-1"))))
         if found.attribute:
             # Never forward a run creation the gateway could not attribute.
@@ -313,10 +297,7 @@ class Gateway:
                     raise ValueError("the body must be a JSON object")
                 body = attribute_run(data, identity.user_id)
             except (ValueError, RecursionError) as exc:
-                raise GatewayError(
-                    "INVALID_PARAMETER_VALUE",
-                    f"Hokusai Registry gateway: invalid runs/create request: {exc}.",
-                ) from None
+                raise Refusal(Reason.INVALID_REQUEST, f"invalid runs/create request: {exc}.") from None
         headers = [
             (name, value)
             for name, value in scope["headers"]
@@ -331,9 +312,9 @@ class Gateway:
         record.family = "gateway"
         path = scope["path"]
         if self.keys_managed_by and (path == KEYS_PATH or path.startswith(KEYS_PATH + "/")):
-            raise GatewayError(
-                "ENDPOINT_NOT_FOUND",
-                "Hokusai Registry gateway: this gateway validates keys through the auth service at "
+            raise Refusal(
+                Reason.KEYS_MANAGED_ELSEWHERE,
+                "this gateway validates keys through the auth service at "
                 f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage and validate keys there.",
             )
         if path == KEYS_PATH or (path.startswith(KEYS_PATH + "/") and path != VALIDATE_PATH):
@@ -343,20 +324,20 @@ class Gateway:
                 raise _permission_error(identity.key_id, identity.scopes, scope["method"], path, "admin")
             scope = {**scope, IDENTITY: identity}
         elif path != VALIDATE_PATH and path not in DOCS_PATHS and not path.startswith(DOCS_ASSETS + "/"):
-            raise GatewayError("ENDPOINT_NOT_FOUND", f"Hokusai Registry gateway: no API endpoint {path}.")
+            raise Refusal(Reason.NO_SUCH_ENDPOINT, f"no API endpoint {path}.")
         await self.keys_api(scope, receive, counted(send, record))
 
     def _target(self, scope: Scope, record: RequestRecord) -> Target | Redirect:
-        """Everything decided before authentication; raises GatewayError for a refusal."""
+        """Everything decided before authentication; raises Refusal for a refusal."""
         headers = scope["headers"]
         if header_value(headers, LOOP_MARK) == self._loop_mark:
             record.upstream_error = "loop"
             raise _loop_error()
         resolved = resolve(scope.get("raw_path") or scope["path"].encode())
         if resolved is None:
-            raise GatewayError(
-                "ENDPOINT_NOT_FOUND",
-                f"Hokusai Registry gateway: {scope['path']} is not an MLflow path. Tracking URIs end in "
+            raise Refusal(
+                Reason.NOT_AN_MLFLOW_PATH,
+                f"{scope['path']} is not an MLflow path. Tracking URIs end in "
                 "/mlflow, /api/mlflow or the bare host.",
             )
         if isinstance(resolved, Redirect):
@@ -366,17 +347,17 @@ class Gateway:
             raise _method_error(method)
         query = scope["query_string"]
         if _key_in_url(resolved.path, query):
-            raise GatewayError(
-                "INVALID_PARAMETER_VALUE",
-                "Hokusai Registry gateway: API keys are not accepted in the URL (URLs end up in logs). "
+            raise Refusal(
+                Reason.KEY_IN_URL,
+                "API keys are not accepted in the URL (URLs end up in logs). "
                 "Send the key in the Authorization header and revoke the one that was in the URL.",
             )
         # Only writes have an origin to check: reads never look for the session cookie here.
         via_session = method not in SAFE_METHODS and self.access.session_id(scope) is not None
         if is_cross_origin_write(method, headers, self.public_url, origin_required=via_session):
-            raise GatewayError(
-                "PERMISSION_DENIED",
-                "Hokusai Registry gateway blocked a cross-origin write: "
+            raise Refusal(
+                Reason.CROSS_ORIGIN,
+                " blocked a cross-origin write: "
                 + (
                     "a write with a browser session must come from this site (Origin or Referer naming it)."
                     if via_session
@@ -384,9 +365,9 @@ class Gateway:
                 ),
             )
         if b"path=" in query and unsafe_path_parameter(query):
-            raise GatewayError(
-                "INVALID_PARAMETER_VALUE",
-                "Hokusai Registry gateway rejected the 'path' parameter: it climbs out with '..' or is "
+            raise Refusal(
+                Reason.UNSAFE_PATH_PARAMETER,
+                " rejected the 'path' parameter: it climbs out with '..' or is "
                 "absolute. Nothing was forwarded to MLflow.",
             )
         return resolved

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from hokusai_registry.core.asgi import Headers
+from hokusai_registry.core.refusals import Reason, Refusal
 
 # RFC 9110 section 7.6.1, plus the names still seen in the wild.
 HOP_BY_HOP = frozenset(
@@ -125,12 +126,15 @@ def rewrite_location(value: bytes, upstream_base: str, mount: str) -> bytes:
     return (mount + text).encode("latin-1")
 
 
-def head_problem(headers: Headers) -> tuple[int, str] | None:
-    """The status and reason to refuse a request's headers as a whole, or None: too many or too large
-    (431), two `Host`s (two parsers could pick different ones) or a transfer coding other than plain
-    `chunked` (400)."""
+def _refused_head(reason: Reason, problem: str) -> Refusal:
+    return Refusal(reason, f" refused the request: {problem}.")
+
+
+def head_problem(headers: Headers) -> Refusal | None:
+    """The refusal of a request's headers as a whole, or None: too many or too large (431), two `Host`s
+    (two parsers could pick different ones) or a transfer coding other than plain `chunked` (400)."""
     if len(headers) > MAX_HEADER_COUNT:
-        return 431, f"it has more than {MAX_HEADER_COUNT} headers"
+        return _refused_head(Reason.HEADERS_TOO_LARGE, f"it has more than {MAX_HEADER_COUNT} headers")
     size = 0
     hosts = 0
     for name, value in headers:
@@ -138,11 +142,11 @@ def head_problem(headers: Headers) -> tuple[int, str] | None:
         if name == b"host":
             hosts += 1
         elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":
-            return 400, "its Transfer-Encoding is not plain 'chunked'"
+            return _refused_head(Reason.BAD_HEADERS, "its Transfer-Encoding is not plain 'chunked'")
     if size > MAX_HEADER_BYTES:
-        return 431, f"its headers exceed {MAX_HEADER_BYTES // 1024} KiB"
+        return _refused_head(Reason.HEADERS_TOO_LARGE, f"its headers exceed {MAX_HEADER_BYTES // 1024} KiB")
     if hosts > 1:
-        return 400, "it has more than one Host header"
+        return _refused_head(Reason.BAD_HEADERS, "it has more than one Host header")
     return None
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
-from hokusai_registry.core.refusals import GatewayError
+from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.policy.routes import Family, classify
 
 MOUNTS = ("/mlflow", "/api/mlflow")
@@ -37,10 +37,10 @@ class Redirect:
     location: str
 
 
-def _bad_path(reason: str) -> GatewayError:
-    return GatewayError(
-        "INVALID_PARAMETER_VALUE",
-        f"Hokusai Registry gateway rejected the request path: {reason}. Nothing was forwarded to MLflow.",
+def _bad_path(reason: str) -> Refusal:
+    return Refusal(
+        Reason.BAD_PATH,
+        f" rejected the request path: {reason}. Nothing was forwarded to MLflow.",
     )
 
 

@@ -19,7 +19,7 @@ from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.net import redact_url
 from hokusai_registry.core.record import RequestRecord, counted
 from hokusai_registry.core.redaction import redact_headers
-from hokusai_registry.core.refusals import GatewayError, send_error
+from hokusai_registry.core.refusals import Reason, Refusal, send_refusal
 from hokusai_registry.policy.headers import (
     LOOP_MARK,
     client_response_headers,
@@ -52,12 +52,11 @@ def _error_kind(exc: UpstreamError) -> str:
     return "reset"
 
 
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        "INVALID_PARAMETER_VALUE",
-        f"Hokusai Registry gateway: the request body is over {limit >> 20} MiB, the limit for MLflow API "
+def _too_large(limit: int) -> Refusal:
+    return Refusal(
+        Reason.BODY_TOO_LARGE,
+        f"the request body is over {limit >> 20} MiB, the limit for MLflow API "
         "calls (HOKUSAI_MAX_API_BODY_MB; artifact uploads have none).",
-        status=413,
     )
 
 
@@ -220,7 +219,7 @@ class Forwarder:
         limit = self._body_limits[target.family]
         declared = header_value(scope["headers"], b"content-length") or b"0"
         if limit is not None and declared.isdigit() and int(declared) > limit:
-            await send_error(counted(send, record), _too_large(limit))
+            await send_refusal(counted(send, record), _too_large(limit))
             return
         head, has_body, chunked = self._head(scope, target, record)
         started = time.perf_counter()
@@ -238,7 +237,7 @@ class Forwarder:
             record.status = 499  # nginx's "client closed request": nothing was sent
             return
         except BodyTooLarge:  # the upstream connection was closed mid-body: MLflow saw no whole request
-            await send_error(counted(send, record), _too_large(limit or 0))
+            await send_refusal(counted(send, record), _too_large(limit or 0))
             return
         except UpstreamError as exc:
             record.upstream_error = _error_kind(exc)
@@ -246,7 +245,7 @@ class Forwarder:
             log.warning(
                 "%s upstream %s %s failed: %s", record.request_id.decode(), method, target.path, error.message
             )
-            await send_error(counted(send, record), error)
+            await send_refusal(counted(send, record), error)
             return
         record.upstream_ms = (time.perf_counter() - started) * 1000
         try:
@@ -303,35 +302,28 @@ class Forwarder:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    def _upstream_error(self, exc: UpstreamError, target: Target, read_timeout: float | None) -> GatewayError:
+    def _upstream_error(self, exc: UpstreamError, target: Target, read_timeout: float | None) -> Refusal:
         upstream = self.upstream_display
         if isinstance(exc, ReadTimeout):
-            setting = (
-                "HOKUSAI_ARTIFACT_READ_TIMEOUT"
-                if target.family is Family.TRANSFER
-                else "HOKUSAI_UPSTREAM_READ_TIMEOUT"
-            )
-            return GatewayError(
-                "DEADLINE_EXCEEDED",
-                f"Hokusai Registry gateway: MLflow at {upstream} did not answer {target.path} within "
+            transfer = target.family is Family.TRANSFER
+            setting = "HOKUSAI_ARTIFACT_READ_TIMEOUT" if transfer else "HOKUSAI_UPSTREAM_READ_TIMEOUT"
+            return Refusal(
+                Reason.TRANSFER_TIMEOUT if transfer else Reason.UPSTREAM_TIMEOUT,
+                f"MLflow at {upstream} did not answer {target.path} within "
                 f"{read_timeout:g} s (waiting for the response). MLflow may be overloaded; the timeout "
                 f"is {setting}.",
             )
         if isinstance(exc, ConnectTimeout):
-            return GatewayError(
-                "DEADLINE_EXCEEDED",
-                f"Hokusai Registry gateway timed out connecting to MLflow at {upstream} ({exc}). "
-                f"{CHECK_HINT}",
+            return Refusal(
+                Reason.UPSTREAM_CONNECT_TIMEOUT,
+                f" timed out connecting to MLflow at {upstream} ({exc}). {CHECK_HINT}",
             )
         if isinstance(exc, ConnectFailed):
-            return GatewayError(
-                "TEMPORARILY_UNAVAILABLE",
-                f"Hokusai Registry gateway could not connect to MLflow at {upstream} ({exc}). {CHECK_HINT}",
-                status=502,
+            return Refusal(
+                Reason.UPSTREAM_REFUSED,
+                f" could not connect to MLflow at {upstream} ({exc}). {CHECK_HINT}",
             )
-        return GatewayError(
-            "TEMPORARILY_UNAVAILABLE",
-            f"Hokusai Registry gateway lost the connection to MLflow at {upstream} while {exc.stage} "
-            f"({exc}). {CHECK_HINT}",
-            status=502,
+        return Refusal(
+            Reason.UPSTREAM_LOST,
+            f" lost the connection to MLflow at {upstream} while {exc.stage} ({exc}). {CHECK_HINT}",
         )
