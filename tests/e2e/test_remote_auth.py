@@ -24,8 +24,8 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from hokusai_registry.admin.api import VALIDATE_PATH
 from hokusai_registry.policy import keys
+from hokusai_registry.policy.routes import VALIDATE_PATH
 from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES
 from tests.helpers import HOKUSAI, GatewayProcess, key_store
 

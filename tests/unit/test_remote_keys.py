@@ -21,9 +21,10 @@ import pytest
 from aiohttp import web
 
 from hokusai_registry.auth.authenticator import NEGATIVE_TTL, RETRY_AFTER_SECONDS, Authenticator
-from hokusai_registry.auth.remote_keys import VALIDATE_PATH, RemoteKeys
+from hokusai_registry.auth.remote_keys import RemoteKeys
 from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.policy import keys
+from hokusai_registry.policy.routes import VALIDATE_PATH
 from tests.helpers import free_port
 
 SERVICE_ID = "unit-svc"

@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from hokusai_registry.policy.navigation import (
     DEFAULT_NEXT,
-    LOGIN_PATH,
     NOTICES,
     login_location,
     notice,
     safe_next,
 )
+from hokusai_registry.policy.routes import LOGIN_PATH
 
 LOGIN_PAGE = "http://gw.example/login"
 # Pieces that turn a "path" into another site in some browser or parser.

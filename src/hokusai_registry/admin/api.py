@@ -28,13 +28,10 @@ from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.auth.throttle import Guard
 from hokusai_registry.core.refusals import ORIGIN_HEADER, Reason, Refusal
 from hokusai_registry.policy import keys
+from hokusai_registry.policy.routes import DOCS_ASSETS, VALIDATE_PATH
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
 
 IDENTITY = "hokusai.identity"
-DOCS_PATHS = ("/docs", "/openapi.json")
-DOCS_ASSETS = "/docs/assets"
-KEYS_PATH = "/api/v1/keys"
-VALIDATE_PATH = KEYS_PATH + "/validate"
 
 
 class ValidateRequest(BaseModel):

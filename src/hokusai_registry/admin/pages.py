@@ -27,13 +27,10 @@ from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.ops.audit import audit
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.headers import header_value, is_cross_origin_write
-from hokusai_registry.policy.navigation import LOGIN_PATH, login_location, notice, safe_next
+from hokusai_registry.policy.navigation import login_location, notice, safe_next
+from hokusai_registry.policy.routes import ADMIN_KEYS_PATH, LOGIN_PATH, LOGOUT_PATH, STYLESHEET_PATH
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
 
-STYLESHEET_PATH = "/assets/hokusai.css"
-LOGOUT_PATH = "/logout"
-ADMIN_KEYS_PATH = "/admin/keys"
-PAGE_PATHS = frozenset({STYLESHEET_PATH, LOGIN_PATH, LOGOUT_PATH, ADMIN_KEYS_PATH})
 _REVOKE = re.compile(r"/admin/keys/([A-Za-z0-9]{12})/revoke")
 MAX_FORM_BYTES = 16 * 1024
 _KEY_FORM_FIELDS = (
@@ -61,10 +58,6 @@ class PageError(Exception):
         self.title = title
         self.message = message
         self.headers = headers
-
-
-def is_page_path(path: str) -> bool:
-    return path in PAGE_PATHS or _REVOKE.fullmatch(path) is not None
 
 
 class WebPages:
@@ -318,7 +311,15 @@ class WebPages:
         return caller
 
     def _same_origin(self, scope: Scope) -> None:
-        if is_cross_origin_write(scope["method"], scope["headers"], self.public_url, origin_required=True):
+        headers = scope["headers"]
+        if is_cross_origin_write(
+            scope["method"],
+            header_value(headers, b"origin"),
+            header_value(headers, b"referer"),
+            header_value(headers, b"host"),
+            self.public_url,
+            origin_required=True,
+        ):
             raise PageError(
                 403,
                 "Refused",

@@ -14,7 +14,7 @@ from hokusai_registry.core.asgi import Scope
 from hokusai_registry.core.record import RequestRecord
 from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.policy import keys
-from hokusai_registry.policy.navigation import LOGIN_PATH
+from hokusai_registry.policy.routes import LOGIN_PATH
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,11 @@ from hokusai_registry.auth.authenticator import Identity, unavailable
 from hokusai_registry.core.net import redact_url
 from hokusai_registry.core.refusals import PRODUCT, Reason, Refusal
 from hokusai_registry.policy import keys
+from hokusai_registry.policy.routes import VALIDATE_PATH
 from hokusai_registry.transport.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
 
-VALIDATE_PATH = "/api/v1/keys/validate"
 # Reasons a validating service may give for a 401; anything else is reported as "unknown".
 UNAVAILABLE = Reason.AUTH_SERVICE_UNAVAILABLE
 # The remote's `reason`s this gateway passes on (metrics, audit, login notices); others count as unknown.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hokusai_registry.core.redaction import redact
+from hokusai_registry.core.refusals import PRODUCT
 from hokusai_registry.doctor.diagnosis import (
     Context,
     Diagnosis,
@@ -32,12 +33,11 @@ from hokusai_registry.doctor.diagnosis import (
 )
 from hokusai_registry.doctor.evidence import Answer, Http, connect
 from hokusai_registry.policy import keys
+from hokusai_registry.policy.routes import MOUNTS
 
 Status = Literal["pass", "fail", "warn", "skip"]
-MOUNTS = ("/api/mlflow", "/mlflow")
 SMALL_BYTES = 64 * 1024
 ARTIFACTS_PATH = "/api/2.0/mlflow-artifacts/artifacts"
-GATEWAY_MARK = "Hokusai Registry gateway"
 CHUNK = 1 << 20
 
 
@@ -65,7 +65,8 @@ class StepFailed(Exception):
 def gateway_root(url: str) -> str:
     """The gateway's root for any of the three tracking-URI styles (`/mlflow`, `/api/mlflow`, bare)."""
     url = url.rstrip("/")
-    for mount in MOUNTS:
+    # Longest first: /api/mlflow also ends in /mlflow.
+    for mount in sorted(MOUNTS, key=len, reverse=True):
         if url.endswith(mount):
             return url[: -len(mount)]
     return url
@@ -162,7 +163,7 @@ def from_client_error(exc: Exception) -> Answer | None:
     those need no second request. Anything else is found out with the step's direct requests."""
     from mlflow.exceptions import RestException
 
-    if not isinstance(exc, RestException) or GATEWAY_MARK not in exc.message:
+    if not isinstance(exc, RestException) or PRODUCT not in exc.message:
         return None
     reason = exc.json.get("reason")
     return Answer(

@@ -1,12 +1,14 @@
 """The gateway as one pure-ASGI application.
 
-Order on every request: header limits → gateway-owned routes (health, metrics, the admin API, the sign-in
-and key pages; never forwarded) → loop guard → path resolution (unknown paths end here) → request policy
-(methods, origin — strict for browser sessions —, no keys in URLs, no climbing `path` parameter) → the
-caller (`access.py`: a key in the headers or a browser session; failure throttle, key, service id, rate
-limit; the UI page without one goes to `/login`) → scope → artifact transfer policy → inspected bodies
-(attribution, audit) → the forwarder. Every refusal is MLflow JSON made in `core/refusals.py`, but on the
-gateway's own pages (`admin/pages.py`), which answer in HTML.
+Every request is parsed once (`policy/request.py`): its head measured, its route looked up in the route
+table (`policy/routes.py`). Then, in order: head limits → the gateway's own routes (health, metrics, the
+admin API and its docs, the pages; never forwarded), each with the caller it needs → for MLflow paths,
+the ordered checks of `checks.py` (loop guard, path, method, key in URL, origin, `path` parameter) → the
+caller (`auth/caller.py`: a key in the headers or a browser session; failure throttle, key, service id,
+rate limit; the UI page without one goes to `/login`) → the caller checks (scope, artifact transfer
+policy) → inspected bodies (attribution, audit) → the forwarder. Every refusal is a `Refusal`, answered
+as MLflow JSON by `core/refusals.py`, but on the gateway's own pages (`admin/pages.py`), which answer in
+HTML.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl, unquote_to_bytes
+from urllib.parse import parse_qsl
 
-from hokusai_registry.admin.api import DOCS_ASSETS, DOCS_PATHS, IDENTITY, KEYS_PATH, VALIDATE_PATH
-from hokusai_registry.admin.pages import WebPages, is_page_path
+from hokusai_registry.admin.api import IDENTITY
+from hokusai_registry.admin.pages import WebPages
 from hokusai_registry.admin.rendering import send_redirect
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, client_address
@@ -25,17 +27,20 @@ from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.bodies import read_body, replay
 from hokusai_registry.core.record import RequestRecord, counted, request_id
 from hokusai_registry.core.refusals import Reason, Refusal, send_body, send_json, send_refusal
+from hokusai_registry.gateway.checks import (
+    BEFORE_TARGET,
+    ON_CALLER,
+    ON_TARGET,
+    Policy,
+    first_refusal,
+    method_refusal,
+    permission_refusal,
+)
 from hokusai_registry.ops.audit import audit
-from hokusai_registry.ops.health import MLFLOW_HEALTH_PATHS, Health
+from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.logs import flush_periodically, log_access
 from hokusai_registry.ops.metrics import Metrics
-from hokusai_registry.policy.headers import (
-    LOOP_MARK,
-    SAFE_METHODS,
-    head_problem,
-    header_value,
-    is_cross_origin_write,
-)
+from hokusai_registry.policy.headers import SAFE_METHODS
 from hokusai_registry.policy.inspection import (
     MAX_INSPECTED_BODY,
     Inspection,
@@ -45,52 +50,21 @@ from hokusai_registry.policy.inspection import (
     parse,
 )
 from hokusai_registry.policy.navigation import login_location
-from hokusai_registry.policy.paths import Redirect, Target, resolve, unsafe_path_parameter
-from hokusai_registry.policy.routes import Family
-from hokusai_registry.policy.scopes import grants, required_scope
-from hokusai_registry.policy.transfers import is_server_info, mints_urls, without_direct_transfers
+from hokusai_registry.policy.paths import Redirect, Target
+from hokusai_registry.policy.request import Request
+from hokusai_registry.policy.request import parse as parse_request
+from hokusai_registry.policy.routes import Caller, Family, Handler, OwnRoute
+from hokusai_registry.policy.scopes import grants
+from hokusai_registry.policy.transfers import is_server_info, without_direct_transfers
 from hokusai_registry.transport.forward import Forwarder
 from hokusai_registry.transport.upstream import UpstreamError
 
-FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
-
-Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
-ADMIN_API_PREFIX = "/api/v1/"
-
-
-def _method_error(method: str) -> Refusal:
-    return Refusal(Reason.METHOD_NOT_ALLOWED, f" does not accept {method[:16]} requests here.")
-
-
-def _permission_error(
-    key_id: str, held: tuple[str, ...], method: str, path: str, needed: str | None
-) -> Refusal:
-    fix = (
-        f": that needs the '{needed}' scope. Ask an admin for a key with --scope {needed}." if needed else "."
-    )
-    return Refusal(Reason.SCOPE, f"key {key_id} (scopes: {' '.join(held)}) may not {method} {path}{fix}")
-
-
-def _key_in_url(path: str, query: bytes) -> bool:
-    """A key anywhere in the URL, percent-encoded or not (URLs end up in logs and histories)."""
-    if b"hk_" in query or b"%" in query:
-        decoded = unquote_to_bytes(query).lower()
-        if b"hk_live_" in decoded or b"hk_test_" in decoded:
-            return True
-    return "hk_live_" in path or "hk_test_" in path
+Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _is_ui_page(target: Target, method: str) -> bool:
     """The MLflow UI's page itself, which a browser navigates to (everything else is fetched by it)."""
     return target.family is Family.UI and target.path == "/" and method in ("GET", "HEAD")
-
-
-def _loop_error() -> Refusal:
-    return Refusal(
-        Reason.LOOP,
-        " received a request it had forwarded itself: MLFLOW_SERVER_URL points "
-        "back at the gateway (directly or through a load balancer). Set it to the internal MLflow address.",
-    )
 
 
 class Gateway:
@@ -102,7 +76,7 @@ class Gateway:
         forwarder: Forwarder,
         health: Health,
         metrics: Metrics,
-        keys_api: Handler,
+        keys_api: Endpoint,
         keys_managed_by: str | None,
         direct_transfers: bool,
         public_url: str | None,
@@ -111,22 +85,21 @@ class Gateway:
         self.pages = pages
         self.forwarder = forwarder
         self.metrics = metrics
-        self.keys_api = keys_api
         # Set when keys are validated by a remote auth service, which then also manages them.
         self.keys_managed_by = keys_managed_by
-        self.direct_transfers = direct_transfers
-        self.public_url = public_url
-        self._loop_mark = forwarder.mark.encode()
+        self.policy = Policy(forwarder.mark.encode(), public_url, direct_transfers)
         self._log_flusher: asyncio.Future[None] | None = None
-        # Exact paths answered by the gateway and never forwarded: the handler, and whether it needs a key.
-        self.own_routes: dict[str, tuple[Handler, bool]] = {
-            "/health": (health.liveness, False),
-            "/ready": (health.readiness, False),
-            "/metrics": (metrics.endpoint, True),
+        # What answers each of the gateway's own routes (the table is `policy/routes.py`).
+        self.endpoints: dict[Handler, Endpoint] = {
+            Handler.LIVENESS: health.liveness,
+            Handler.READINESS: health.readiness,
+            Handler.METRICS: metrics.endpoint,
+            Handler.MLFLOW_HEALTH: health.mlflow_summary,
+            Handler.MLFLOW_HEALTH_DETAILED: health.mlflow_detailed,
+            Handler.KEYS: keys_api,
+            Handler.VALIDATE: keys_api,
+            Handler.DOCS: keys_api,
         }
-        for path in MLFLOW_HEALTH_PATHS:
-            self.own_routes[path] = (health.mlflow_summary, False)
-            self.own_routes[path + "/detailed"] = (health.mlflow_detailed, True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -159,10 +132,11 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        record = RequestRecord(request_id(header_value(scope["headers"], b"x-request-id")))
+        request = parse_request(scope)
+        record = RequestRecord(request_id(request.header(b"x-request-id")))
         self.metrics.in_flight.inc()
         try:
-            await self._dispatch(scope, receive, send, record)
+            await self._dispatch(request, scope, receive, send, record)
         except Refusal as error:
             await self.access.refused(scope, record, error)
             await send_refusal(counted(send, record), error)
@@ -177,39 +151,64 @@ class Gateway:
             )
             self.metrics.observe(record, scope["method"])
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
-        problem = head_problem(scope["headers"])
-        if problem is not None:
-            raise problem
-        path = scope["path"]
-        own = self.own_routes.get(path)
-        if own is not None:
-            await self._own_route(own, scope, receive, send, record)
-        elif path.startswith(ADMIN_API_PREFIX) or path in DOCS_PATHS or path.startswith(DOCS_ASSETS + "/"):
-            await self._admin_api(scope, receive, send, record)
-        elif is_page_path(path):
-            await self.pages(scope, receive, counted(send, record), record)
-        else:
-            await self._mlflow(scope, receive, send, record)
-
-    async def _own_route(
-        self, route: tuple[Handler, bool], scope: Scope, receive: Receive, send: Send, record: RequestRecord
+    async def _dispatch(
+        self, request: Request, scope: Scope, receive: Receive, send: Send, record: RequestRecord
     ) -> None:
-        record.family = "gateway"
-        handler, needs_key = route
-        if scope["method"] not in ("GET", "HEAD"):
-            raise _method_error(scope["method"])
-        if needs_key:
-            await self.access.identify(scope, record)
-        await handler(scope, receive, counted(send, record))
+        if request.head_refusal is not None:
+            raise request.head_refusal
+        if request.own is not None:
+            await self._own(request.own, scope, receive, send, record)
+        else:
+            await self._mlflow(request, scope, receive, send, record)
 
-    async def _mlflow(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
-        target = self._target(scope, record)
-        if isinstance(target, Redirect):
-            await _redirect(counted(send, record), target.location, scope["query_string"])
-            return
-        record.family = target.family.value
+    async def _own(
+        self, route: OwnRoute, scope: Scope, receive: Receive, send: Send, record: RequestRecord
+    ) -> None:
+        record.family = Family.GATEWAY.value
         method = scope["method"]
+        if route.handler is Handler.PAGES:
+            await self.pages(scope, receive, counted(send, record), record)
+            return
+        if route.local_keys_only and self.keys_managed_by:
+            raise Refusal(
+                Reason.KEYS_MANAGED_ELSEWHERE,
+                "this gateway validates keys through the auth service at "
+                f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage and validate keys there.",
+            )
+        if route.handler is Handler.NO_SUCH_API:
+            raise Refusal(Reason.NO_SUCH_ENDPOINT, f"no API endpoint {scope['path']}.")
+        if route.methods is not None and method not in route.methods:
+            raise method_refusal(method)
+        if route.caller is Caller.KEY:
+            await self.access.identify(scope, record)
+        elif route.caller is Caller.ADMIN_KEY:
+            # Keys in headers only: a browser session's cookie is not accepted by the REST API.
+            identity = (await self.access.identify(scope, record, sessions=False)).identity
+            if not grants(identity.scopes, "admin"):
+                raise permission_refusal(identity.key_id, identity.scopes, method, scope["path"], "admin")
+            scope = {**scope, IDENTITY: identity}
+        await self.endpoints[route.handler](scope, receive, counted(send, record))
+
+    async def _mlflow(
+        self, request: Request, scope: Scope, receive: Receive, send: Send, record: RequestRecord
+    ) -> None:
+        refusal = first_refusal(BEFORE_TARGET, request, self.policy)
+        if refusal is not None:
+            if refusal.reason is Reason.LOOP:
+                record.upstream_error = "loop"
+            raise refusal
+        target = request.target
+        if isinstance(target, Redirect):
+            await _redirect(counted(send, record), target.location, request.query)
+            return
+        assert isinstance(target, Target)  # nosec B101 - path_resolved refused every other outcome
+        method = request.method
+        # Only writes have an origin to check: reads never look for the session cookie here.
+        request.via_session = method not in SAFE_METHODS and self.access.session_id(scope) is not None
+        refusal = first_refusal(ON_TARGET, request, self.policy)
+        if refusal is not None:
+            raise refusal
+        record.family = target.family.value
         try:
             identity = (await self.access.identify(scope, record)).identity
         except Refusal as error:
@@ -220,21 +219,13 @@ class Gateway:
             location = login_location(target.mount + "/", error.reason.value)
             await send_redirect(counted(send, record), location, error.headers)
             return
-        needed = required_scope(method, target.path)
-        if needed is None or not grants(identity.scopes, needed):
-            raise _permission_error(identity.key_id, identity.scopes, method, target.path, needed)
-        if not self.direct_transfers:
-            if mints_urls(target.path):
-                raise Refusal(
-                    Reason.TRANSFER_POLICY,
-                    "direct (presigned) artifact transfers are off here; every "
-                    "artifact byte goes through the gateway. Unset MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD and "
-                    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD, or ask the operator to set "
-                    "HOKUSAI_DIRECT_ARTIFACT_TRANSFERS.",
-                )
-            if method == "GET" and is_server_info(target.path):
-                await self._server_info(target.path, scope["query_string"], counted(send, record))
-                return
+        for check in ON_CALLER:
+            refusal = check(request, target, identity, self.policy)
+            if refusal is not None:
+                raise refusal
+        if not self.policy.direct_transfers and method == "GET" and is_server_info(target.path):
+            await self._server_info(target.path, request.query, counted(send, record))
+            return
         found = inspection(method, target.path)
         if found is None:
             await self.forwarder.forward(scope, receive, send, target, record)
@@ -305,72 +296,6 @@ class Gateway:
         ]
         headers.append((b"content-length", str(len(body)).encode()))
         return {**scope, "headers": headers}, replay(body, receive), fields
-
-    async def _admin_api(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
-        """Docs and the validate endpoint are open (validate checks the key it is given, and throttles by
-        the end client's address); key management needs an admin key."""
-        record.family = "gateway"
-        path = scope["path"]
-        if self.keys_managed_by and (path == KEYS_PATH or path.startswith(KEYS_PATH + "/")):
-            raise Refusal(
-                Reason.KEYS_MANAGED_ELSEWHERE,
-                "this gateway validates keys through the auth service at "
-                f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage and validate keys there.",
-            )
-        if path == KEYS_PATH or (path.startswith(KEYS_PATH + "/") and path != VALIDATE_PATH):
-            # Keys in headers only: a browser session's cookie is not accepted by the REST API.
-            identity = (await self.access.identify(scope, record, sessions=False)).identity
-            if not grants(identity.scopes, "admin"):
-                raise _permission_error(identity.key_id, identity.scopes, scope["method"], path, "admin")
-            scope = {**scope, IDENTITY: identity}
-        elif path != VALIDATE_PATH and path not in DOCS_PATHS and not path.startswith(DOCS_ASSETS + "/"):
-            raise Refusal(Reason.NO_SUCH_ENDPOINT, f"no API endpoint {path}.")
-        await self.keys_api(scope, receive, counted(send, record))
-
-    def _target(self, scope: Scope, record: RequestRecord) -> Target | Redirect:
-        """Everything decided before authentication; raises Refusal for a refusal."""
-        headers = scope["headers"]
-        if header_value(headers, LOOP_MARK) == self._loop_mark:
-            record.upstream_error = "loop"
-            raise _loop_error()
-        resolved = resolve(scope.get("raw_path") or scope["path"].encode())
-        if resolved is None:
-            raise Refusal(
-                Reason.NOT_AN_MLFLOW_PATH,
-                f"{scope['path']} is not an MLflow path. Tracking URIs end in "
-                "/mlflow, /api/mlflow or the bare host.",
-            )
-        if isinstance(resolved, Redirect):
-            return resolved
-        method = scope["method"]
-        if method not in FORWARDED_METHODS:
-            raise _method_error(method)
-        query = scope["query_string"]
-        if _key_in_url(resolved.path, query):
-            raise Refusal(
-                Reason.KEY_IN_URL,
-                "API keys are not accepted in the URL (URLs end up in logs). "
-                "Send the key in the Authorization header and revoke the one that was in the URL.",
-            )
-        # Only writes have an origin to check: reads never look for the session cookie here.
-        via_session = method not in SAFE_METHODS and self.access.session_id(scope) is not None
-        if is_cross_origin_write(method, headers, self.public_url, origin_required=via_session):
-            raise Refusal(
-                Reason.CROSS_ORIGIN,
-                " blocked a cross-origin write: "
-                + (
-                    "a write with a browser session must come from this site (Origin or Referer naming it)."
-                    if via_session
-                    else "the Origin header names another site."
-                ),
-            )
-        if b"path=" in query and unsafe_path_parameter(query):
-            raise Refusal(
-                Reason.UNSAFE_PATH_PARAMETER,
-                " rejected the 'path' parameter: it climbs out with '..' or is "
-                "absolute. Nothing was forwarded to MLflow.",
-            )
-        return resolved
 
 
 async def _redirect(send: Send, location: str, query: bytes) -> None:

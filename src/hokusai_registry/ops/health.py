@@ -31,7 +31,6 @@ from hokusai_registry.policy.headers import LOOP_MARK
 from hokusai_registry.transport.forward import Forwarder
 from hokusai_registry.transport.upstream import UpstreamError
 
-MLFLOW_HEALTH_PATHS = ("/mlflow/health/mlflow", "/api/mlflow/health/mlflow")
 LIVENESS_BODY = b'{"status": "ok"}'
 
 

@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from hokusai_registry.core.asgi import Headers
-from hokusai_registry.core.refusals import Reason, Refusal
 
 # RFC 9110 section 7.6.1, plus the names still seen in the wild.
 HOP_BY_HOP = frozenset(
@@ -126,32 +125,14 @@ def rewrite_location(value: bytes, upstream_base: str, mount: str) -> bytes:
     return (mount + text).encode("latin-1")
 
 
-def _refused_head(reason: Reason, problem: str) -> Refusal:
-    return Refusal(reason, f" refused the request: {problem}.")
-
-
-def head_problem(headers: Headers) -> Refusal | None:
-    """The refusal of a request's headers as a whole, or None: too many or too large (431), two `Host`s
-    (two parsers could pick different ones) or a transfer coding other than plain `chunked` (400)."""
-    if len(headers) > MAX_HEADER_COUNT:
-        return _refused_head(Reason.HEADERS_TOO_LARGE, f"it has more than {MAX_HEADER_COUNT} headers")
-    size = 0
-    hosts = 0
-    for name, value in headers:
-        size += len(name) + len(value)
-        if name == b"host":
-            hosts += 1
-        elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":
-            return _refused_head(Reason.BAD_HEADERS, "its Transfer-Encoding is not plain 'chunked'")
-    if size > MAX_HEADER_BYTES:
-        return _refused_head(Reason.HEADERS_TOO_LARGE, f"its headers exceed {MAX_HEADER_BYTES // 1024} KiB")
-    if hosts > 1:
-        return _refused_head(Reason.BAD_HEADERS, "it has more than one Host header")
-    return None
-
-
 def is_cross_origin_write(
-    method: str, headers: Headers, public_url: str | None, *, origin_required: bool = False
+    method: str,
+    origin: bytes | None,
+    referer: bytes | None,
+    host: bytes | None,
+    public_url: str | None,
+    *,
+    origin_required: bool = False,
 ) -> bool:
     """True for a browser write whose `Origin` is neither this host nor the public URL. Same-origin
     writes pass, with `Origin` removed so MLflow's own cross-origin block does not fire.
@@ -161,11 +142,10 @@ def is_cross_origin_write(
     out; with neither it is refused."""
     if method in SAFE_METHODS:
         return False
-    origin = header_value(headers, b"origin")
     if origin is None:
         if not origin_required:
             return False
-        origin = header_value(headers, b"referer")
+        origin = referer
         if origin is None:
             return True
     try:
@@ -174,7 +154,6 @@ def is_cross_origin_write(
         return True
     if not origin_netloc:  # "null" (sandboxed or privacy-sensitive contexts) or a relative Referer
         return True
-    host = (header_value(headers, b"host") or b"").decode("latin-1").lower()
-    if origin_netloc == host:
+    if origin_netloc == (host or b"").decode("latin-1").lower():
         return False
     return not (public_url and origin_netloc == urlsplit(public_url).netloc.lower())

@@ -14,8 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from hokusai_registry.policy.routes import API_ROOT
+
 # The part before "/mlflow/<route>": every API flavour the UI and clients use.
-_API_ROOT = re.compile(r"/(?:api|ajax-api)/[23]\.0")
+_API_ROOT = re.compile(API_ROOT)
 MAX_INSPECTED_BODY = 4 << 20
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlencode
 
-LOGIN_PATH = "/login"
+from hokusai_registry.policy.routes import LOGIN_PATH
+
 DEFAULT_NEXT = "/mlflow/"
 _MAX_NEXT = 2000
 # A path on this site: one leading slash (`//host` and `/\host` are other sites to a browser) and no

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 from hokusai_registry.core.refusals import Reason, Refusal
-from hokusai_registry.policy.routes import Family, classify
-
-MOUNTS = ("/mlflow", "/api/mlflow")
+from hokusai_registry.policy.routes import MOUNTS, Family, classify
 
 # Percent-escapes that decode to a separator, an escape character or a control character.
 _FORBIDDEN_ESCAPE = re.compile(rb"%(?:2[fF]|5[cC]|25|[01][0-9a-fA-F]|7[fF])")

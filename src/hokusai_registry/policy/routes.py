@@ -1,14 +1,31 @@
-"""Which MLflow paths the gateway forwards, and how (pure data).
+"""The route table: every path the gateway answers, as data (pure).
 
-Paths are matched after the mount (`/mlflow`, `/api/mlflow` or none) is removed. Anything that no
-family matches is answered 404 by the gateway and never reaches MLflow. Families, not a copied
-endpoint list: a test walks the installed MLflow's own routes and fails when one is not covered.
+Two kinds of routes:
+- The gateway's own (health, metrics, the admin API and its docs, the pages): answered by the gateway,
+  never forwarded. Matched on the request's path as the server decoded it, exactly or by prefix.
+- MLflow's route families: matched on the canonical MLflow path (decoded once, mount removed, see
+  `paths.py`). Anything no family matches is answered 404 by the gateway and never reaches MLflow.
+  Families, not a copied endpoint list: a test walks the installed MLflow's own routes and fails when
+  one is not covered.
+
+`API_ROOT` is the one spelling of MLflow's API prefixes; scopes, inspection and the transfer policy
+build on it.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from dataclasses import dataclass
+
+# Where the MLflow client may point its tracking URI: /mlflow, /api/mlflow, or the bare host ("").
+MOUNTS = ("/mlflow", "/api/mlflow")
+# Every API flavour MLflow serves and its UI uses: api and ajax-api (then a version), 2.0 and 3.0.
+API_PREFIX = r"/(?:api|ajax-api)"
+API_ROOT = rf"{API_PREFIX}/[23]\.0"
+
+READS = frozenset({"GET", "HEAD"})
+FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"})
 
 
 class Family(enum.Enum):
@@ -18,11 +35,98 @@ class Family(enum.Enum):
     TRANSFER = "transfer"
     # The MLflow web UI's page and static files.
     UI = "ui"
+    # The gateway's own routes (the access line's family).
+    GATEWAY = "gateway"
+
+
+class Handler(enum.Enum):
+    """The gateway's own answers; the gateway maps each to the component that gives it."""
+
+    LIVENESS = "liveness"
+    READINESS = "readiness"
+    METRICS = "metrics"
+    MLFLOW_HEALTH = "mlflow_health"
+    MLFLOW_HEALTH_DETAILED = "mlflow_health_detailed"
+    KEYS = "keys"  # the key-administration REST API
+    VALIDATE = "validate"  # the auth-service contract: checks the key it is given
+    DOCS = "docs"  # the admin API's OpenAPI document, Swagger UI and its assets
+    NO_SUCH_API = "no_such_api"  # under the admin API's prefix, but no endpoint
+    PAGES = "pages"  # sign-in, sign-out, key administration; they check their own callers
+
+
+class Caller(enum.Enum):
+    """Who may call an own route, checked by the gateway before its handler runs."""
+
+    ANYONE = "anyone"
+    KEY = "key"  # any valid key (header or browser session)
+    ADMIN_KEY = "admin_key"  # an admin key in the headers (never a session cookie)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnRoute:
+    handler: Handler
+    caller: Caller = Caller.ANYONE
+    # None: the handler answers every method itself (405s included).
+    methods: frozenset[str] | None = READS
+    # Gone where keys live in a remote auth service (which also manages them).
+    local_keys_only: bool = False
+
+
+MLFLOW_HEALTH_PATHS = tuple(mount + "/health/mlflow" for mount in MOUNTS)
+KEYS_PATH = "/api/v1/keys"
+VALIDATE_PATH = KEYS_PATH + "/validate"
+ADMIN_API_PREFIX = "/api/v1/"
+DOCS_PATHS = ("/docs", "/openapi.json")
+DOCS_ASSETS = "/docs/assets"
+LOGIN_PATH = "/login"
+LOGOUT_PATH = "/logout"
+ADMIN_KEYS_PATH = "/admin/keys"
+STYLESHEET_PATH = "/assets/hokusai.css"
+
+_PAGE = OwnRoute(Handler.PAGES, methods=None)
+_DOCS = OwnRoute(Handler.DOCS, methods=None)
+_KEYS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None, local_keys_only=True)
+
+OWN_ROUTES: dict[str, OwnRoute] = {
+    "/health": OwnRoute(Handler.LIVENESS),
+    "/ready": OwnRoute(Handler.READINESS),
+    "/metrics": OwnRoute(Handler.METRICS, Caller.KEY),
+    **{path: OwnRoute(Handler.MLFLOW_HEALTH) for path in MLFLOW_HEALTH_PATHS},
+    **{
+        path + "/detailed": OwnRoute(Handler.MLFLOW_HEALTH_DETAILED, Caller.KEY)
+        for path in MLFLOW_HEALTH_PATHS
+    },
+    KEYS_PATH: _KEYS,
+    VALIDATE_PATH: OwnRoute(Handler.VALIDATE, methods=None, local_keys_only=True),
+    **{path: _DOCS for path in DOCS_PATHS},
+    **{path: _PAGE for path in (LOGIN_PATH, LOGOUT_PATH, ADMIN_KEYS_PATH, STYLESHEET_PATH)},
+}
+# Checked in order when no exact path matches.
+OWN_PREFIXES: tuple[tuple[str, OwnRoute], ...] = (
+    (KEYS_PATH + "/", _KEYS),
+    (ADMIN_API_PREFIX, OwnRoute(Handler.NO_SUCH_API, methods=None)),
+    (DOCS_ASSETS + "/", _DOCS),
+)
+# A key's revocation form; key ids as in `keys.py`.
+_PAGE_PATTERN = re.compile(rf"{ADMIN_KEYS_PATH}/[A-Za-z0-9]{{12}}/revoke")
+
+
+def own_route(path: str) -> OwnRoute | None:
+    """The gateway's own route for a path, or None when the path is for MLflow."""
+    route = OWN_ROUTES.get(path)
+    if route is not None:
+        return route
+    for prefix, prefixed in OWN_PREFIXES:
+        if path.startswith(prefix):
+            return prefixed
+    if _PAGE_PATTERN.fullmatch(path):
+        return _PAGE
+    return None
 
 
 _FAMILY_PATTERNS: dict[Family, tuple[str, ...]] = {
     Family.REST: (
-        r"/(?:api|ajax-api)/[23]\.0/mlflow/.+",
+        rf"{API_ROOT}/mlflow/.+",
         r"/ajax-api/3\.0/jobs(?:/.*)?",
         r"/graphql",
         r"/version",
@@ -30,7 +134,7 @@ _FAMILY_PATTERNS: dict[Family, tuple[str, ...]] = {
         r"/v1/traces",
     ),
     Family.TRANSFER: (
-        r"/(?:api|ajax-api)/2\.0/mlflow-artifacts/(?:artifacts|mpu|presigned)(?:/.*)?",
+        rf"{API_PREFIX}/2\.0/mlflow-artifacts/(?:artifacts|mpu|presigned)(?:/.*)?",
         r"/(?:model-versions/)?get-artifact",
         r"/gateway/.+",
     ),

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from hokusai_registry.policy.routes import API_ROOT as _API
+
 SCOPES = ("read", "write", "admin")
 _IMPLIED = {"read": ("read",), "write": ("read", "write"), "admin": ("read", "write", "admin")}
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_API = r"/(?:api|ajax-api)/[23]\.0"
 
 
 @dataclass(frozen=True)

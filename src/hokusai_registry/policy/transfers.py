@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import re
 
-SERVER_INFO = re.compile(r"/(?:api|ajax-api)/3\.0/mlflow/server-info")
+from hokusai_registry.policy.routes import API_PREFIX
+
+SERVER_INFO = re.compile(rf"{API_PREFIX}/3\.0/mlflow/server-info")
 MINTING = re.compile(
-    r"/(?:api|ajax-api)/2\.0/(?:mlflow-artifacts/(?:mpu/(?:create|complete|abort)|presigned)/.+"
+    rf"{API_PREFIX}/2\.0/(?:mlflow-artifacts/(?:mpu/(?:create|complete|abort)|presigned)/.+"
     r"|mlflow/artifacts/presigned-(?:upload|download)-url)"
 )
 MULTIPART_FLAGS = ("multipart_uploads_enabled", "multipart_downloads_enabled")
