@@ -106,7 +106,7 @@ def test_json_lines(upstream: RecordingUpstream, tmp_path: Path) -> None:
         for line in process.log().splitlines()
         if line.strip() and not line.startswith(banner)
     ]
-    access = [line for line in lines if line["logger"] == "hokusai_registry.auth.caller"]
+    access = [line for line in lines if line["logger"] == "hokusai_registry.access"]
     assert {line["status"] for line in access} >= {200, 400, 401}
     first = next(line for line in access if line["status"] == 200 and line["path"].startswith("/mlflow/"))
     assert first["key_id"] == key.split("_")[2] and first["upstream"] == "/api/2.0/mlflow/experiments/search"

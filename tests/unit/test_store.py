@@ -34,7 +34,7 @@ def test_list_and_count(store: KeyStore) -> None:
     store.create("b", environment="test", scopes=DEFAULT_SCOPES)
     assert [r.name for r in store.list()] == ["a", "b"]
     assert store.count() == 2
-    assert store.list()[0].is_admin and not store.list()[1].is_admin
+    assert "admin" in store.list()[0].scopes and "admin" not in store.list()[1].scopes
 
 
 def test_active_names_are_unique(store: KeyStore) -> None:

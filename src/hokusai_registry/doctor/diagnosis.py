@@ -8,7 +8,7 @@ and message, the network layer that failed, and what the gateway's detailed heal
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hokusai_registry.core.refusals import Reason
@@ -39,7 +39,6 @@ class Context:
     tracking_ok: bool = False
     health: dict[str, Any] | None = None  # the detailed health answer, if the key could read it
     size_bytes: int = 0  # of the upload that failed, if any
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _human(size: int) -> str:

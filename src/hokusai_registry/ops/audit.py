@@ -17,7 +17,8 @@ from typing import Any
 from hokusai_registry.core.redaction import redact
 from hokusai_registry.ops.logs import BatchingStderrHandler
 
-AUDIT_LOGGER = "hokusai_registry.ops.audit"
+# A channel name that log readers filter on, not a module path: it stays when modules move.
+AUDIT_LOGGER = "hokusai_registry.audit"
 _audit = logging.getLogger(AUDIT_LOGGER)
 
 

@@ -19,7 +19,6 @@ BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY_ID_LENGTH = 12
 SECRET_LENGTH = 32
 CHECKSUM_LENGTH = 6
-ENVIRONMENTS = ("live", "test")
 Environment = Literal["live", "test"]
 
 _KEY = re.compile(

@@ -24,27 +24,26 @@ class Rule:
     methods: frozenset[str]
     pattern: re.Pattern[str]
     scope: str
-    why: str
 
 
-def _rule(methods: frozenset[str], pattern: str, scope: str, why: str) -> Rule:
-    return Rule(methods, re.compile(pattern), scope, why)
+def _rule(methods: frozenset[str], pattern: str, scope: str) -> Rule:
+    return Rule(methods, re.compile(pattern), scope)
 
 
 RULES = (
-    _rule(READ_METHODS, r"/.*", "read", "every GET and HEAD MLflow serves only reads"),
+    _rule(READ_METHODS, r"/.*", "read"),  # every GET and HEAD MLflow serves only reads
     # POSTs that only read: searches carry their filters in a body.
-    _rule(frozenset({"POST"}), rf"{_API}/mlflow/.*/search(?:-[a-z-]+)?", "read", "search with a JSON body"),
-    _rule(frozenset({"POST"}), rf"{_API}/mlflow/registered-models/get-latest-versions", "read", "lookup"),
-    _rule(frozenset({"POST"}), rf"{_API}/mlflow/artifacts/presigned-download-url", "read", "download link"),
-    _rule(frozenset({"POST"}), r"/graphql", "read", "MLflow's GraphQL schema has queries only"),
-    _rule(frozenset({"POST"}), r"/ajax-api/3\.0/mlflow/ui-telemetry", "read", "the UI's usage pings"),
-    _rule(frozenset({"POST"}), r"/ajax-api/3\.0/jobs/search", "read", "job search"),
+    _rule(frozenset({"POST"}), rf"{_API}/mlflow/.*/search(?:-[a-z-]+)?", "read"),  # search with a JSON body
+    _rule(frozenset({"POST"}), rf"{_API}/mlflow/registered-models/get-latest-versions", "read"),  # lookup
+    _rule(frozenset({"POST"}), rf"{_API}/mlflow/artifacts/presigned-download-url", "read"),  # download link
+    _rule(frozenset({"POST"}), r"/graphql", "read"),  # MLflow's GraphQL schema has queries only
+    _rule(frozenset({"POST"}), r"/ajax-api/3\.0/mlflow/ui-telemetry", "read"),  # the UI's usage pings
+    _rule(frozenset({"POST"}), r"/ajax-api/3\.0/jobs/search", "read"),  # job search
     # Server-side configuration: AI-gateway secrets and endpoints, workspaces, webhooks (which make
     # MLflow call out to any URL).
-    _rule(WRITE_METHODS, rf"{_API}/mlflow/(?:gateway|workspaces)(?:/.*)?", "admin", "server configuration"),
-    _rule(WRITE_METHODS, rf"{_API}/mlflow/webhooks(?:/.*)?", "admin", "webhooks call out to any URL"),
-    _rule(WRITE_METHODS, r"/.*", "write", "everything else that changes state"),
+    _rule(WRITE_METHODS, rf"{_API}/mlflow/(?:gateway|workspaces)(?:/.*)?", "admin"),  # server configuration
+    _rule(WRITE_METHODS, rf"{_API}/mlflow/webhooks(?:/.*)?", "admin"),  # webhooks call out to any URL
+    _rule(WRITE_METHODS, r"/.*", "write"),  # everything else that changes state
 )
 
 

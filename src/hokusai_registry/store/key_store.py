@@ -51,10 +51,6 @@ class KeyRecord:
     last_used_at: dt.datetime | None = None
 
     @property
-    def is_admin(self) -> bool:
-        return "admin" in self.scopes
-
-    @property
     def user_id(self) -> str:
         """Who requests with this key act as: the owner, or the key's name when it has none."""
         return self.owner or self.name
