@@ -15,16 +15,15 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from bench import report
 from bench.load import Rate, RssSampler, download, median_rate, upload, wrk
+from bench.model import Plan, Results
 from bench.stack import free_port, gateway, make_key, nginx_config, running, wait_http
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.local_keys import LocalKeys
@@ -35,28 +34,6 @@ from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Plan:
-    seconds: float
-    runs: int
-    artifact_mb: int
-    artifact_runs: int
-    output: Path
-    mlflow_url: str | None
-
-
-@dataclass
-class Results:
-    machine: dict[str, str] = field(default_factory=dict)
-    small: dict[str, dict[int, Rate]] = field(default_factory=dict)
-    workers: dict[int, Rate] = field(default_factory=dict)
-    mlflow: dict[str, dict[str, Rate]] = field(default_factory=dict)
-    artifacts: dict[str, dict[str, float]] = field(default_factory=dict)
-    gateway_peak_rss_mb: float = 0.0
-    auth_us: dict[str, float] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
 
 
 def say(text: str) -> None:
@@ -326,4 +303,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from bench.__main__ import Plan, Results
+from bench.model import Plan, Results
 
 
 def _mark(ok: bool) -> str:

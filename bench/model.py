@@ -1,0 +1,30 @@
+"""What one bench run plans and what it measures: shared by the run (`bench.__main__`) and its report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.load import Rate
+
+
+@dataclass
+class Plan:
+    seconds: float
+    runs: int
+    artifact_mb: int
+    artifact_runs: int
+    output: Path
+    mlflow_url: str | None
+
+
+@dataclass
+class Results:
+    machine: dict[str, str] = field(default_factory=dict)
+    small: dict[str, dict[int, Rate]] = field(default_factory=dict)
+    workers: dict[int, Rate] = field(default_factory=dict)
+    mlflow: dict[str, dict[str, Rate]] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, float]] = field(default_factory=dict)
+    gateway_peak_rss_mb: float = 0.0
+    auth_us: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
