@@ -58,3 +58,19 @@ def new_gateway(loop: LoopThread, tmp_path: Path) -> Iterator[GatewayFactory]:
     yield build
     for gateway in built:
         gateway.close()
+
+
+@pytest.fixture
+def new_upstream(loop: LoopThread) -> Iterator[Callable[..., StubUpstream]]:
+    """Starts stub upstreams of the test's own (canned answers or a handler); all stopped afterwards."""
+    started: list[StubUpstream] = []
+
+    def start(**kwargs: Any) -> StubUpstream:
+        stub = StubUpstream(**kwargs)
+        loop.run(stub.start())
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        loop.run(stub.stop())
