@@ -304,10 +304,8 @@ class FrontProxy:
             app.router.add_route("*", "/{tail:.*}", handle)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls)
-            await site.start()
-            assert site._server is not None
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            await web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls).start()
+            self.port = int(self._runner.addresses[0][1])
             self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
             ready.set()
 

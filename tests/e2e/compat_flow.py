@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 name = sys.argv[1]
-done = {"mlflow": mlflow.__version__}
+done: dict[str, object] = {"mlflow": mlflow.__version__}
 mlflow.set_experiment(name)
 with tempfile.TemporaryDirectory() as scratch:
     notes = Path(scratch) / "notes.txt"

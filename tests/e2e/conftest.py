@@ -92,7 +92,13 @@ def client_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     yield monkeypatch
-    mlflow.set_tracking_uri(None)
+    reset_tracking_uri()
+
+
+def reset_tracking_uri() -> None:
+    """Back to MLflow's default tracking URI. `set_tracking_uri(None)` does that, though MLflow's
+    annotation leaves None out."""
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
 
 
 @pytest.fixture

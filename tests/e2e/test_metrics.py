@@ -7,7 +7,8 @@ from pathlib import Path
 
 import requests
 
-from tests.helpers import GatewayProcess, RecordingUpstream, TcpServer, free_port, mistyped, raw_request
+from tests.helpers import GatewayProcess, TcpServer, free_port, mistyped, raw_request
+from tests.support.stub import ThreadedStub
 
 
 def scrape(process: GatewayProcess, key: str) -> str:
@@ -26,7 +27,7 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_need_a_key_and_move_with_traffic(tmp_path: Path) -> None:
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     process = GatewayProcess(upstream.url, tmp_path / "gw")
     try:
         key = process.create_key("metrics")

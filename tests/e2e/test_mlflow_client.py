@@ -65,7 +65,8 @@ def register_and_load(tracking_uri: str, name: str, tmp_path: Path) -> str:
     assert list(runs["run_id"]) == [run.info.run_id]
     assert runs["params.alpha"][0] == "0.5" and runs["params.beta"][0] == "2"
     assert client.get_metric_history(run.info.run_id, "acc")[-1].value == 0.95
-    return run.info.run_id
+    run_id: str = run.info.run_id
+    return run_id
 
 
 @pytest.mark.parametrize("style", MOUNTS)

@@ -20,7 +20,7 @@ from tests.support.stub import ThreadedStub
 def upstream() -> Iterator[ThreadedStub]:
     server = ThreadedStub()
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(scope="module")

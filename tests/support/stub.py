@@ -52,10 +52,8 @@ class StubUpstream:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        assert site._server is not None
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = int(self._runner.addresses[0][1])
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
@@ -90,14 +88,19 @@ class StubUpstream:
         return response
 
 
-class ThreadedStub(StubUpstream):
+class ThreadedStub:
     """The stub on a loop thread of its own, for gateway processes to forward to."""
 
     def __init__(self, answers: Mapping[str, Canned] | None = None) -> None:
-        super().__init__(answers)
+        self.stub = StubUpstream(answers)
         self._thread = LoopThread()
-        self._thread.run(self.start())
+        self._thread.run(self.stub.start())
+        self.port, self.url = self.stub.port, self.stub.url
+        self.requests = self.stub.requests  # appended to by the stub as requests arrive
 
-    def close(self) -> None:
-        self._thread.run(self.stop())
+    def header(self, index: int, name: str) -> list[str]:
+        return self.stub.header(index, name)
+
+    def stop(self) -> None:
+        self._thread.run(self.stub.stop())
         self._thread.stop()
