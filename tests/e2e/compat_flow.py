@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 name = sys.argv[1]
 done: dict[str, object] = {"mlflow": mlflow.__version__}

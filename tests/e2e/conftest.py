@@ -51,7 +51,7 @@ S3_ENV = {
 @pytest.fixture(scope="session")
 def s3() -> Iterator[FrontProxy]:
     """moto's S3 server on loopback with a bucket `artifacts`, behind a relay that records every request."""
-    import boto3
+    import boto3  # type: ignore[import-untyped]
     from moto.server import ThreadedMotoServer
 
     port = free_port()

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 import requests
 from mlflow import MlflowClient
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression  # type: ignore[import-untyped]
 
 from hokusai_registry.policy import keys
 from tests.helpers import GatewayProcess, free_port, key_store

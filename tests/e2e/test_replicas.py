@@ -17,7 +17,7 @@ import mlflow
 import numpy as np
 import pytest
 import requests
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.e2e.conftest import s3_environment
