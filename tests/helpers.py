@@ -1,4 +1,5 @@
-"""Live-server helpers for the tests: gateway processes, a recording upstream, raw HTTP."""
+"""Live-server helpers for the tests: gateway and MLflow processes, a front proxy, raw HTTP, ports.
+The recording upstream is `tests.support.stub`; waiting is `tests.support.polling.eventually`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import re
 import signal
 import socket
 import ssl
@@ -23,6 +25,7 @@ import requests
 
 from hokusai_registry.run.mlflow_process import MlflowProcess, wait_until_healthy
 from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyStore
+from tests.support.polling import eventually
 
 HOKUSAI = str(Path(sys.executable).with_name("hokusai-registry"))
 
@@ -88,14 +91,15 @@ def hokusai_mlflow(data_dir: Path, *args: str) -> Iterator[str]:
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 180
-            while True:
-                with contextlib.suppress(requests.ConnectionError):
-                    if requests.get(url + "/health", timeout=2).status_code == 200:
-                        break
-                if server.poll() is not None or time.monotonic() > deadline:
+
+            def healthy() -> bool:
+                if server.poll() is not None:
                     raise RuntimeError("MLflow did not start:\n" + log_path.read_text(errors="replace"))
-                time.sleep(0.5)
+                with contextlib.suppress(requests.ConnectionError):
+                    return requests.get(url + "/health", timeout=2).status_code == 200
+                return False
+
+            eventually(healthy, 180, 0.5, "MLflow to answer /health:\n" + str(log_path))
             yield url
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -104,13 +108,14 @@ def hokusai_mlflow(data_dir: Path, *args: str) -> Iterator[str]:
 
 
 class GatewayProcess:
-    """`hokusai-registry gateway` as its own process, as users run it."""
+    """`hokusai-registry gateway` as its own process, as users run it. It binds port 0 unless told a port
+    (a restart on the same address) and its first line names the URL it listens on."""
+
+    URL_LINE = re.compile(rb" gateway on (http://\S+?)[ ,]")
 
     def __init__(
-        self, upstream: str, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None
+        self, upstream: str, data_dir: Path, env: dict[str, str] | None = None, port: int = 0
     ) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.log_path = data_dir / "gateway.log"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +127,7 @@ class GatewayProcess:
                 "--mlflow-url",
                 upstream,
                 "--port",
-                str(self.port),
+                str(port),
                 "--data-dir",
                 str(data_dir),
             ],
@@ -130,16 +135,23 @@ class GatewayProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start:\n" + self.log())
-            time.sleep(0.1)
+        self.url = eventually(self._reported_url, 30, 0.05, "the gateway to say where it listens")
+        self.port = int(self.url.rsplit(":", 1)[1])
+        eventually(self._healthy, 30, 0.1, "the gateway to answer /health")
+
+    def _reported_url(self) -> str | None:
+        found = self.URL_LINE.search(self.log_path.read_bytes())
+        if found is None and self.process.poll() is not None:
+            raise RuntimeError("gateway did not start:\n" + self.log())
+        return found.group(1).decode() if found else None
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(self.url + "/health", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            if self.process.poll() is not None:
+                raise RuntimeError("gateway did not start:\n" + self.log()) from None
+            return False
 
     @property
     def pid(self) -> int:
@@ -220,64 +232,6 @@ class Running:
         return code
 
 
-class RecordingUpstream:
-    """A stand-in upstream on loopback that records exactly what reached it (method, raw target,
-    headers as sent) and answers JSON, with a hop-by-hop header and a cookie to be filtered."""
-
-    def __init__(self) -> None:
-        import asyncio
-        import threading
-
-        from aiohttp import web
-
-        self.requests: list[dict[str, object]] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        async def handle(request: web.Request) -> web.StreamResponse:
-            body = await request.read()
-            self.requests.append(
-                {
-                    "method": request.method,
-                    "target": request.raw_path,
-                    "headers": [(k.decode(), v.decode()) for k, v in request.raw_headers],
-                    "body_length": len(body),
-                }
-            )
-            response = web.json_response({"ok": True, "target": request.raw_path})
-            response.headers["Connection"] = "keep-alive, X-Upstream-Hop"
-            response.headers["X-Upstream-Hop"] = "must not reach the client"
-            response.headers["Keep-Alive"] = "timeout=5"
-            response.set_cookie("upstream_session", "secret-cookie")
-            return response
-
-        async def main() -> None:
-            app = web.Application(handler_args={"max_line_size": 131072, "max_field_size": 131072})
-            app.router.add_route("*", "/{tail:.*}", handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
-            ready.set()
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(main())
-            self._loop.run_forever()
-
-        threading.Thread(target=run, daemon=True).start()
-        ready.wait(10)
-
-    def header(self, index: int, name: str) -> list[str]:
-        headers = self.requests[index]["headers"]
-        assert isinstance(headers, list)
-        return [value for key, value in headers if key.lower() == name.lower()]
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-
-
 class FrontProxy:
     """A reverse proxy on loopback in front of a gateway, as a load balancer would be: relays the method,
     path, query, headers and streamed bodies both ways. With `body_limit` it answers 413 itself, without
@@ -308,8 +262,8 @@ class FrontProxy:
     ) -> None:
         from aiohttp import ClientSession, ClientTimeout, web
 
-        self.port = free_port()
-        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.port = 0
+        self.url = ""  # both known once it listens (port 0: no race for a free port)
         self.refused = 0  # requests answered 413
         self.recorded: list[tuple[str, str, dict[str, str], bytearray]] | None = [] if record else None
         self._loop = asyncio.new_event_loop()
@@ -350,7 +304,9 @@ class FrontProxy:
             app.router.add_route("*", "/{tail:.*}", handle)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=tls).start()
+            await web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=tls).start()
+            self.port = int(self._runner.addresses[0][1])
+            self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
             ready.set()
 
         def run() -> None:
@@ -359,7 +315,7 @@ class FrontProxy:
             self._loop.run_forever()
 
         threading.Thread(target=run, daemon=True).start()
-        ready.wait(10)
+        assert ready.wait(10), "the front proxy did not start"
 
     def stop(self) -> None:
         async def close() -> None:
@@ -420,30 +376,27 @@ def _dechunk(data: bytes) -> bytes:
 
 
 class TcpServer:
-    """A loopback TCP server for fault tests: `relay_to` forwards bytes to another port (a load
-    balancer that sends traffic back to the gateway); without it, it accepts and never answers."""
+    """A loopback TCP server for fault tests: with `relay_to` set (before or after it starts) it forwards
+    bytes to that port (a load balancer that sends traffic back to the gateway); without it, it accepts
+    and never answers."""
 
     def __init__(self, relay_to: int | None = None) -> None:
-        import threading
-
-        self.port = free_port()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._relay_to = relay_to
-        self._server = socket.create_server(("127.0.0.1", self.port))
+        self.relay_to = relay_to
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import threading
-
         while True:
             try:
                 client, _ = self._server.accept()
             except OSError:
                 return
             self._open.append(client)
-            if self._relay_to is not None:
-                upstream = socket.create_connection(("127.0.0.1", self._relay_to))
+            if self.relay_to is not None:
+                upstream = socket.create_connection(("127.0.0.1", self.relay_to))
                 self._open.append(upstream)
                 for a, b in ((client, upstream), (upstream, client)):
                     threading.Thread(target=_pipe, args=(a, b), daemon=True).start()

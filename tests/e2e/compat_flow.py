@@ -12,10 +12,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 name = sys.argv[1]
-done = {"mlflow": mlflow.__version__}
+done: dict[str, object] = {"mlflow": mlflow.__version__}
 mlflow.set_experiment(name)
 with tempfile.TemporaryDirectory() as scratch:
     notes = Path(scratch) / "notes.txt"

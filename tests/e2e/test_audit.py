@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 from tests.helpers import HOKUSAI, GatewayProcess, key_store, mistyped
 

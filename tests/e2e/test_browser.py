@@ -11,17 +11,21 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import pytest
 import requests
 from mlflow import MlflowClient
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression  # type: ignore[import-untyped]
 
 from hokusai_registry.policy import keys
 from tests.helpers import GatewayProcess, free_port, key_store
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+if TYPE_CHECKING:  # annotations name the module the skip above imports
+    from playwright._impl._api_structures import SetCookieParam
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
@@ -39,7 +43,7 @@ UI_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[playwright_api.Browser]:
+def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get, as root)")
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -50,9 +54,7 @@ def browser() -> Iterator[playwright_api.Browser]:
 
 
 @pytest.fixture
-def context(
-    browser: playwright_api.Browser, gateway: GatewayProcess
-) -> Iterator[playwright_api.BrowserContext]:
+def context(browser: Browser, gateway: GatewayProcess) -> Iterator[BrowserContext]:
     context = browser.new_context(
         base_url=gateway.url, viewport={"width": 1400, "height": 900}, accept_downloads=True
     )
@@ -61,11 +63,11 @@ def context(
     context.close()
 
 
-def shot(page: playwright_api.Page, name: str) -> None:
+def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
-def sign_in(page: playwright_api.Page, key: str, start: str = "/mlflow/") -> None:
+def sign_in(page: Page, key: str, start: str = "/mlflow/") -> None:
     page.goto(start)
     page.wait_for_url("**/login?**")
     page.get_by_label("API key").fill(key)
@@ -115,7 +117,7 @@ def tracked(gateway_client: pytest.MonkeyPatch, api_key: str, tmp_path: Path) ->
 
 
 def test_a_user_signs_in_browses_downloads_and_signs_out(
-    context: playwright_api.BrowserContext, tracked: dict[str, str], api_key: str
+    context: BrowserContext, tracked: dict[str, str], api_key: str
 ) -> None:
     page = context.new_page()
     page.goto(f"/mlflow/#/experiments/{tracked['experiment_id']}/runs")
@@ -164,14 +166,22 @@ def test_a_user_signs_in_browses_downloads_and_signs_out(
     page.goto("/mlflow/")
     page.wait_for_url("**/login?**")
     # The old session id, replayed, opens nothing either.
-    context.add_cookies([session])
+    replayed: SetCookieParam = {
+        "name": session["name"],
+        "value": session["value"],
+        "domain": session["domain"],
+        "path": session["path"],
+        "expires": session["expires"],
+        "httpOnly": session["httpOnly"],
+        "secure": session["secure"],
+        "sameSite": session["sameSite"],
+    }
+    context.add_cookies([replayed])
     page.goto("/mlflow/")
     page.wait_for_url("**/login?**")
 
 
-def test_a_revoked_key_ends_its_browser_session(
-    context: playwright_api.BrowserContext, gateway: GatewayProcess
-) -> None:
+def test_a_revoked_key_ends_its_browser_session(context: BrowserContext, gateway: GatewayProcess) -> None:
     key = gateway.create_key(f"browser-revoked-{uuid.uuid4().hex[:6]}")
     page = context.new_page()
     sign_in(page, key)
@@ -230,7 +240,7 @@ def attacker_site(gateway: GatewayProcess) -> Iterator[str]:
 
 
 def test_a_cross_origin_post_with_the_session_cookie_is_refused(
-    context: playwright_api.BrowserContext, gateway: GatewayProcess, api_key: str, attacker_site: str
+    context: BrowserContext, gateway: GatewayProcess, api_key: str, attacker_site: str
 ) -> None:
     page = context.new_page()
     sign_in(page, api_key)
@@ -253,7 +263,7 @@ def test_a_cross_origin_post_with_the_session_cookie_is_refused(
 
 
 def test_an_admin_creates_and_revokes_a_key_in_the_browser(
-    context: playwright_api.BrowserContext, gateway: GatewayProcess
+    context: BrowserContext, gateway: GatewayProcess
 ) -> None:
     admin = gateway.create_key(f"browser-admin-{uuid.uuid4().hex[:6]}", admin=True)
     page = context.new_page()

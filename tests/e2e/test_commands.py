@@ -13,7 +13,8 @@ import requests
 
 from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
-from tests.helpers import HOKUSAI, RecordingUpstream, Running, free_port, key_store, processes_using
+from tests.helpers import HOKUSAI, Running, free_port, key_store, processes_using
+from tests.support.stub import ThreadedStub
 
 
 def test_mlflow_command_flags(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_mlflow_command_serves_artifacts(tmp_path: Path) -> None:
 
 
 def test_gateway_with_two_workers_serves_and_stops_cleanly(tmp_path: Path) -> None:
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     store = key_store(tmp_path)
     _, key = store.create("w", environment="live", scopes=("read", "write"))
     store.close()

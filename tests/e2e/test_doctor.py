@@ -291,10 +291,11 @@ def test_upstream_on_a_closed_port_is_named_with_its_address(tmp_path: Path) -> 
 
 
 def test_upstream_that_loops_back_to_the_gateway_is_named(tmp_path: Path) -> None:
-    gateway_port = free_port()
-    balancer = TcpServer(relay_to=gateway_port)  # a load balancer sending the gateway's traffic back to it
+    balancer = TcpServer()  # a load balancer sending the gateway's traffic back to it
     try:
-        checkup = doctor_through_new_gateway(balancer.url, tmp_path, port=gateway_port)
+        with gateway_in_front_of(balancer.url, tmp_path) as process:
+            balancer.relay_to = process.port
+            checkup = run_doctor(process.url + "/mlflow", process.create_key("doctor"))
     finally:
         balancer.stop()
     assert_fails_at(checkup, "auth")

@@ -51,7 +51,8 @@ import requests
 from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_command, wait_until_healthy
 from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
-from tests.helpers import GatewayProcess, RecordingUpstream, TcpServer, free_port
+from tests.helpers import GatewayProcess, TcpServer, free_port
+from tests.support.stub import ThreadedStub
 
 CLIENT_TIMEOUT = 120  # generous: a hang fails the test, a slow machine does not
 
@@ -699,7 +700,7 @@ def test_sqlite_key_store_locked_gives_503_for_new_keys_while_cached_keys_work_f
     ttl = 6.0
     cached, fresh = store_key(sqlite_store, "cached"), store_key(sqlite_store, "fresh")
     unaffected = store_key(sqlite_store, "unaffected")
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     env = {"DATABASE_URL": sqlite_store, "HOKUSAI_KEY_CACHE_TTL": str(ttl)}
     locker: subprocess.Popen[str] | None = None
     try:
@@ -769,7 +770,7 @@ def test_sqlite_key_store_removed_gives_503_for_new_keys(sqlite_store: str, tmp_
     cached, fresh = store_key(sqlite_store, "cached"), store_key(sqlite_store, "fresh")
     store_dir = Path(sqlite_store.removeprefix("sqlite:///")).parent
     removed = tmp_path / "removed"
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     # No revision polling: the only store access is the lookups below, on the gateway's one connection.
     env = {"DATABASE_URL": sqlite_store, "HOKUSAI_KEY_REVISION_POLL_INTERVAL": "3600"}
     try:
@@ -791,7 +792,7 @@ def test_sqlite_key_store_replaced_at_its_path_is_what_the_gateway_reads(
 ) -> None:
     database = Path(sqlite_store.removeprefix("sqlite:///"))
     revoked_later = store_key(sqlite_store, "revoked-later")
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     env = {
         "DATABASE_URL": sqlite_store,
         "HOKUSAI_KEY_CACHE_TTL": "1",
@@ -903,7 +904,7 @@ def test_postgres_key_store_stopped_gives_503_for_new_keys_and_recovers_when_sta
         pytest.skip(reason)
     assert bindir is not None
     cluster = PrivatePostgres(bindir)
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     try:
         cluster.start()
         url = f"{driver}://postgres@127.0.0.1:{cluster.port}/postgres"

@@ -13,7 +13,8 @@ import requests
 
 from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
-from tests.helpers import GatewayProcess, RecordingUpstream, free_port, running_mlflow
+from tests.helpers import GatewayProcess, free_port, running_mlflow
+from tests.support.stub import ThreadedStub
 
 MOUNTED = ("/mlflow/health/mlflow", "/api/mlflow/health/mlflow")
 
@@ -127,12 +128,12 @@ def test_a_404_is_never_healthy(not_mlflow: str, tmp_path: Path) -> None:
 
 
 def test_checks_use_the_forwarders_translation_and_are_cached(tmp_path: Path) -> None:
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     process = GatewayProcess(upstream.url, tmp_path / "gw", env={"MLFLOW_UPSTREAM_API_PREFIX": "ajax-api"})
     try:
         for _ in range(10):
             get(process.url + "/mlflow/health/mlflow")
-        targets = [r["target"] for r in upstream.requests]
+        targets = [r.target for r in upstream.requests]
         # One round of checks for ten calls (the result is cached for HOKUSAI_HEALTH_CACHE_SECONDS).
         assert len(targets) == 5
         assert "/ajax-api/2.0/mlflow/experiments/search" in targets

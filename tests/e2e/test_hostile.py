@@ -3,7 +3,7 @@ real gateway process in front of a canary upstream.
 
 The canary records every byte that reaches it, parsed with llhttp (the parser the gateway itself uses on
 both sides), and answers every request it can parse with 200, whatever its headers or size. It is not
-`tests.helpers.RecordingUpstream`: that one answers 500 to a header value that is not UTF-8 and 400 to a
+`tests.support.stub.StubUpstream`: that one answers 500 to a header value that is not UTF-8 and 400 to a
 header over 128 KiB, without recording either, so it could neither prove what arrived nor stay out of the
 statuses the gateway is judged by. Here any 5xx is the gateway's own.
 
@@ -501,16 +501,16 @@ def parse_answers(data: bytes, head_only: bool = False) -> tuple[list[Answer], l
         if head_only:
             body, data = b"", rest
         elif headers.get("transfer-encoding", "").lower() == "chunked":
-            body = bytearray()
+            chunks = bytearray()
             while True:
                 size_line, _, rest = rest.partition(b"\r\n")
                 size = int(size_line.split(b";")[0] or b"0", 16)
                 if size == 0:
                     _, _, rest = rest.partition(b"\r\n")
                     break
-                body += rest[:size]
+                chunks += rest[:size]
                 rest = rest[size + 2 :]
-            body, data = bytes(body), rest
+            body, data = bytes(chunks), rest
         elif "content-length" in headers:
             length = int(headers["content-length"])
             body, data = rest[:length], rest[length:]
@@ -795,6 +795,7 @@ def test_nothing_else_reached_the_canary(deployments: dict[str, Deployment], can
     by_id = {case["id"]: case for case in CASES}
     stray = []
     for arrival in canary.arrivals:
+        case: dict[str, Any] | None
         if arrival.request_id in KNOWN_IDS:  # its own case, whenever it arrived (a cut-off head may lag)
             case = by_id[arrival.request_id[len("hx.") :]]
         else:  # an id the gateway replaced: the case that was running

@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.load import RssSampler
+from tests.e2e.conftest import reset_tracking_uri
 from tests.helpers import GatewayProcess, sha256_file
 
 SIZE = 300 * 1024 * 1024
@@ -57,7 +58,7 @@ def test_300_mb_artifact_round_trip_with_flat_gateway_memory(
                 )
             )
     finally:
-        mlflow.set_tracking_uri(None)
+        reset_tracking_uri()
     assert downloaded.stat().st_size == SIZE
     assert sha256_file(downloaded) == sha256_file(source)
     peak_mb = _status_kb(fresh_gateway.pid, "VmHWM") / 1024

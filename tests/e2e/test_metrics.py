@@ -7,7 +7,8 @@ from pathlib import Path
 
 import requests
 
-from tests.helpers import GatewayProcess, RecordingUpstream, TcpServer, free_port, mistyped, raw_request
+from tests.helpers import GatewayProcess, TcpServer, free_port, mistyped, raw_request
+from tests.support.stub import ThreadedStub
 
 
 def scrape(process: GatewayProcess, key: str) -> str:
@@ -26,7 +27,7 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_need_a_key_and_move_with_traffic(tmp_path: Path) -> None:
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     process = GatewayProcess(upstream.url, tmp_path / "gw")
     try:
         key = process.create_key("metrics")
@@ -60,9 +61,9 @@ def test_metrics_need_a_key_and_move_with_traffic(tmp_path: Path) -> None:
 
 
 def test_upstream_errors_by_kind(tmp_path: Path) -> None:
-    gateway_port = free_port()
-    balancer = TcpServer(relay_to=gateway_port)  # sends the gateway's own traffic back to it: a loop
-    process = GatewayProcess(balancer.url, tmp_path / "loop", port=gateway_port)
+    balancer = TcpServer()  # sends the gateway's own traffic back to it: a loop
+    process = GatewayProcess(balancer.url, tmp_path / "loop")
+    balancer.relay_to = process.port
     dead = GatewayProcess(f"http://127.0.0.1:{free_port()}", tmp_path / "dead")
     try:
         loop_key, dead_key = process.create_key("k"), dead.create_key("k")

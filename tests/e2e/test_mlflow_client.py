@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 from tests.helpers import GatewayProcess
 
@@ -65,7 +65,8 @@ def register_and_load(tracking_uri: str, name: str, tmp_path: Path) -> str:
     assert list(runs["run_id"]) == [run.info.run_id]
     assert runs["params.alpha"][0] == "0.5" and runs["params.beta"][0] == "2"
     assert client.get_metric_history(run.info.run_id, "acc")[-1].value == 0.95
-    return run.info.run_id
+    run_id: str = run.info.run_id
+    return run_id
 
 
 @pytest.mark.parametrize("style", MOUNTS)

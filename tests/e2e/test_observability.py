@@ -9,17 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import GatewayProcess, RecordingUpstream, mistyped, raw_request
+from tests.helpers import GatewayProcess, mistyped, raw_request
+from tests.support.stub import ThreadedStub
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    server = RecordingUpstream()
+def upstream() -> Iterator[ThreadedStub]:
+    server = ThreadedStub()
     yield server
     server.stop()
 
 
-def start(upstream: RecordingUpstream, directory: Path, **env: str) -> tuple[GatewayProcess, str]:
+def start(upstream: ThreadedStub, directory: Path, **env: str) -> tuple[GatewayProcess, str]:
     process = GatewayProcess(upstream.url, directory, env=env)
     return process, process.create_key("observed")
 
@@ -42,9 +43,7 @@ def traffic(process: GatewayProcess, key: str) -> None:
     )
 
 
-def test_request_id_is_kept_or_made_and_travels_both_ways(
-    upstream: RecordingUpstream, tmp_path: Path
-) -> None:
+def test_request_id_is_kept_or_made_and_travels_both_ways(upstream: ThreadedStub, tmp_path: Path) -> None:
     process, key = start(upstream, tmp_path / "gw")
     try:
         status, headers, _ = raw_request(
@@ -74,7 +73,7 @@ def test_request_id_is_kept_or_made_and_travels_both_ways(
     assert f"{made} 127.0.0.1 GET /mlflow{upstream_path} -> {upstream_path} 200" in process.log()
 
 
-def test_debug_mode_adds_rewrite_headers_and_timing(upstream: RecordingUpstream, tmp_path: Path) -> None:
+def test_debug_mode_adds_rewrite_headers_and_timing(upstream: ThreadedStub, tmp_path: Path) -> None:
     quiet, quiet_key = start(upstream, tmp_path / "quiet")
     loud, loud_key = start(upstream, tmp_path / "loud", MLFLOW_PROXY_DEBUG="true")
     try:
@@ -93,7 +92,7 @@ def test_debug_mode_adds_rewrite_headers_and_timing(upstream: RecordingUpstream,
     assert "set-cookie: [redacted]" in loud.log().lower()  # the upstream's cookie, in the response headers
 
 
-def test_json_lines(upstream: RecordingUpstream, tmp_path: Path) -> None:
+def test_json_lines(upstream: ThreadedStub, tmp_path: Path) -> None:
     process, key = start(upstream, tmp_path / "gw", LOG_FORMAT="json", MLFLOW_PROXY_DEBUG="true")
     try:
         traffic(process, key)
@@ -116,9 +115,7 @@ def test_json_lines(upstream: RecordingUpstream, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "env", [{}, {"MLFLOW_PROXY_DEBUG": "true"}, {"LOG_FORMAT": "json", "MLFLOW_PROXY_DEBUG": "1"}]
 )
-def test_a_key_never_reaches_the_logs(
-    env: dict[str, str], upstream: RecordingUpstream, tmp_path: Path
-) -> None:
+def test_a_key_never_reaches_the_logs(env: dict[str, str], upstream: ThreadedStub, tmp_path: Path) -> None:
     process, key = start(upstream, tmp_path / "gw", **env)
     try:
         traffic(process, key)

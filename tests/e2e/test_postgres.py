@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from hokusai_registry.policy import keys
-from tests.helpers import HOKUSAI, GatewayProcess, RecordingUpstream, free_port, hokusai_mlflow
+from tests.helpers import HOKUSAI, GatewayProcess, free_port, hokusai_mlflow
+from tests.support.stub import ThreadedStub
 
 
 def hokusai(*args: str, url: str) -> subprocess.CompletedProcess[str]:
@@ -44,7 +45,7 @@ def test_keys_on_postgres_work_for_cli_and_gateway(database: str, tmp_path: Path
     created = hokusai("keys", "create", "--name", "pg-admin", "--admin", url=database)
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     gateway = GatewayProcess(
         upstream.url, tmp_path / "gw", env={"DATABASE_URL": database, "HOKUSAI_LAST_USED_INTERVAL": "0.2"}
     )
@@ -99,13 +100,15 @@ def _sign_in(gateway: GatewayProcess, key: str) -> str:
         timeout=10,
     )
     assert response.status_code == 303, response.text
-    return response.cookies["hokusai_session"]
+    cookie = response.cookies.get("hokusai_session")
+    assert cookie is not None, response.headers
+    return cookie
 
 
 def test_browser_sessions_are_shared_by_gateways_on_one_database(database: str, tmp_path: Path) -> None:
     assert hokusai("db", "upgrade", url=database).returncode == 0
     key = hokusai("keys", "create", "--name", "pg-browser", url=database).stdout.strip()
-    upstream = RecordingUpstream()
+    upstream = ThreadedStub()
     env = {"DATABASE_URL": database}
     first = GatewayProcess(upstream.url, tmp_path / "a", env=env)
     second = GatewayProcess(upstream.url, tmp_path / "b", env=env)

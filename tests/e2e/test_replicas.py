@@ -17,9 +17,10 @@ import mlflow
 import numpy as np
 import pytest
 import requests
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-from tests.conftest import POSTGRES_ADMIN_URL, s3_environment
+from tests.conftest import POSTGRES_ADMIN_URL
+from tests.e2e.conftest import s3_environment
 from tests.helpers import HOKUSAI, FrontProxy, GatewayProcess, clear_of_minute_edge, hokusai_mlflow
 
 

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import s3_environment
+from tests.e2e.conftest import s3_environment
 from tests.helpers import FrontProxy, GatewayProcess, hokusai_mlflow, sha256_file
 
 LARGE = 520 * 2**20  # over MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE (500 MiB)

@@ -11,7 +11,7 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 from tests.helpers import HOKUSAI, GatewayProcess
 
@@ -65,7 +65,8 @@ def test_read_key_reads_but_cannot_write(
     assert "needs the 'write' scope" in str(denied.value)
     with pytest.raises(requests.HTTPError) as upload:
         client.log_artifact(run.info.run_id, str(notes))
-    assert upload.value.response.status_code == 403 and "PERMISSION_DENIED" in upload.value.response.text
+    refused = upload.value.response
+    assert refused is not None and refused.status_code == 403 and "PERMISSION_DENIED" in refused.text
     with pytest.raises(MlflowException) as register:
         mlflow.register_model(model.model_uri, "read-key-model")
     assert register.value.error_code == "PERMISSION_DENIED"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 from hokusai_registry.policy import keys
 from tests.helpers import FrontProxy, GatewayProcess, mistyped

@@ -26,7 +26,9 @@ def gateway(
     )
 
 
-def relayed(status: int, body: str, content_type: str = "text/plain", **extra: object) -> Answer:
+def relayed(
+    status: int, body: str, content_type: str = "text/plain", server: str = "", error_code: str | None = None
+) -> Answer:
     return Answer(
         "PUT",
         "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/x",
@@ -34,8 +36,9 @@ def relayed(status: int, body: str, content_type: str = "text/plain", **extra: o
         body=body,
         content_type=content_type,
         headers={"x-request-id": "abc"},
-        **extra,
-    )  # type: ignore[arg-type]
+        server=server,
+        error_code=error_code,
+    )
 
 
 def cause(answer: Answer, step: str = "tracking", **context: object) -> str:

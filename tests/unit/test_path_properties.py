@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hokusai_registry.core.refusals import Refusal
-from hokusai_registry.policy.paths import Redirect, resolve, upstream_path
+from hokusai_registry.policy.paths import Redirect, Target, resolve, upstream_path
 from hokusai_registry.transport.forward import Forwarder
 
 MOUNTS = ["", "/mlflow", "/api/mlflow", "/mlflowx", "/api"]
@@ -62,7 +62,7 @@ FORWARDER = Forwarder(
 )
 
 
-def resolved(raw: bytes) -> object:
+def resolved(raw: bytes) -> Target | Redirect | None:
     try:
         return resolve(raw)
     except Refusal:

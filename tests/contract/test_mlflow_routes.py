@@ -1,4 +1,4 @@
-"""The route families cover every route the installed MLflow server serves."""
+"""The route families and the scope table cover every route the installed MLflow server serves."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from hokusai_registry.policy.routes import Family, classify
+from hokusai_registry.policy.scopes import required_scope
 
 # MLflow 3.17 registers these from a proto path that lacks its leading slash: not reachable by any client.
 KNOWN_UNREACHABLE = {
@@ -67,3 +68,21 @@ def test_artifact_routes_are_transfers() -> None:
 )
 def test_other_paths_are_not_forwarded(path: str) -> None:
     assert classify(path) is None
+
+
+def test_every_forwarded_mlflow_route_has_a_scope() -> None:
+    missing = sorted(
+        (method, path)
+        for method, path in mlflow_routes()
+        if path not in KNOWN_UNREACHABLE
+        and classify(_example(path)) is not None
+        and required_scope(method, _example(path)) is None
+    )
+    assert missing == []
+
+
+def test_reads_are_reads() -> None:
+    for method, path in mlflow_routes():
+        example = _example(path)
+        if method == "GET" or (method == "POST" and example.endswith("/search")):
+            assert required_scope(method, example) == "read", (method, path)
