@@ -114,8 +114,8 @@ class WebPages:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         record.family = "gateway"
-        # `app` as a Starlette app sets it: the routes' `request.app`, and it makes a method a path does
-        # not take raise HTTPException(405) for `_not_allowed` rather than answer in plain text.
+        # `app`, as Starlette's own apps set it: it is the routes' `request.app`, and with it a method a
+        # path does not take raises HTTPException(405) for `_not_allowed` instead of a plain-text answer.
         await self._app({**scope, "app": self, RECORD: record}, receive, send)
 
     async def stylesheet(self, _: Request) -> Response:
