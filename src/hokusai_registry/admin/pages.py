@@ -1,21 +1,29 @@
 """The gateway's pages: `/login`, `/logout`, `/admin/keys` and their stylesheet.
 
-Every form post must come from this site (`Origin`, else `Referer`) and, once signed in, carry the
-session's CSRF token. Keys are checked exactly as for API calls (`Access.check_key`: failure throttle,
-service id), and key administration goes through the same `KeyAdmin` as the CLI and the REST API.
+Routed by Starlette, the framework FastAPI (the admin REST API) is built on: `PAGE_ROUTES` says which
+path takes which methods, any other method is the "Not allowed" page, and a `PageError` raised anywhere
+becomes its message page. Every form post must come from this site (`Origin`, else `Referer`) and, once
+signed in, carry the session's CSRF token. Keys are checked exactly as for API calls (`Access.check_key`:
+failure throttle, service id), and key administration goes through the same `KeyAdmin` as the CLI and
+the REST API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 from pydantic import ValidationError
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
 
-from hokusai_registry.admin.rendering import render, send_page, send_redirect, send_stylesheet
+from hokusai_registry.admin.rendering import page, redirect, render, stylesheet_response
 from hokusai_registry.admin.service import KeyAdmin, KeySpec, problems
 from hokusai_registry.auth.caller import Access, Caller, client_address
 from hokusai_registry.auth.cookies import set_cookie
@@ -31,7 +39,8 @@ from hokusai_registry.policy.navigation import login_location, notice, safe_next
 from hokusai_registry.policy.routes import ADMIN_KEYS_PATH, LOGIN_PATH, LOGOUT_PATH, STYLESHEET_PATH
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
 
-_REVOKE = re.compile(r"/admin/keys/([A-Za-z0-9]{12})/revoke")
+REVOKE_PATH = ADMIN_KEYS_PATH + "/{key_id:key_id}/revoke"
+RECORD = "hokusai.record"  # the request's RequestRecord, in the scope the routes see
 MAX_FORM_BYTES = 16 * 1024
 _KEY_FORM_FIELDS = (
     "name",
@@ -47,6 +56,21 @@ SCOPE_CHOICES = (
     ("write", "also log runs, artifacts and models"),
     ("admin", "also server settings and keys"),
 )
+
+
+class _KeyId(Convertor[str]):
+    """`{key_id:key_id}`: a key id's shape, so any other path under /admin/keys is no page at all."""
+
+    regex = "[A-Za-z0-9]{12}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("key_id", _KeyId())
 
 
 class PageError(Exception):
@@ -74,48 +98,31 @@ class WebPages:
         self.key_admin = key_admin
         self.keys_managed_by = keys_managed_by
         self.public_url = public_url
+        # No slash redirects: the gateway sends only page paths here (its route table). Anything
+        # else a route raises propagates to the gateway as before (no ServerErrorMiddleware here).
+        self._app = ExceptionMiddleware(
+            Router(list(PAGE_ROUTES), redirect_slashes=False),
+            handlers={PageError: _message_page, 405: _not_allowed},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         record.family = "gateway"
-        try:
-            await self._route(scope, receive, send, record)
-        except PageError as error:
-            body = render("message.html", title=error.title, message=error.message, back=LOGIN_PATH)
-            await send_page(send, error.status, body, error.headers)
+        # `app`, as Starlette's own apps set it: it is the routes' `request.app`, and with it a method a
+        # path does not take raises HTTPException(405) for `_not_allowed` instead of a plain-text answer.
+        await self._app({**scope, "app": self, RECORD: record}, receive, send)
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
-        path, method = scope["path"], scope["method"]
-        reading = method in ("GET", "HEAD")
-        if not reading and method != "POST":
-            raise PageError(405, "Not allowed", f"{method[:16]} is not accepted at {path}.")
-        if path == STYLESHEET_PATH and reading:
-            await send_stylesheet(send)
-        elif path == LOGIN_PATH:
-            await (self._login_form(scope, send) if reading else self._login(scope, receive, send, record))
-        elif path == LOGOUT_PATH:
-            if reading:
-                await self._logout_form(scope, send, record)
-            else:
-                await self._logout(scope, receive, send, record)
-        elif path == ADMIN_KEYS_PATH:
-            if reading:
-                await self._keys_page(scope, send, record)
-            else:
-                await self._create_key(scope, receive, send, record)
-        elif (match := _REVOKE.fullmatch(path)) and not reading:
-            await self._revoke_key(scope, receive, send, record, match.group(1))
-        else:
-            raise PageError(405, "Not allowed", f"{method[:16]} is not accepted at {path}.")
+    async def stylesheet(self, _: Request) -> Response:
+        return stylesheet_response()
 
     # Signing in and out
 
-    async def _login_form(self, scope: Scope, send: Send) -> None:
+    async def login_form(self, request: Request) -> Response:
+        scope = request.scope
         query = parse_qs(scope["query_string"].decode("latin-1"))
         next_path = safe_next((query.get("next") or [None])[0])
         session_id = self.access.session_id(scope)
         if session_id and await self.access.sessions.find(session_id):
-            await send_redirect(send, next_path)
-            return
+            return redirect(next_path)
         body = render(
             "login.html",
             title="Sign in",
@@ -123,22 +130,21 @@ class WebPages:
             notice=notice((query.get("reason") or [None])[0]),
             error=None,
         )
-        await send_page(send, 200, body)
+        return page(200, body)
 
-    async def _login(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
+    async def login(self, request: Request) -> Response:
+        scope, record = request.scope, _record(request)
         self._same_origin(scope)
-        form = await self._form(scope, receive)
+        form = await self._form(request)
         key = form.get("key", "").strip()
         next_path = safe_next(form.get("next"))
         if not key:
-            await self._login_again(scope, send, next_path, "Paste an API key to sign in.", 400)
-            return
+            return self._login_again(next_path, "Paste an API key to sign in.", 400)
         try:
             identity = await self.access.check_key(key, scope, record)
         except Refusal as error:
             await self.access.refused(scope, record, error)
-            await self._login_again(scope, send, next_path, error.plain, error.http_status, error.headers)
-            return
+            return self._login_again(next_path, error.plain, error.http_status, error.headers)
         old = self.access.session_id(scope)
         if old:
             await self.access.sessions.end(old)
@@ -146,29 +152,25 @@ class WebPages:
         audit("session.started", key_id=identity.key_id, owner=identity.user_id, client=client_address(scope))
         max_age = int((session.expires_at - dt.datetime.now(dt.UTC)).total_seconds())
         cookie = set_cookie(self.access.cookie_name(scope), session.id, max_age, self.access.secure(scope))
-        await send_redirect(send, next_path, [cookie])
+        return redirect(next_path, [cookie])
 
-    async def _login_again(
-        self,
-        scope: Scope,
-        send: Send,
-        next_path: str,
-        error: str,
-        status: int,
-        headers: tuple[tuple[bytes, bytes], ...] = (),
-    ) -> None:
+    @staticmethod
+    def _login_again(
+        next_path: str, error: str, status: int, headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> Response:
         body = render("login.html", title="Sign in", next=next_path, notice=None, error=error)
-        await send_page(send, status, body, headers)
+        return page(status, body, headers)
 
-    async def _logout_form(self, scope: Scope, send: Send, record: RequestRecord) -> None:
-        caller = await self._signed_in(scope, record)
+    async def logout_form(self, request: Request) -> Response:
+        caller = await self._signed_in(request)
         if caller is None:
-            return await send_redirect(send, login_location("/mlflow/", "signed_out"))
-        await send_page(send, 200, render("logout.html", title="Sign out", caller=self._context(caller)))
+            return redirect(login_location("/mlflow/", "signed_out"))
+        return page(200, render("logout.html", title="Sign out", caller=self._context(caller)))
 
-    async def _logout(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
+    async def logout(self, request: Request) -> Response:
+        scope = request.scope
         self._same_origin(scope)
-        form = await self._form(scope, receive)
+        form = await self._form(request)
         session_id = self.access.session_id(scope)
         if session_id:
             self._check_csrf(session_id, form)
@@ -176,36 +178,34 @@ class WebPages:
             await self.access.sessions.end(session_id)
             if session is not None:
                 audit("session.ended", key_id=session.key_id, client=client_address(scope))
-        await send_redirect(send, login_location("/mlflow/", "signed_out"), [self.access.clear_cookie(scope)])
+        return redirect(login_location("/mlflow/", "signed_out"), [self.access.clear_cookie(scope)])
 
     # Key administration
 
-    async def _keys_page(self, scope: Scope, send: Send, record: RequestRecord) -> None:
-        caller = await self._admin(scope, record, send)
-        if caller is None:
-            return
-        query = parse_qs(scope["query_string"].decode("latin-1"))
+    async def keys_page(self, request: Request) -> Response:
+        caller = await self._admin(request)
+        if isinstance(caller, Response):
+            return caller
+        query = parse_qs(request.scope["query_string"].decode("latin-1"))
         revoked = (query.get("revoked") or [""])[0]
         shown = revoked if keys.is_key_id(revoked) else None
-        await self._render_keys(scope, send, caller, revoked=shown)
+        return await self._render_keys(request, caller, revoked=shown)
 
-    async def _admin_form(
-        self, scope: Scope, receive: Receive, send: Send, record: RequestRecord
-    ) -> tuple[Caller, dict[str, str]] | None:
+    async def _admin_form(self, request: Request) -> tuple[Caller, dict[str, str]] | Response:
         """A key-administration form post: from this site, by a signed-in admin, with the session's CSRF
-        token. None when the browser was sent to sign in."""
-        self._same_origin(scope)
-        caller = await self._admin(scope, record, send)
-        if caller is None:
-            return None
-        form = await self._form(scope, receive)
+        token. A Response when the browser is sent to sign in."""
+        self._same_origin(request.scope)
+        caller = await self._admin(request)
+        if isinstance(caller, Response):
+            return caller
+        form = await self._form(request)
         self._check_csrf(caller.session.id if caller.session else "", form)
         return caller, form
 
-    async def _create_key(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
-        posted = await self._admin_form(scope, receive, send, record)
-        if posted is None:
-            return
+    async def create_key(self, request: Request) -> Response:
+        posted = await self._admin_form(request)
+        if isinstance(posted, Response):
+            return posted
         caller, form = posted
         values = {name: form.get(name, "").strip() for name in _KEY_FORM_FIELDS}
         spec: dict[str, Any] = {"name": values["name"], "scope": values["scope"] or "write"}
@@ -219,32 +219,28 @@ class WebPages:
             )
         except ValidationError as exc:
             error = problems(exc.errors())
-            await self._render_keys(scope, send, caller, form=values, error=error, status=400)
-            return
+            return await self._render_keys(request, caller, form=values, error=error, status=400)
         except (KeyNameTaken, ValueError) as exc:
-            await self._render_keys(scope, send, caller, form=values, error=str(exc), status=400)
-            return
-        await self._render_keys(scope, send, caller, created=created)
+            return await self._render_keys(request, caller, form=values, error=str(exc), status=400)
+        return await self._render_keys(request, caller, created=created)
 
-    async def _revoke_key(
-        self, scope: Scope, receive: Receive, send: Send, record: RequestRecord, key_id: str
-    ) -> None:
-        posted = await self._admin_form(scope, receive, send, record)
-        if posted is None:
-            return
+    async def revoke_key(self, request: Request) -> Response:
+        posted = await self._admin_form(request)
+        if isinstance(posted, Response):
+            return posted
         caller, _ = posted
+        key_id: str = request.path_params["key_id"]
         try:
             await asyncio.to_thread(self._managed_keys().revoke, key_id, f"key:{caller.identity.key_id}")
         except (KeyNotFound, ValueError) as exc:
             raise PageError(404, "No such key", str(exc)) from None
         # At once on this gateway; the others notice the store's revision within their poll interval.
         self.access.authenticator.invalidate()
-        await send_redirect(send, f"{ADMIN_KEYS_PATH}?revoked={key_id}")
+        return redirect(f"{ADMIN_KEYS_PATH}?revoked={key_id}")
 
     async def _render_keys(
         self,
-        scope: Scope,
-        send: Send,
+        request: Request,
         caller: Caller,
         *,
         form: dict[str, str] | None = None,
@@ -252,7 +248,7 @@ class WebPages:
         created: Any = None,
         revoked: str | None = None,
         status: int = 200,
-    ) -> None:
+    ) -> Response:
         listed = await asyncio.to_thread(self._managed_keys().list)
         body = render(
             "admin_keys.html",
@@ -264,14 +260,15 @@ class WebPages:
             error=error,
             created=created,
             revoked=revoked,
-            tracking_uri=self._public_base(scope) + "/mlflow",
+            tracking_uri=self._public_base(request.scope) + "/mlflow",
         )
-        await send_page(send, status, body)
+        return page(status, body)
 
     # Shared checks
 
-    async def _signed_in(self, scope: Scope, record: RequestRecord) -> Caller | None:
+    async def _signed_in(self, request: Request) -> Caller | None:
         """The signed-in caller, or None when the browser has no live session."""
+        scope, record = request.scope, _record(request)
         if self.access.session_id(scope) is None:
             return None
         try:
@@ -293,14 +290,14 @@ class WebPages:
             )
         return self.key_admin
 
-    async def _admin(self, scope: Scope, record: RequestRecord, send: Send) -> Caller | None:
-        """The signed-in admin; otherwise the browser is sent to sign in (None) or refused."""
+    async def _admin(self, request: Request) -> Caller | Response:
+        """The signed-in admin; otherwise the browser is sent to sign in (a Response) or refused."""
         self._managed_keys()
-        caller = await self._signed_in(scope, record)
+        caller = await self._signed_in(request)
         if caller is None:
+            scope = request.scope
             headers = [self.access.clear_cookie(scope)] if self.access.session_id(scope) else []
-            await send_redirect(send, login_location(ADMIN_KEYS_PATH, record.auth_failure), headers)
-            return None
+            return redirect(login_location(ADMIN_KEYS_PATH, _record(request).auth_failure), headers)
         if "admin" not in caller.identity.scopes:
             raise PageError(
                 403,
@@ -337,12 +334,14 @@ class WebPages:
                 "another site). Reload the page and submit it again.",
             )
 
-    async def _form(self, scope: Scope, receive: Receive) -> dict[str, str]:
-        content_type = (header_value(scope["headers"], b"content-type") or b"").split(b";")[0].strip()
+    @staticmethod
+    async def _form(request: Request) -> dict[str, str]:
+        # Read here rather than by `request.form()`: that needs python-multipart, and has its own limits.
+        content_type = (header_value(request.scope["headers"], b"content-type") or b"").split(b";")[0].strip()
         if content_type.lower() != b"application/x-www-form-urlencoded":
             raise PageError(415, "Not a form", "Send the form as application/x-www-form-urlencoded.")
         try:
-            body = await read_body(receive, MAX_FORM_BYTES)
+            body = await read_body(request.receive, MAX_FORM_BYTES)
         except Refusal as error:
             raise PageError(413, "Too large", error.plain) from None
         if body is None:
@@ -369,3 +368,45 @@ class WebPages:
             return self.public_url
         host = (header_value(scope["headers"], b"host") or b"localhost").decode("latin-1")
         return f"{scope.get('scheme', 'http')}://{host}"
+
+
+def _record(request: Request) -> RequestRecord:
+    return cast(RequestRecord, request.scope[RECORD])
+
+
+def _message_page(_: Request, error: Exception) -> Response:
+    """A PageError (the only exception it is registered for) as its message page."""
+    shown = cast(PageError, error)
+    body = render("message.html", title=shown.title, message=shown.message, back=LOGIN_PATH)
+    return page(shown.status, body, shown.headers)
+
+
+def _not_allowed(request: Request, _: Exception) -> Response:
+    method, path = request.scope["method"], request.scope["path"]
+    return _message_page(request, PageError(405, "Not allowed", f"{method[:16]} is not accepted at {path}."))
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _on(endpoint: Callable[[WebPages, Request], Awaitable[Response]]) -> Endpoint:
+    """A WebPages method as a Starlette endpoint, called on the WebPages the request came to."""
+
+    async def route(request: Request) -> Response:
+        return await endpoint(request.app, request)
+
+    return route
+
+
+# Every page: its path and the methods it takes (GET also takes HEAD). Which paths are pages at all is
+# the gateway's route table (`policy/routes.py`); a unit test keeps the two in step.
+PAGE_ROUTES = (
+    Route(STYLESHEET_PATH, _on(WebPages.stylesheet), methods=["GET"]),
+    Route(LOGIN_PATH, _on(WebPages.login_form), methods=["GET"]),
+    Route(LOGIN_PATH, _on(WebPages.login), methods=["POST"]),
+    Route(LOGOUT_PATH, _on(WebPages.logout_form), methods=["GET"]),
+    Route(LOGOUT_PATH, _on(WebPages.logout), methods=["POST"]),
+    Route(ADMIN_KEYS_PATH, _on(WebPages.keys_page), methods=["GET"]),
+    Route(ADMIN_KEYS_PATH, _on(WebPages.create_key), methods=["POST"]),
+    Route(REVOKE_PATH, _on(WebPages.revoke_key), methods=["POST"]),
+)

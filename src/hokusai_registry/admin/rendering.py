@@ -1,4 +1,4 @@
-"""Rendering and sending the gateway's own pages, with their security headers.
+"""Rendering the gateway's own pages and their answers (Starlette responses), with their security headers.
 
 Templates are Jinja2 with autoescaping on, so every value (key names, owners, error text) is escaped.
 The pages need no script at all, which lets the Content-Security-Policy forbid every script.
@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 import jinja2
+from starlette.responses import Response
 
 from hokusai_registry.core.asgi import Send
 from hokusai_registry.core.refusals import ORIGIN_HEADER, send_body
@@ -54,22 +55,33 @@ def stylesheet() -> bytes:
     return resources.files("hokusai_registry.admin").joinpath("static/hokusai.css").read_bytes()
 
 
-async def send_page(
-    send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
-) -> None:
-    await send_body(
-        send, status, body, [(b"content-type", b"text/html; charset=utf-8"), *SECURITY_HEADERS, *headers]
-    )
+def whole(status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Response:
+    """A page route's answer, sent as `send_body` sends one: exactly these headers, then Content-Length."""
+    response = Response(body, status)
+    response.raw_headers = [*headers, (b"content-length", str(len(body)).encode())]
+    return response
+
+
+def page(status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> Response:
+    return whole(status, body, [(b"content-type", b"text/html; charset=utf-8"), *SECURITY_HEADERS, *headers])
+
+
+def _redirect_headers(location: str, headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(b"location", location.encode("latin-1")), *SECURITY_HEADERS, *headers]
+
+
+def redirect(location: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> Response:
+    """303 See Other: the browser follows with a GET, whatever the method was."""
+    return whole(303, b"", _redirect_headers(location, headers))
 
 
 async def send_redirect(send: Send, location: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    """303 See Other: the browser follows with a GET, whatever the method was."""
-    await send_body(send, 303, b"", [(b"location", location.encode("latin-1")), *SECURITY_HEADERS, *headers])
+    """`redirect` for the gateway's own ASGI code."""
+    await send_body(send, 303, b"", _redirect_headers(location, headers))
 
 
-async def send_stylesheet(send: Send) -> None:
-    await send_body(
-        send,
+def stylesheet_response() -> Response:
+    return whole(
         200,
         stylesheet(),
         [

@@ -1,0 +1,57 @@
+"""Which paths are the gateway's pages (the route table) and which methods each takes (`PAGE_ROUTES`): the
+two agree, and only exact paths are pages, so anything else goes on to MLflow's path resolution."""
+
+from __future__ import annotations
+
+import pytest
+
+from hokusai_registry.admin.pages import PAGE_ROUTES
+from hokusai_registry.policy.routes import Handler, own_route
+
+
+def is_page_path(path: str) -> bool:
+    route = own_route(path)
+    return route is not None and route.handler is Handler.PAGES
+
+
+def test_every_page_and_its_methods() -> None:
+    methods: dict[str, set[str]] = {}
+    for route in PAGE_ROUTES:
+        methods.setdefault(route.path, set()).update(route.methods or ())
+    assert methods == {
+        "/assets/hokusai.css": {"GET", "HEAD"},
+        "/login": {"GET", "HEAD", "POST"},
+        "/logout": {"GET", "HEAD", "POST"},
+        "/admin/keys": {"GET", "HEAD", "POST"},
+        "/admin/keys/{key_id:key_id}/revoke": {"POST"},
+    }
+    fixed = {route.path for route in PAGE_ROUTES if not route.param_convertors}
+    assert fixed == {"/assets/hokusai.css", "/login", "/logout", "/admin/keys"}
+    assert all(is_page_path(path) for path in fixed)
+
+
+@pytest.mark.parametrize(
+    "path", ["/login", "/logout", "/admin/keys", "/assets/hokusai.css", "/admin/keys/Ab3456789012/revoke"]
+)
+def test_page_paths(path: str) -> None:
+    assert is_page_path(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/login/",
+        "/login\n",
+        "/Login",
+        "/admin/keys/",
+        "/admin/keys/short/revoke",
+        "/admin/keys/Ab34567890123/revoke",
+        "/admin/keys/Ab345678901-/revoke",
+        "/admin/keys/Ab3456789012/revoke\n",
+        "/admin/keys/Ab3456789012/revoke/",
+        "/admin/keys/Ab3456789012",
+        "/mlflow/login",
+    ],
+)
+def test_nothing_else_is_a_page(path: str) -> None:
+    assert not is_page_path(path)
