@@ -177,15 +177,16 @@ class Forwarder:
                 redact_headers(self.pool.fixed_headers + headers),
             )
         method = scope["method"]
+        # Positional: keywords cost about 0.1 us each here, on every forwarded request.
         return UpstreamRequest(
             method,
             upstream_target,
             headers,
             _request_body(receive, record, limit) if has_body else None,
-            chunked=chunked,
-            idempotent=method in IDEMPOTENT,
-            read_timeout=self._read_timeouts[target.family],
-            head_only=method == "HEAD",
+            chunked,
+            method in IDEMPOTENT,  # idempotent
+            self._read_timeouts[target.family],  # read_timeout
+            method == "HEAD",  # head_only
         )
 
     async def probe(self, method: str, path: str, query: bytes, body: bytes | None) -> tuple[int, bytes]:
