@@ -442,9 +442,9 @@ class UpstreamPool:
 
     async def exchange(self, request: UpstreamRequest, limit: int | None = None) -> tuple[int, bytes]:
         """A small request of the gateway's own (health checks, key validation, the start-up wait): the
-        status and the whole answer in memory, or its first `limit` bytes (the rest is not read, and the
-        connection is not reused). Give a small body as `bytes`, so a stale kept-alive connection is
-        retried (for an idempotent request)."""
+        status and the whole answer in memory, or its first `limit` bytes (when it is longer, the rest is
+        not read and the connection is closed). Give a small body as `bytes`: it goes out with the head,
+        so an idempotent request on a stale kept-alive connection is retried."""
         response = await self.send(request)
         received = bytearray()
         try:
