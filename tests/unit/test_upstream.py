@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from hokusai_registry.transport.forward import Forwarder
+from hokusai_registry.transport.request import UpstreamRequest, serialize_head
 from hokusai_registry.transport.upstream import (
     HIGH_WATER,
     ConnectFailed,
@@ -76,8 +78,10 @@ def pool(port: int, **overrides: float) -> UpstreamPool:
     )
 
 
-def get(path: str = "/x", port: int = 0) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n\r\n".encode()
+def get(path: str = "/x", read_timeout: float = 5, method: str = "GET") -> UpstreamRequest:
+    return UpstreamRequest(
+        method, path.encode(), idempotent=True, read_timeout=read_timeout, head_only=method == "HEAD"
+    )
 
 
 def run(coroutine: Awaitable[None]) -> None:
@@ -98,9 +102,9 @@ def test_keep_alive_connections_are_reused() -> None:
         async with ScriptedServer(ok_forever) as server:
             upstream = pool(server.port)
             for _ in range(50):
-                assert await upstream.fetch("/x", 5) == (200, b"hello")
+                assert await upstream.exchange(get("/x", 5)) == (200, b"hello")
             assert server.connections == 1
-            await asyncio.gather(*(upstream.fetch("/x", 5) for _ in range(20)))
+            await asyncio.gather(*(upstream.exchange(get("/x", 5)) for _ in range(20)))
             assert server.connections <= 8  # never more than the pool's limit
             upstream.close()
 
@@ -119,16 +123,9 @@ def test_connection_close_and_head_are_not_reused() -> None:
         async with ScriptedServer(handler) as server:
             upstream = pool(server.port)
             for _ in range(3):
-                assert await upstream.fetch("/x", 5) == (200, b"ok")
+                assert await upstream.exchange(get("/x", 5)) == (200, b"ok")
             assert server.connections == 3
-            response = await upstream.request(
-                get(port=server.port).replace(b"GET", b"HEAD"),
-                None,
-                chunked=False,
-                read_timeout=5,
-                head_only=True,
-                idempotent=True,
-            )
+            response = await upstream.send(get(method="HEAD"))
             assert response.status == 200 and [c async for c in response.chunks()] == []
             response.release()
 
@@ -149,8 +146,8 @@ def test_chunked_and_close_delimited_responses() -> None:
     async def scenario() -> None:
         async with ScriptedServer(handler) as server:
             upstream = pool(server.port)
-            assert await upstream.fetch("/a", 5) == (200, b"abcde")
-            assert await upstream.fetch("/b", 5) == (200, b"until the end")
+            assert await upstream.exchange(get("/a", 5)) == (200, b"abcde")
+            assert await upstream.exchange(get("/b", 5)) == (200, b"until the end")
 
     run(scenario())
 
@@ -171,16 +168,12 @@ def test_request_bodies_with_length_and_chunked() -> None:
     async def scenario() -> None:
         async with ScriptedServer(handler) as server:
             upstream = pool(server.port)
-            head = b"PUT /f HTTP/1.1\r\nhost: x\r\ncontent-length: 13\r\n\r\n"
-            response = await upstream.request(
-                head, parts(), chunked=False, read_timeout=5, head_only=False, idempotent=False
-            )
+            put = UpstreamRequest("PUT", b"/f", [(b"content-length", b"13")], parts(), read_timeout=5)
+            response = await upstream.send(put)
             assert b"".join([c async for c in response.chunks()]) == b"one two three"
             response.release()
-            head = b"PUT /f HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
-            response = await upstream.request(
-                head, parts(), chunked=True, read_timeout=5, head_only=False, idempotent=False
-            )
+            put = UpstreamRequest("PUT", b"/f", (), parts(), chunked=True, read_timeout=5)
+            response = await upstream.send(put)
             assert b"".join([c async for c in response.chunks()]) == b"one two three"
             response.release()
             assert server.connections == 1
@@ -203,9 +196,7 @@ def test_large_response_is_read_with_backpressure() -> None:
     async def scenario() -> None:
         async with ScriptedServer(handler) as server:
             upstream = pool(server.port)
-            response = await upstream.request(
-                get(port=server.port), None, chunked=False, read_timeout=5, head_only=False, idempotent=True
-            )
+            response = await upstream.send(get())
             received = 0
             async for chunk in response.chunks():
                 received += len(chunk)
@@ -228,9 +219,9 @@ def test_silence_is_a_read_timeout_and_refusal_a_connect_failure() -> None:
     async def scenario() -> None:
         async with ScriptedServer(silent) as server:
             with pytest.raises(ReadTimeout):
-                await pool(server.port).fetch("/x", 0.2)
+                await pool(server.port).exchange(get("/x", 0.2))
         with pytest.raises(ConnectFailed):
-            await pool(free_port()).fetch("/x", 1)
+            await pool(free_port()).exchange(get("/x", 1))
 
     run(scenario())
 
@@ -249,20 +240,16 @@ def test_stale_keep_alive_connection_is_retried_for_idempotent_requests() -> Non
     async def scenario() -> None:
         async with ScriptedServer(answer_once_then_drop) as server:
             upstream = pool(server.port)
-            assert await upstream.fetch("/a", 5) == (200, b"ok")
-            assert await upstream.fetch("/b", 5) == (200, b"ok")  # dropped once, retried on a fresh one
+            assert await upstream.exchange(get("/a", 5)) == (200, b"ok")
+            assert await upstream.exchange(get("/b", 5)) == (
+                200,
+                b"ok",
+            )  # dropped once, retried on a fresh one
             assert server.connections == 2
             assert [r.split(b" ")[1] for r in server.requests] == [b"/a", b"/b", b"/b"]
             # A POST on a dropped connection is never sent twice: it fails instead.
             with pytest.raises(ConnectionLost):
-                await upstream.request(
-                    b"POST /c HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
-                    None,
-                    chunked=False,
-                    read_timeout=5,
-                    head_only=False,
-                    idempotent=False,
-                )
+                await upstream.send(UpstreamRequest("POST", b"/c", body=b"", read_timeout=5))
             assert [r.split(b" ")[1] for r in server.requests].count(b"/c") == 1
 
     run(scenario())
@@ -283,13 +270,140 @@ def test_pool_limit_waits_for_a_free_connection() -> None:
 
         async with ScriptedServer(slow) as server:
             upstream = pool(server.port, limit=2, pool_timeout=0.3)
-            first = [asyncio.ensure_future(upstream.fetch("/x", 5)) for _ in range(2)]
+            first = [asyncio.ensure_future(upstream.exchange(get("/x", 5))) for _ in range(2)]
             await asyncio.sleep(0.1)
             with pytest.raises(ConnectTimeout, match="busy"):
-                await upstream.fetch("/y", 5)
+                await upstream.exchange(get("/y", 5))
             gate.set()
             assert [await f for f in first] == [(200, b""), (200, b"")]
-            assert await upstream.fetch("/z", 5) == (200, b"")
+            assert await upstream.exchange(get("/z", 5)) == (200, b"")
             assert server.connections == 2
+
+    run(scenario())
+
+
+def test_serialize_head_writes_exact_bytes() -> None:
+    fixed = [(b"host", b"127.0.0.1:5000")]
+    assert serialize_head(UpstreamRequest("GET", b"/health"), fixed) == (
+        b"GET /health HTTP/1.1\r\nhost: 127.0.0.1:5000\r\n\r\n"
+    )
+    assert serialize_head(UpstreamRequest("GET", b"/x?a=1&b=%20")) == b"GET /x?a=1&b=%20 HTTP/1.1\r\n\r\n"
+    posted = UpstreamRequest("POST", b"/v", [(b"content-type", b"application/json")], b'{"a": 1}')
+    assert serialize_head(posted, fixed) == (
+        b"POST /v HTTP/1.1\r\nhost: 127.0.0.1:5000\r\ncontent-type: application/json\r\n"
+        b'content-length: 8\r\n\r\n{"a": 1}'
+    )
+    assert serialize_head(UpstreamRequest("POST", b"/c", body=b"")) == (
+        b"POST /c HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+    )
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"never serialized"
+
+    chunked = UpstreamRequest("PUT", b"/f", [(b"x-a", b"1")], stream(), chunked=True)
+    assert serialize_head(chunked, fixed) == (
+        b"PUT /f HTTP/1.1\r\nhost: 127.0.0.1:5000\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    # A streamed body with a length: the framing is the caller's header, nothing is added.
+    sized = UpstreamRequest("PUT", b"/f", [(b"content-length", b"3")], stream())
+    assert serialize_head(sized) == b"PUT /f HTTP/1.1\r\ncontent-length: 3\r\n\r\n"
+
+
+def test_probes_carry_fixed_headers_and_the_loop_mark() -> None:
+    async def echo(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nOK")
+            await writer.drain()
+
+    async def scenario() -> None:
+        async with ScriptedServer(echo) as server:
+            forwarder = Forwarder(
+                f"http://user:p%40ss@127.0.0.1:{server.port}/base",
+                api_prefix="ajax-api",
+                connect_timeout=2,
+                read_timeout=5,
+                transfer_idle_timeout=5,
+                pool_size=2,
+                mark="m-123",
+            )
+            assert forwarder.pool.fixed_headers == [
+                (b"host", f"127.0.0.1:{server.port}".encode()),
+                (b"authorization", b"Basic dXNlcjpwQHNz"),
+            ]
+            assert await forwarder.probe("GET", "/health", b"", None) == (200, b"OK")
+            body = b'{"max_results": 1}'
+            assert await forwarder.probe("POST", "/api/2.0/mlflow/experiments/search", b"q=1", body) == (
+                200,
+                b"OK",
+            )
+            await forwarder.close()
+        fixed = f"host: 127.0.0.1:{server.port}\r\nauthorization: Basic dXNlcjpwQHNz\r\n".encode()
+        probe_headers = b"x-hokusai-gateway: m-123\r\nuser-agent: hokusai-registry-health-check\r\n"
+        assert server.requests == [
+            b"GET /base/health HTTP/1.1\r\n" + fixed + probe_headers + b"\r\n",
+            b"POST /base/ajax-api/2.0/mlflow/experiments/search?q=1 HTTP/1.1\r\n"
+            + fixed
+            + probe_headers
+            + b"content-type: application/json\r\ncontent-length: 18\r\n\r\n"
+            + body,
+        ]
+
+    run(scenario())
+
+
+def test_whole_body_requests_are_retried_on_a_stale_connection() -> None:
+    async def answer_once_then_drop(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        body = await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
+        await writer.drain()
+        await server.read_request(reader)
+
+    async def scenario() -> None:
+        async with ScriptedServer(answer_once_then_drop) as server:
+            upstream = pool(server.port)
+            first = UpstreamRequest("POST", b"/a", body=b"one", idempotent=True, read_timeout=5)
+            assert await upstream.exchange(first) == (200, b"one")
+            # The body goes out with the head, so the request counts as bodiless: sent again, body and all.
+            again = UpstreamRequest("POST", b"/b", body=b"two", idempotent=True, read_timeout=5)
+            assert await upstream.exchange(again) == (200, b"two")
+            assert server.connections == 2
+            assert [r.split(b"\r\n\r\n")[1] for r in server.requests] == [b"one", b"two", b"two"]
+            # Not idempotent: never sent twice, even with a whole body.
+            once = UpstreamRequest("POST", b"/c", body=b"three", read_timeout=5)
+            with pytest.raises(ConnectionLost):
+                await upstream.exchange(once)
+            assert [r.split(b" ")[1] for r in server.requests].count(b"/c") == 1
+
+            # A streamed body is never retried, idempotent or not.
+            async def stream() -> AsyncIterator[bytes]:
+                yield b"four"
+
+            streamed = UpstreamRequest(
+                "PUT", b"/d", [(b"content-length", b"4")], stream(), idempotent=True, read_timeout=5
+            )
+            assert await upstream.exchange(streamed) == (200, b"four")  # a fresh connection answers
+            with pytest.raises(ConnectionLost):
+                await upstream.exchange(
+                    UpstreamRequest(
+                        "PUT", b"/e", [(b"content-length", b"4")], stream(), idempotent=True, read_timeout=5
+                    )
+                )
+            assert [r.split(b" ")[1] for r in server.requests].count(b"/e") == 1
+
+    run(scenario())
+
+
+def test_exchange_reads_at_most_limit_bytes() -> None:
+    async def scenario() -> None:
+        async with ScriptedServer(ok_forever) as server:
+            upstream = pool(server.port)
+            assert await upstream.exchange(get(), limit=3) == (200, b"hel")
+            assert await upstream.exchange(get(), limit=5) == (200, b"hello")
+            assert await upstream.exchange(get()) == (200, b"hello")
 
     run(scenario())

@@ -22,6 +22,7 @@ from hokusai_registry.core.net import redact_url
 from hokusai_registry.core.refusals import PRODUCT, Reason, Refusal
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.routes import VALIDATE_PATH
+from hokusai_registry.transport.request import UpstreamRequest
 from hokusai_registry.transport.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ KNOWN_REASONS = {
 class RemoteKeys:
     def __init__(self, url: str, *, service_id: str, timeout: float, pool_size: int = 32) -> None:
         self.display = redact_url(url)
-        self._path = urlsplit(url).path.rstrip("/") + VALIDATE_PATH
+        self._path = (urlsplit(url).path.rstrip("/") + VALIDATE_PATH).encode("latin-1")
         self._service_id = service_id
         self._timeout = timeout
         self._pool = UpstreamPool.for_url(url, limit=pool_size, connect_timeout=timeout, pool_timeout=timeout)
@@ -53,7 +54,9 @@ class RemoteKeys:
         """The auth service records use when it validates."""
 
     async def check(self) -> None:
-        status, _ = await self._pool.fetch("/health", self._timeout)
+        status, _ = await self._pool.exchange(
+            UpstreamRequest("GET", b"/health", idempotent=True, read_timeout=self._timeout)
+        )
         if status != 200:
             raise RuntimeError(f"the auth service at {self.display} answered /health with {status}")
 
@@ -61,15 +64,19 @@ class RemoteKeys:
         body = json.dumps({"service_id": self._service_id, "client_ip": client_ip}).encode()
         try:
             status, answer = await asyncio.wait_for(
-                self._pool.fetch(
-                    self._path,
-                    self._timeout,
-                    method="POST",
-                    headers=(
-                        ("authorization", f"Bearer {parsed.text}"),
-                        ("content-type", "application/json"),
-                    ),
-                    body=body,
+                self._pool.exchange(
+                    UpstreamRequest(
+                        "POST",
+                        self._path,
+                        (
+                            (b"authorization", b"Bearer " + parsed.text.encode("latin-1")),
+                            (b"content-type", b"application/json"),
+                        ),
+                        body,
+                        # A key check changes nothing: safe to send again on a fresh connection.
+                        idempotent=True,
+                        read_timeout=self._timeout,
+                    )
                 ),
                 self._timeout * 2,
             )

@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from hokusai_registry import __version__
@@ -28,10 +28,20 @@ from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.net import is_internal_host
 from hokusai_registry.core.refusals import send_json
 from hokusai_registry.policy.headers import LOOP_MARK
-from hokusai_registry.transport.forward import Forwarder
 from hokusai_registry.transport.upstream import UpstreamError
 
 LIVENESS_BODY = b'{"status": "ok"}'
+
+
+class Prober(Protocol):
+    """What health needs of the upstream side (the forwarder is one): a request of the gateway's own,
+    sent the way users' requests are (same pool, path translation and fixed headers), and how to name
+    the upstream in messages. Failures raise `UpstreamError`."""
+
+    @property
+    def upstream_display(self) -> str: ...
+
+    async def probe(self, method: str, path: str, query: bytes, body: bytes | None) -> tuple[int, bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ CRITICAL = ("mlflow", "experiments", "registered_models")
 class Health:
     def __init__(
         self,
-        forwarder: Forwarder,
+        prober: Prober,
         store_check: Callable[[], Awaitable[object]],
         *,
         timeout: float,
@@ -98,14 +108,14 @@ class Health:
         api_prefix: str,
         public_url: str | None,
     ) -> None:
-        self._forwarder = forwarder
+        self._prober = prober
         self._store_check = store_check
         self._timeout = timeout
         self._cache_seconds = cache_seconds
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._running: asyncio.Task[dict[str, Any]] | None = None
         self._routing = {
-            "upstream": forwarder.upstream_display,
+            "upstream": prober.upstream_display,
             "upstream_is_internal": is_internal_host(urlsplit(upstream_url).hostname or ""),
             "path_translation": "api -> ajax-api" if api_prefix == "ajax-api" else "off",
             "loop_guard": {
@@ -127,7 +137,7 @@ class Health:
             problems.append(f"key store: {report['key_store']}")
         mlflow = report["checks"]["mlflow"]
         if mlflow.status != "ok":
-            problems.append(f"MLflow at {self._forwarder.upstream_display}: {mlflow.detail}")
+            problems.append(f"MLflow at {self._prober.upstream_display}: {mlflow.detail}")
         body = {"status": "ready" if not problems else "not ready", "problems": problems}
         await send_json(send, 200 if not problems else 503, json.dumps(body).encode())
 
@@ -195,7 +205,7 @@ class Health:
         started = time.perf_counter()
         try:
             status, body = await asyncio.wait_for(
-                self._forwarder.probe(probe.method, probe.path, probe.query, probe.body), self._timeout
+                self._prober.probe(probe.method, probe.path, probe.query, probe.body), self._timeout
             )
         except TimeoutError:
             return Check("failed", None, _ms(started), f"no answer within {self._timeout:g} s")
@@ -209,7 +219,7 @@ class Health:
     async def _version(self) -> str | None:
         try:
             status, body = await asyncio.wait_for(
-                self._forwarder.probe("GET", "/version", b"", None), self._timeout
+                self._prober.probe("GET", "/version", b"", None), self._timeout
             )
         except (TimeoutError, UpstreamError):
             return None

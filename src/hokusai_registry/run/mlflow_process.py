@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from hokusai_registry.settings import ConfigError, Settings
+from hokusai_registry.transport.request import UpstreamRequest
 from hokusai_registry.transport.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ async def wait_until_healthy(
     pool = UpstreamPool(
         process.host, process.port, tls=False, limit=1, connect_timeout=2, pool_timeout=2, idle_timeout=0
     )
+    health = UpstreamRequest("GET", b"/health", idempotent=True, read_timeout=2)
     while True:
         elapsed = time.monotonic() - started
         code = process.exit_code()
@@ -140,7 +142,7 @@ async def wait_until_healthy(
                 + process.log_tail()
             )
         with contextlib.suppress(UpstreamError):
-            if await pool.fetch("/health", read_timeout=2) == (200, b"OK"):
+            if await pool.exchange(health) == (200, b"OK"):
                 return elapsed
         if elapsed > timeout:
             raise RuntimeError(

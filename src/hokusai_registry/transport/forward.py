@@ -28,6 +28,7 @@ from hokusai_registry.policy.headers import (
 )
 from hokusai_registry.policy.paths import Target, upstream_path
 from hokusai_registry.policy.routes import Family
+from hokusai_registry.transport.request import Header, UpstreamRequest
 from hokusai_registry.transport.upstream import (
     ConnectFailed,
     ConnectTimeout,
@@ -102,20 +103,26 @@ class Forwarder:
         max_api_body: int | None = None,
     ) -> None:
         parts = urlsplit(upstream_url)
+        # Everything every request to MLflow carries besides its own headers: Host (the pool's) and,
+        # for an upstream MLflow with its own basic-auth, its credentials.
+        credentials: list[Header] = []
+        if parts.username is not None:
+            login = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            credentials.append((b"authorization", b"Basic " + base64.b64encode(login)))
         self.pool = UpstreamPool.for_url(
-            upstream_url, limit=pool_size, connect_timeout=connect_timeout, pool_timeout=connect_timeout * 3
+            upstream_url,
+            limit=pool_size,
+            connect_timeout=connect_timeout,
+            pool_timeout=connect_timeout * 3,
+            headers=credentials,
         )
         self._base_path = parts.path.rstrip("/")
         self._upstream_base = f"{parts.scheme}://{self.pool.authority}{self._base_path}"
         self.upstream_display = redact_url(upstream_url)
-        # Everything every forwarded request carries besides its own headers.
-        fixed = [(b"host", self.pool.authority.encode())]
-        if parts.username is not None:  # an upstream MLflow with its own basic-auth
-            login = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            fixed.append((b"authorization", b"Basic " + base64.b64encode(login)))
-        self._fixed_headers = fixed
         self._api_prefix = api_prefix
         self.mark = mark
+        self._probe_headers = ((LOOP_MARK, mark.encode()), (b"user-agent", b"hokusai-registry-health-check"))
+        self._probe_json_headers = (*self._probe_headers, (b"content-type", b"application/json"))
         # JSON API bodies are bounded; artifact transfers are not.
         self._body_limits = {Family.REST: max_api_body, Family.UI: max_api_body, Family.TRANSFER: None}
         # Read once: the level is set before the gateway is built (MLFLOW_PROXY_DEBUG).
@@ -134,8 +141,11 @@ class Forwarder:
         path = (self._base_path + upstream_path(target.path, self._api_prefix)).encode("ascii")
         return path + b"?" + query if query else path
 
-    def _head(self, scope: Scope, target: Target, record: RequestRecord) -> tuple[bytes, bool, bool]:
-        """The request line and headers for MLflow; whether a body follows; whether it is chunked."""
+    def _request(
+        self, scope: Scope, receive: Receive, target: Target, record: RequestRecord, limit: int | None
+    ) -> UpstreamRequest:
+        """The request for MLflow: the client's headers as `upstream_request_headers` leaves them, and
+        its body streamed (framed as the client framed it) when it has one."""
         client = scope.get("client")
         headers = upstream_request_headers(
             scope["headers"],
@@ -150,12 +160,6 @@ class Forwarder:
         has_body = chunked or (length is not None and length.strip() != b"0")
         upstream_target = self.target_bytes(target, scope["query_string"])
         record.upstream = upstream_target.decode("ascii")
-        parts = [scope["method"].encode(), b" ", upstream_target, b" HTTP/1.1\r\n"]
-        for name, value in self._fixed_headers + headers:
-            parts += [name, b": ", value, b"\r\n"]
-        if chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        parts.append(b"\r\n")
         if self._debug:
             log.debug(
                 "%s rewrite: %s -> mount %r, MLflow path %s -> upstream %s%s",
@@ -169,47 +173,34 @@ class Forwarder:
             log.debug(
                 "%s forwarded headers: %s",
                 record.request_id.decode(),
-                redact_headers(self._fixed_headers + headers),
+                redact_headers(self.pool.fixed_headers + headers),
             )
-        return b"".join(parts), has_body, chunked
+        method = scope["method"]
+        # Positional: keywords cost about 0.1 us each here, on every forwarded request.
+        return UpstreamRequest(
+            method,
+            upstream_target,
+            headers,
+            _request_body(receive, record, limit) if has_body else None,
+            chunked,
+            method in IDEMPOTENT,  # idempotent
+            self._read_timeouts[target.family],  # read_timeout
+            method == "HEAD",  # head_only
+        )
 
     async def probe(self, method: str, path: str, query: bytes, body: bytes | None) -> tuple[int, bytes]:
         """A request of the gateway's own (health checks), sent through the same pool, path translation
         and fixed headers as users' requests. Reads at most PROBE_LIMIT bytes of the answer."""
         target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
-        headers = [
-            *self._fixed_headers,
-            (LOOP_MARK, self.mark.encode()),
-            (b"user-agent", b"hokusai-registry-health-check"),
-        ]
-        if body is not None:
-            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        head = b"".join(
-            [method.encode(), b" ", target + (b"?" + query if query else b""), b" HTTP/1.1\r\n"]
-            + [name + b": " + value + b"\r\n" for name, value in headers]
-            + [b"\r\n"]
-        )
-
-        async def single(chunk: bytes) -> AsyncIterator[bytes]:
-            yield chunk
-
-        response = await self.pool.request(
-            head,
-            single(body) if body is not None else None,
-            chunked=False,
-            read_timeout=self._read_timeouts[Family.REST],
-            head_only=False,
+        request = UpstreamRequest(
+            method,
+            target + b"?" + query if query else target,
+            self._probe_headers if body is None else self._probe_json_headers,
+            body,
             idempotent=method == "GET",
+            read_timeout=self._read_timeouts[Family.REST],
         )
-        received = bytearray()
-        try:
-            async for chunk in response.chunks():
-                received += chunk
-                if len(received) > PROBE_LIMIT:
-                    break
-        finally:
-            response.release()
-        return response.status, bytes(received[:PROBE_LIMIT])
+        return await self.pool.exchange(request, PROBE_LIMIT)
 
     async def forward(
         self, scope: Scope, receive: Receive, send: Send, target: Target, record: RequestRecord
@@ -221,18 +212,11 @@ class Forwarder:
         if limit is not None and declared.isdigit() and int(declared) > limit:
             await send_refusal(counted(send, record), _too_large(limit))
             return
-        head, has_body, chunked = self._head(scope, target, record)
+        request = self._request(scope, receive, target, record, limit)
         started = time.perf_counter()
-        read_timeout = self._read_timeouts[target.family]
+        read_timeout = request.read_timeout
         try:
-            response = await self.pool.request(
-                head,
-                _request_body(receive, record, limit) if has_body else None,
-                chunked=chunked,
-                read_timeout=read_timeout,
-                head_only=method == "HEAD",
-                idempotent=method in IDEMPOTENT,
-            )
+            response = await self.pool.send(request)
         except ClientGone:
             record.status = 499  # nginx's "client closed request": nothing was sent
             return

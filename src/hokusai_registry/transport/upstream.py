@@ -3,7 +3,8 @@
 Why not aiohttp's client: with the same gateway on top, aiohttp's per-request machinery (request and
 response objects, auto headers, timers, tracing) cost about three quarters of the gateway's CPU; this
 transport does only what a reverse proxy to one origin needs (see docs/benchmarks.md). The parser is
-llhttp (via httptools, the one uvicorn uses); framing, flow control and timeouts are here.
+llhttp (via httptools, the one uvicorn uses); framing, flow control and timeouts are here. What to send
+is an `UpstreamRequest`, written to the wire by `serialize_head` (transport/request.py).
 
 Flow control both ways: request bodies wait for the socket to drain, and reading from MLflow pauses
 while more than `HIGH_WATER` bytes of response body wait for the client, so memory stays flat.
@@ -15,11 +16,13 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from hokusai_registry.transport.request import Header, UpstreamRequest, serialize_head
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -284,10 +287,13 @@ class UpstreamPool:
         connect_timeout: float,
         pool_timeout: float,
         idle_timeout: float = 4.0,
+        headers: Sequence[Header] = (),
     ) -> None:
         self.host = host
         self.port = port
         self.authority = (f"[{host}]" if ":" in host else host) + f":{port}"
+        # Sent first in every request to this origin: Host, then `headers` (e.g. upstream credentials).
+        self.fixed_headers: list[Header] = [(b"host", self.authority.encode()), *headers]
         self._ssl = ssl.create_default_context() if tls else None
         self.limit = limit
         # A counter and a queue of waiters: asyncio.Semaphore.locked() scans its waiters on every call.
@@ -299,7 +305,15 @@ class UpstreamPool:
         self._idle: list[_Connection] = []
 
     @classmethod
-    def for_url(cls, url: str, *, limit: int, connect_timeout: float, pool_timeout: float) -> UpstreamPool:
+    def for_url(
+        cls,
+        url: str,
+        *,
+        limit: int,
+        connect_timeout: float,
+        pool_timeout: float,
+        headers: Sequence[Header] = (),
+    ) -> UpstreamPool:
         """A pool to the origin of an http(s) URL (its path and credentials are the caller's business)."""
         parts = urlsplit(url)
         tls = parts.scheme == "https"
@@ -310,6 +324,7 @@ class UpstreamPool:
             limit=limit,
             connect_timeout=connect_timeout,
             pool_timeout=pool_timeout,
+            headers=headers,
         )
 
     async def _connect(self) -> _Connection:
@@ -375,33 +390,27 @@ class UpstreamPool:
         else:
             connection.close()
 
-    async def request(
-        self,
-        head: bytes,
-        body: AsyncIterator[bytes] | None,
-        *,
-        chunked: bool,
-        read_timeout: float | None,
-        head_only: bool,
-        idempotent: bool,
-    ) -> UpstreamResponse:
-        """Send one request (`head`: request line and all headers) and wait for the response head.
-        An idempotent request without a body whose connection is lost before any response byte (a
-        kept-alive connection the upstream closed in the meantime, or a fresh one cut) is retried once, on
-        a fresh connection. Anything else is never sent twice."""
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Send one request and wait for the response head; read the body with `chunks()`, then
+        `release()`. An idempotent request without a streamed body whose connection is lost before any
+        response byte (a kept-alive connection the upstream closed in the meantime, or a fresh one cut)
+        is retried once, on a fresh connection. Anything else is never sent twice."""
+        head = serialize_head(request, self.fixed_headers)
+        body = request.body
+        stream = None if body is None or isinstance(body, bytes) else body
         await self._acquire_slot()
         connection: _Connection | None = None
         try:
             connection = self._take_idle() or await self._connect()
             try:
-                await self._exchange(connection, head, body, chunked, read_timeout)
+                await self._exchange(connection, head, stream, request.chunked, request.read_timeout)
             except ConnectionLost:
-                if not (idempotent and body is None and not connection.received_any):
+                if not (request.idempotent and stream is None and not connection.received_any):
                     raise
                 connection.close()
                 connection = await self._connect()
-                await self._exchange(connection, head, body, chunked, read_timeout)
-            return UpstreamResponse(self, connection, head_only)
+                await self._exchange(connection, head, stream, request.chunked, request.read_timeout)
+            return UpstreamResponse(self, connection, request.head_only)
         except BaseException:
             self._release_slot()
             if connection is not None:
@@ -431,30 +440,21 @@ class UpstreamPool:
         connection.start_reading(read_timeout)
         await connection.wait_head()
 
-    async def fetch(
-        self,
-        path: str,
-        read_timeout: float,
-        *,
-        method: str = "GET",
-        headers: tuple[tuple[str, str], ...] = (),
-        body: bytes = b"",
-    ) -> tuple[int, bytes]:
-        """A small request of the gateway's own (health checks, key validation); the whole answer in
-        memory. The body goes out with the head, so a stale kept-alive connection is retried."""
-        lines = [f"{method} {path} HTTP/1.1", f"host: {self.authority}"]
-        lines += [f"{name}: {value}" for name, value in headers]
-        if body or method != "GET":
-            lines.append(f"content-length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-        response = await self.request(
-            head, None, chunked=False, read_timeout=read_timeout, head_only=False, idempotent=True
-        )
+    async def exchange(self, request: UpstreamRequest, limit: int | None = None) -> tuple[int, bytes]:
+        """A small request of the gateway's own (health checks, key validation, the start-up wait): the
+        status and the whole answer in memory, or its first `limit` bytes (when it is longer, the rest is
+        not read and the connection is closed). Give a small body as `bytes`: it goes out with the head,
+        so an idempotent request on a stale kept-alive connection is retried."""
+        response = await self.send(request)
+        received = bytearray()
         try:
-            answer = b"".join([chunk async for chunk in response.chunks()])
+            async for chunk in response.chunks():
+                received += chunk
+                if limit is not None and len(received) > limit:
+                    break
         finally:
             response.release()
-        return response.status, answer
+        return response.status, bytes(received if limit is None else received[:limit])
 
     def close(self) -> None:
         while self._idle:
