@@ -1,11 +1,11 @@
 """Audit lines and run attribution, with the real MLflow client through a gateway writing its audit log
-to a file."""
+to a file, and the CLI's own audit log. (Refusals and key changes made through the API are in
+tests/inprocess/test_audit.py.)"""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ import requests
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-from tests.helpers import HOKUSAI, GatewayProcess, key_store, mistyped
+from tests.helpers import HOKUSAI, GatewayProcess, key_store
+from tests.support.polling import eventually
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +31,18 @@ def audited(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 def audit_lines(gateway: GatewayProcess, event: str, **match: Any) -> list[dict[str, Any]]:
     """Audit lines of one event with the given fields, waiting briefly for the write."""
-    deadline = time.monotonic() + 10
-    while True:
-        path = gateway.data_dir / "audit.log"
+    path = gateway.data_dir / "audit.log"
+
+    def found() -> list[dict[str, Any]] | None:
         lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        found = [
+        matching = [
             line
             for line in lines
             if line["audit"] == event and all(line.get(k) == v for k, v in match.items())
         ]
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
+        return matching or None
+
+    return eventually(found, 10, 0.1, f"an audit line {event} with {match}")
 
 
 def owned_key(gateway: GatewayProcess, name: str, owner: str, scopes: tuple[str, ...]) -> tuple[str, str]:
@@ -97,29 +98,14 @@ def test_registry_writes_are_audited_with_key_and_owner(
     assert key not in (audited.data_dir / "audit.log").read_text()
 
 
-def test_refusals_are_audited_without_secrets(audited: GatewayProcess) -> None:
-    key_id, key = owned_key(audited, "reader", "carol", ("read",))
-    wrong = mistyped(key)
-    url = audited.url + "/api/2.0/mlflow/experiments/create"
-    assert requests.post(url, json={"name": "x"}, headers={"X-API-Key": wrong}, timeout=10).status_code == 401
-    assert requests.post(url, json={"name": "x"}, headers={"X-API-Key": key}, timeout=10).status_code == 403
-    failed = audit_lines(audited, "auth.failed", key_id=key_id, reason="malformed")  # checksum
-    assert failed and failed[0]["client"] == "127.0.0.1" and failed[0]["path"].endswith("/experiments/create")
-    assert audit_lines(audited, "permission.denied", key_id=key_id, reason="scope")
-    text = (audited.data_dir / "audit.log").read_text()
-    secret = key.split("_")[3]
-    assert secret not in text and wrong.split("_")[3] not in text
-
-
-def test_key_changes_are_audited_from_cli_and_api(audited: GatewayProcess, tmp_path: Path) -> None:
-    admin_id, admin = owned_key(audited, "auditor", "dana", ("read", "write", "admin"))
+def test_key_revoked_with_the_cli_is_audited(audited: GatewayProcess, tmp_path: Path) -> None:
+    _, admin = owned_key(audited, "auditor", "dana", ("read", "write", "admin"))
     made = requests.post(
         audited.url + "/api/v1/keys",
         json={"name": "via-api"},
         headers={"Authorization": "Bearer " + admin},
         timeout=10,
     ).json()
-    assert audit_lines(audited, "key.created", key_id=made["key_id"], actor=f"key:{admin_id}")
     cli_log = tmp_path / "cli-audit.log"
     revoked = subprocess.run(
         [
@@ -144,19 +130,3 @@ def test_key_changes_are_audited_from_cli_and_api(audited: GatewayProcess, tmp_p
         and line["actor"].startswith("cli:")
     )
     assert made["key"] not in cli_log.read_text()
-
-
-def test_a_key_limited_to_another_service_is_refused_here(audited: GatewayProcess) -> None:
-    store = key_store(audited.data_dir)
-    try:
-        _, key = store.create("billing-only", environment="live", scopes=("read",), service_ids=("billing",))
-    finally:
-        store.close()
-    response = requests.get(
-        audited.url + "/api/2.0/mlflow/experiments/search?max_results=1",
-        headers={"X-API-Key": key},
-        timeout=10,
-    )
-    assert response.status_code == 403
-    assert response.json()["error_code"] == "PERMISSION_DENIED" and "'mlflow'" in response.json()["message"]
-    assert audit_lines(audited, "permission.denied", reason="service")

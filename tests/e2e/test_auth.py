@@ -1,19 +1,18 @@
-"""Refused keys: the unmodified MLflow client raises with UNAUTHENTICATED and the gateway's hint."""
+"""Refused keys: the unmodified MLflow client raises with UNAUTHENTICATED and the gateway's hint; key
+changes made with the CLI; the real UI through the gateway. (X-API-Key, Basic without a password and
+callers without credentials on UI paths are in tests/inprocess/test_auth.py.)"""
 
 from __future__ import annotations
 
-import json
 import subprocess
-from urllib.parse import urlencode
 
-import mlflow
 import pytest
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from hokusai_registry.policy import keys
-from tests.helpers import HOKUSAI, GatewayProcess, raw_request
+from tests.helpers import HOKUSAI, GatewayProcess
 from tests.support.polling import eventually
 
 
@@ -79,50 +78,6 @@ def test_revoked_key_stops_working(gateway_client: pytest.MonkeyPatch, gateway: 
     refused = eventually(refusal, message="revoked key still accepted")
     assert refused.error_code == "UNAUTHENTICATED"
     assert "was revoked" in str(refused)
-
-
-def test_basic_without_password_explains(gateway_client: pytest.MonkeyPatch) -> None:
-    gateway_client.setenv("MLFLOW_TRACKING_USERNAME", "me")
-    gateway_client.setenv("MLFLOW_TRACKING_PASSWORD", "")
-    # An empty password makes the client skip Basic; send it by hand as a misconfigured tool would.
-    response = requests.get(
-        mlflow.get_tracking_uri() + "/api/2.0/mlflow/experiments/search", auth=("me", ""), timeout=10
-    )
-    assert response.status_code == 401
-    assert response.json()["error_code"] == "UNAUTHENTICATED"
-    assert "MLFLOW_TRACKING_PASSWORD" in response.json()["message"]
-
-
-def test_x_api_key_header_works(gateway: GatewayProcess, api_key: str) -> None:
-    response = requests.post(
-        gateway.url + "/api/mlflow/api/2.0/mlflow/experiments/search",
-        json={"max_results": 1},
-        headers={"X-API-Key": api_key},
-        timeout=10,
-    )
-    assert response.status_code == 200
-    assert "experiments" in response.json()
-
-
-def test_ui_page_without_credentials_goes_to_the_login_page(gateway: GatewayProcess) -> None:
-    for mount in ("/mlflow/", "/api/mlflow/", "/"):
-        status, headers, _ = raw_request(gateway.url, "GET", mount)
-        assert status == 303, mount
-        assert headers["location"] == "/login?" + urlencode({"next": mount}), mount
-        assert "www-authenticate" not in headers
-
-
-def test_ui_calls_without_credentials_get_401_json_never_a_redirect(gateway: GatewayProcess) -> None:
-    for path in (
-        "/mlflow/ajax-api/2.0/mlflow/experiments/search?max_results=1",
-        "/mlflow/static-files/static/js/main.js",
-        "/mlflow/graphql",
-        "/mlflow/get-artifact?path=x&run_uuid=y",
-    ):
-        status, headers, body = raw_request(gateway.url, "GET", path)
-        assert status == 401, path
-        assert "location" not in headers
-        assert json.loads(body)["error_code"] == "UNAUTHENTICATED"
 
 
 def test_ui_page_and_assets_load_through_the_gateway(gateway: GatewayProcess, api_key: str) -> None:

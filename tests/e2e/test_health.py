@@ -1,10 +1,9 @@
-"""Health endpoints over live HTTP: healthy, degraded and unhealthy MLflows, readiness, caching."""
+"""Health endpoints over live HTTP in front of a real MLflow: judged healthy, with its version, and
+degraded when it does not serve artifacts. (Shapes, readiness, a stopped or foreign upstream, translation
+and caching are in tests/inprocess/test_health.py.)"""
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,6 @@ import requests
 from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
 from tests.helpers import GatewayProcess, free_port, running_mlflow
-from tests.support.stub import ThreadedStub
-
-MOUNTED = ("/mlflow/health/mlflow", "/api/mlflow/health/mlflow")
 
 
 @pytest.fixture(scope="module")
@@ -32,32 +28,8 @@ def mlflow_without_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield url
 
 
-@pytest.fixture
-def not_mlflow(tmp_path: Path) -> Iterator[str]:
-    """Some other HTTP server at the upstream address: 404 for everything."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
 def get(url: str, key: str | None = None) -> requests.Response:
     return requests.get(url, headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30)
-
-
-@pytest.mark.parametrize("path", MOUNTED)
-def test_healthy_through_the_gateway(path: str, gateway: GatewayProcess, api_key: str) -> None:
-    summary = get(gateway.url + path)
-    assert summary.status_code == 200
-    assert summary.json() == {
-        "status": "healthy",
-        "checks": {
-            name: {"status": "ok", "http_status": 200}
-            for name in ("mlflow", "experiments", "registered_models", "artifacts")
-        },
-    }
-    assert summary.headers["x-hokusai-origin"] == "gateway"
 
 
 def test_detailed_needs_a_key_and_has_a_number_per_check(
@@ -80,27 +52,6 @@ def test_detailed_needs_a_key_and_has_a_number_per_check(
     assert api_key not in detailed.text
 
 
-def test_liveness_and_readiness_with_mlflow_up(gateway: GatewayProcess) -> None:
-    assert get(gateway.url + "/health").json() == {"status": "ok"}
-    ready = get(gateway.url + "/ready")
-    assert ready.status_code == 200 and ready.json() == {"status": "ready", "problems": []}
-
-
-def test_unhealthy_and_not_ready_with_mlflow_stopped(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    process = GatewayProcess(dead, tmp_path / "gw")
-    try:
-        assert get(process.url + "/health").status_code == 200  # liveness never asks MLflow
-        summary = get(process.url + "/mlflow/health/mlflow")
-        assert summary.status_code == 503 and summary.json()["status"] == "unhealthy"
-        assert {c["status"] for c in summary.json()["checks"].values()} == {"failed"}
-        ready = get(process.url + "/ready")
-        assert ready.status_code == 503
-        assert dead in ready.json()["problems"][0]
-    finally:
-        process.stop()
-
-
 def test_degraded_when_mlflow_does_not_serve_artifacts(mlflow_without_artifacts: str, tmp_path: Path) -> None:
     process = GatewayProcess(mlflow_without_artifacts, tmp_path / "gw")
     try:
@@ -112,35 +63,3 @@ def test_degraded_when_mlflow_does_not_serve_artifacts(mlflow_without_artifacts:
         assert "--serve-artifacts" in detail["checks"]["artifacts"]["detail"]
     finally:
         process.stop()
-
-
-def test_a_404_is_never_healthy(not_mlflow: str, tmp_path: Path) -> None:
-    process = GatewayProcess(not_mlflow, tmp_path / "gw")
-    try:
-        summary = get(process.url + "/mlflow/health/mlflow")
-        assert summary.status_code == 503 and summary.json()["status"] == "unhealthy"
-        assert {c["status"] for c in summary.json()["checks"].values()} == {"failed"}
-        assert summary.json()["checks"]["registered_models"]["http_status"] == 404
-        detail = get(process.url + "/mlflow/health/mlflow/detailed", process.create_key("k")).json()
-        assert "not an MLflow endpoint" in detail["checks"]["registered_models"]["detail"]
-    finally:
-        process.stop()
-
-
-def test_checks_use_the_forwarders_translation_and_are_cached(tmp_path: Path) -> None:
-    upstream = ThreadedStub()
-    process = GatewayProcess(upstream.url, tmp_path / "gw", env={"MLFLOW_UPSTREAM_API_PREFIX": "ajax-api"})
-    try:
-        for _ in range(10):
-            get(process.url + "/mlflow/health/mlflow")
-        targets = [r.target for r in upstream.requests]
-        # One round of checks for ten calls (the result is cached for HOKUSAI_HEALTH_CACHE_SECONDS).
-        assert len(targets) == 5
-        assert "/ajax-api/2.0/mlflow/experiments/search" in targets
-        assert "/ajax-api/2.0/mlflow-artifacts/artifacts" in targets
-        # The recording upstream answers JSON to everything, so only MLflow's plain-text /health fails.
-        summary = get(process.url + "/mlflow/health/mlflow").json()
-        assert summary["status"] == "unhealthy" and summary["checks"]["mlflow"]["status"] == "failed"
-    finally:
-        process.stop()
-        upstream.stop()
