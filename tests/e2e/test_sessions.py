@@ -18,9 +18,9 @@ import requests
 from hokusai_registry.auth.sessions import csrf_token
 from hokusai_registry.store.key_store import DEFAULT_SCOPES
 from tests.helpers import GatewayProcess, key_store
+from tests.support.cookies import COOKIE, session_cookie_in
 from tests.support.polling import eventually
 
-COOKIE = "hokusai_session"
 EVIL = "http://evil.example"
 SEARCH = "/mlflow/ajax-api/2.0/mlflow/experiments/search"
 CREATE = "/mlflow/ajax-api/2.0/mlflow/experiments/create"
@@ -69,16 +69,7 @@ def set_cookies(response: requests.Response) -> list[str]:
 
 def session_cookie(response: requests.Response) -> tuple[str, dict[str, str]] | None:
     """The session cookie the response sets: its value and attributes (names lower-cased)."""
-    for header in set_cookies(response):
-        first, *rest = [part.strip() for part in header.split(";")]
-        name, _, value = first.partition("=")
-        if name == COOKIE:
-            attributes = {}
-            for part in rest:
-                attribute, _, attribute_value = part.partition("=")
-                attributes[attribute.lower()] = attribute_value
-            return value, attributes
-    return None
+    return session_cookie_in(set_cookies(response))
 
 
 def assert_clears_cookie(response: requests.Response) -> None:

@@ -25,12 +25,12 @@ from hokusai_registry.policy import keys
 from hokusai_registry.policy.scopes import expand
 from hokusai_registry.store.key_store import DEFAULT_SCOPES
 from tests.helpers import clear_of_minute_edge, key_store
+from tests.support.cookies import COOKIE, session_cookie_in
 from tests.support.inprocess import InProcessGateway
 from tests.support.loop import LoopThread
 from tests.support.polling import eventually
 from tests.support.stub import StubUpstream
 
-COOKIE = "hokusai_session"
 EVIL = "http://evil.example"
 SEARCH = "/mlflow/ajax-api/2.0/mlflow/experiments/search"
 CREATE = "/mlflow/ajax-api/2.0/mlflow/experiments/create"
@@ -132,16 +132,7 @@ def experiment_exists(upstream: StubUpstream, name: str) -> bool:
 
 def session_cookie(response: httpx.Response) -> tuple[str, dict[str, str]] | None:
     """The session cookie the response sets: its value and attributes (names lower-cased)."""
-    for header in set_cookies(response):
-        first, *rest = [part.strip() for part in header.split(";")]
-        name, _, value = first.partition("=")
-        if name == COOKIE:
-            attributes = {}
-            for part in rest:
-                attribute, _, attribute_value = part.partition("=")
-                attributes[attribute.lower()] = attribute_value
-            return value, attributes
-    return None
+    return session_cookie_in(set_cookies(response))
 
 
 def assert_clears_cookie(response: httpx.Response) -> None:
