@@ -59,6 +59,7 @@ def scope(
         ("/admin/keys", Handler.PAGES, Caller.ANYONE),
         ("/assets/hokusai.css", Handler.PAGES, Caller.ANYONE),
         ("/admin/keys/AAAAAAAAAAAA/revoke", Handler.PAGES, Caller.ANYONE),
+        ("/admin/keys/AAAAAAAAAAAA/rotate", Handler.PAGES, Caller.ANYONE),
     ],
 )
 def test_own_routes(path: str, handler: Handler, caller: Caller) -> None:

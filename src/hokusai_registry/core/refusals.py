@@ -77,6 +77,8 @@ class Reason(enum.Enum):
     BAD_BASIC = ("bad_basic", "UNAUTHENTICATED", None, True)
     UNSUPPORTED_SCHEME = ("unsupported_scheme", "UNAUTHENTICATED", None, True)
     SESSION_ENDED = ("session_ended", "UNAUTHENTICATED", None, True)
+    # A key change from the browser without the session's own key entered again with it.
+    STEP_UP_FAILED = ("step_up_failed", "PERMISSION_DENIED", None, True)
     SERVICE = ("service", "PERMISSION_DENIED", None, True)
     SCOPE = ("scope", "PERMISSION_DENIED", None, True)
     TRANSFER_POLICY = ("transfer_policy", "PERMISSION_DENIED", None, True)
