@@ -758,12 +758,16 @@ def key_change(
     action: str,
     cookie: str,
     target: str,
+    *,
+    admin_key: str | None,
     headers: dict[str, str] | None = None,
-    **fields: str,
 ) -> httpx.Response:
-    """A key change posted as the page posts it (this site's Origin, the session's CSRF token), plus
-    `fields`: `create` makes a key named `target`, `rotate` and `revoke` act on key id `target`."""
-    form = {"csrf": csrf_token(cookie), **fields}
+    """A key change posted as the page posts it (this site's Origin, the session's CSRF token), with
+    `admin_key` in the step-up field (None: no such field): `create` makes a key named `target`,
+    `rotate` and `revoke` act on key id `target`."""
+    form = {"csrf": csrf_token(cookie)}
+    if admin_key is not None:
+        form["admin_key"] = admin_key
     path = f"/admin/keys/{target}/{action}"
     if action == "create":
         form.update(name=target, scope="admin")
@@ -810,12 +814,11 @@ def test_a_key_change_needs_the_sessions_own_key_again(
         "read-key": reader,
         "target-key": target_key,
     }[entered]
-    fields = {} if presented is None else {"admin_key": presented}
     if presented:
         SECRETS.append(presented)
     target = unique("step-up-made") if action == "create" else target_id
 
-    response = key_change(gateway, action, cookie, target, **fields)
+    response = key_change(gateway, action, cookie, target, admin_key=presented)
     assert response.status_code == 403, response.text
     assert response.headers["content-type"].startswith("text/html")
     assert "entered again" in response.text and admin_id in response.text
