@@ -297,15 +297,23 @@ class WebPages:
         )
         return page(refused.http_status if refused else 200, body, refused.headers if refused else ())
 
-    async def revoke_key(self, request: Request) -> Response:
+    async def _confirmed(self, request: Request, action: str) -> tuple[Caller, str] | Response:
+        """A posted confirmation of `action`: the caller and the key id, or the answer (the confirmation
+        again after a failed step-up, or the way to sign in)."""
         posted = await self._admin_form(request)
         if isinstance(posted, Response):
             return posted
         caller, form = posted
         refused = await self._step_up(request, caller, form)
         if refused is not None:
-            return await self._confirm_page(request, caller, "revoke", refused)
-        key_id: str = request.path_params["key_id"]
+            return await self._confirm_page(request, caller, action, refused)
+        return caller, request.path_params["key_id"]
+
+    async def revoke_key(self, request: Request) -> Response:
+        confirmed = await self._confirmed(request, "revoke")
+        if isinstance(confirmed, Response):
+            return confirmed
+        caller, key_id = confirmed
         try:
             await asyncio.to_thread(self._managed_keys().revoke, key_id, f"key:{caller.identity.key_id}")
         except (KeyNotFound, ValueError) as exc:
@@ -315,14 +323,10 @@ class WebPages:
         return redirect(f"{ADMIN_KEYS_PATH}?revoked={key_id}")
 
     async def rotate_key(self, request: Request) -> Response:
-        posted = await self._admin_form(request)
-        if isinstance(posted, Response):
-            return posted
-        caller, form = posted
-        refused = await self._step_up(request, caller, form)
-        if refused is not None:
-            return await self._confirm_page(request, caller, "rotate", refused)
-        key_id: str = request.path_params["key_id"]
+        confirmed = await self._confirmed(request, "rotate")
+        if isinstance(confirmed, Response):
+            return confirmed
+        caller, key_id = confirmed
         try:
             created = await asyncio.to_thread(
                 self._managed_keys().rotate, key_id, f"key:{caller.identity.key_id}"
