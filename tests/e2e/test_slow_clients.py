@@ -206,14 +206,13 @@ def test_slow_and_silent_connections_are_closed_while_others_are_served(
                     if first:
                         sock.sendall(first)
                     sock.setblocking(False)
-                    selector.register(sock, selectors.EVENT_READ)
+                    selector.register(sock, selectors.EVENT_READ, sock)
                     opened[sock] = kind
             received: dict[socket.socket, bytes] = {sock: b"" for sock in opened}
             next_line, line = time.monotonic() + 1, 0
             while selector.get_map() and time.monotonic() - started < observe:
                 for selected, _ in selector.select(timeout=0.1):
-                    sock = selected.fileobj
-                    assert isinstance(sock, socket.socket)
+                    sock = selected.data
                     try:
                         data = sock.recv(4096)
                     except OSError:
@@ -226,8 +225,7 @@ def test_slow_and_silent_connections_are_closed_while_others_are_served(
                 if time.monotonic() >= next_line:  # one more header line on every dripping connection
                     next_line, line = next_line + 1, line + 1
                     for registered in list(selector.get_map().values()):
-                        sock = registered.fileobj
-                        assert isinstance(sock, socket.socket)
+                        sock = registered.data
                         if opened[sock] == "a line a second":
                             with contextlib.suppress(OSError):
                                 sock.send(b"X-Line-%d: x\r\n" % line)

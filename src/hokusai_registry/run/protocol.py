@@ -70,24 +70,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().data_received(data)
 
     def _head_piece(self, data: bytes) -> tuple[bytes, bytes]:
-        """The part of `data` the parser may see while the head stays within the limits, and the rest;
-        nothing when the head has passed them (then refused)."""
+        """The part of `data` the parser may see while the head stays within the limits (usually all of
+        it), and the rest; nothing when the head has passed them (then refused)."""
         limit = self.limits.max_bytes
+        line = 0  # bytes of `data` that belong to the request line
         if not self._line_done:
             end = data.find(b"\n") + 1
             self._line_done = end > 0
-            piece = data[:end] if end else data
-            self._line_bytes += len(piece)
+            line = end or len(data)
+            self._line_bytes += line
             if self._line_bytes > limit:
                 self._refuse(Reason.URL_TOO_LONG, f"its request line exceeds {limit // 1024} KiB")
                 return b"", b""
-            return piece, data[len(piece) :]
-        room = limit - self._header_bytes
-        if room <= 0:  # the limit was reached and the head goes on
+        headers, room = len(data) - line, limit - self._header_bytes
+        if headers and room <= 0:  # the limit was reached and the head goes on
             self._refuse(Reason.HEADERS_TOO_LARGE, f"its headers exceed {limit // 1024} KiB")
             return b"", b""
-        self._header_bytes += min(room, len(data))
-        return data[:room], data[room:]
+        cut = line + min(headers, room)
+        self._header_bytes += cut - line
+        return data[:cut], data[cut:]
 
     def on_headers_complete(self) -> None:
         self._in_head = False
