@@ -219,15 +219,15 @@ class Settings(BaseSettings):
         30.0,
         "HOKUSAI_HEADER_TIMEOUT",
         None,
-        "Seconds a client has to send a request's line and headers, from the connection's start or the "
-        "previous response's end; then 408 (a silent close if it sent nothing yet) and the connection "
-        "closes.",
+        "Seconds a client has to send a request's line and headers, from the head's first byte; then 408 "
+        "and the connection closes.",
     )
     keepalive_timeout: int = _setting(
         5,
         "HOKUSAI_KEEPALIVE_TIMEOUT",
         None,
-        "Seconds a connection may stay silent, new or between requests, before the gateway closes it.",
+        "Seconds a connection may stay silent, new or between requests, before the gateway closes it "
+        "(behind a load balancer, set it above the balancer's idle timeout).",
     )
     upstream_pool_size: int = _setting(
         256, "HOKUSAI_UPSTREAM_POOL_SIZE", None, "Maximum open connections to MLflow (one shared pool)."

@@ -260,3 +260,23 @@ def test_slow_and_silent_connections_are_closed_while_others_are_served(
             assert json.loads(body)["reason"] == "header_timeout"
     assert answers["silent"] == [b""] * per_kind
     assert limits == (HARD, HARD)
+
+
+def test_a_kept_alive_connection_idle_past_the_header_timeout_still_serves(
+    mlflow_server: str, tmp_path: Path
+) -> None:
+    """Idle time before a head belongs to the keep-alive timeout, not the head's deadline: a load
+    balancer keeps connections longer than any head takes, and must not find them answered with 408."""
+    env = {"HOKUSAI_HEADER_TIMEOUT": "1", "HOKUSAI_KEEPALIVE_TIMEOUT": "4"}
+    gateway = GatewayProcess(mlflow_server, tmp_path / "gateway", env=env)
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as connection:
+            answers = []
+            for _ in range(2):
+                connection.sendall(request)
+                answers.append(connection.recv(65536))
+                time.sleep(2.5)  # longer than the header timeout, shorter than keep-alive
+            assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), answers
+    finally:
+        gateway.stop()

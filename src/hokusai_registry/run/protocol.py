@@ -3,8 +3,8 @@
 httptools buffers a request line and headers without limit and uvicorn gives them no deadline, so one
 client could hold the gateway's memory (a 40 MiB URL) or its connections (slowloris) for ever. This
 subclass counts the head's bytes before the parser sees them and stops at the limit (414 for the request
-line, 431 for the headers), gives every head a deadline (408, or a silent close when nothing came), and
-closes a fresh connection that stays silent for the keep-alive timeout, as uvicorn does between requests.
+line, 431 for the headers), gives every head a deadline from its first byte (408), and closes a fresh connection that stays silent
+for the keep-alive timeout, as uvicorn does between requests.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class HeadLimits:
     max_bytes: int  # of the request line, and of the header block, each as sent
-    timeout: float  # seconds for a whole head, from the connection's start or the previous response's end
+    timeout: float  # seconds for a whole head, from its first byte
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -54,13 +54,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
         )
-        self._arm_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_deadline()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if data and self._in_head and self._deadline is None:
+            # The head's clock starts with its first byte: idle time before it is the keep-alive
+            # timeout's, which a load balancer in front needs longer than its own idle timeout.
+            self._arm_deadline()
         while data and self._in_head and not self.transport.is_closing():
             piece, data = self._head_piece(data)
             if not piece:
@@ -98,13 +101,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._next_head()
-        if self.cycle.response_complete:  # answered before the body ended (e.g. 413)
-            self._arm_deadline()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._in_head and not self.transport.is_closing():
-            self._arm_deadline()
 
     def _arm_deadline(self) -> None:
         self._disarm_deadline()
@@ -117,14 +113,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _deadline_passed(self) -> None:
         self._deadline = None
-        if self.transport.is_closing():
-            return
-        if self._line_bytes:
+        if not self.transport.is_closing():
             self._refuse(
                 Reason.HEADER_TIMEOUT, f"its headers did not arrive within {self.limits.timeout:g} s"
             )
-        else:
-            self.transport.close()
 
     def _refuse(self, reason: Reason, problem: str) -> None:
         setting = "HOKUSAI_HEADER_TIMEOUT" if reason is Reason.HEADER_TIMEOUT else "HOKUSAI_MAX_HEADER_KB"
