@@ -3,8 +3,8 @@
 httptools buffers a request line and headers without limit and uvicorn gives them no deadline, so one
 client could hold the gateway's memory (a 40 MiB URL) or its connections (slowloris) for ever. This
 subclass counts the head's bytes before the parser sees them and stops at the limit (414 for the request
-line, 431 for the headers), gives every head a deadline from its first byte (408), and closes a fresh connection that stays silent
-for the keep-alive timeout, as uvicorn does between requests.
+line, 431 for the headers), gives every head a deadline from its first byte (408), and closes a fresh
+connection that stays silent for the keep-alive timeout, as uvicorn does between requests.
 """
 
 from __future__ import annotations
