@@ -200,6 +200,13 @@ class Settings(BaseSettings):
         "Largest request body, in MiB, for MLflow API calls (JSON, GraphQL, traces): larger ones get 413. "
         "Artifact uploads have no limit.",
     )
+    graphql_max_tokens: int = _setting(
+        2000,
+        "HOKUSAI_GRAPHQL_MAX_TOKENS",
+        None,
+        "Largest GraphQL query, in tokens, the gateway parses to tell a query from a mutation (the MLflow "
+        "UI's are about 150): larger ones get 400.",
+    )
     direct_artifact_transfers: bool = _setting(
         False,
         "HOKUSAI_DIRECT_ARTIFACT_TRANSFERS",
@@ -331,6 +338,7 @@ class Settings(BaseSettings):
         "max_api_body_mb",
         "max_header_kb",
         "keepalive_timeout",
+        "graphql_max_tokens",
     )
     @classmethod
     def _at_least_one(cls, value: int) -> int:

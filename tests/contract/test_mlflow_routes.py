@@ -1,4 +1,5 @@
-"""The route families and the scope table cover every route the installed MLflow server serves."""
+"""The route families and the scope table cover every route the installed MLflow server serves, and every
+route the gateway inspects (attribution, reserved tags, audit) is one MLflow serves, on that method."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hokusai_registry.policy.inspection import inspected_routes, inspection
 from hokusai_registry.policy.routes import Family, classify
 from hokusai_registry.policy.scopes import required_scope
 
@@ -86,3 +88,35 @@ def test_reads_are_reads() -> None:
         example = _example(path)
         if method == "GET" or (method == "POST" and example.endswith("/search")):
             assert required_scope(method, example) == "read", (method, path)
+
+
+def test_every_inspected_route_is_one_mlflow_serves() -> None:
+    """An inspected (audited, attributed, guarded) route on a method or path MLflow does not serve is a
+    silent gap: the real request goes by unread (registered-model rename was audited on PATCH, while
+    MLflow serves POST)."""
+    routes = mlflow_routes()
+    unserved = [
+        (method, pattern)
+        for method, pattern in inspected_routes()
+        if not any(m == method and re.fullmatch(pattern, _example(path)) for m, path in routes)
+    ]
+    assert unserved == []
+
+
+# The routes that write a run's, logged model's or trace's tags or metadata (where `mlflow.user` lives).
+_TAG_WRITERS = (
+    ("POST", r"runs/(?:create|create-promptlab-run|set-tag|delete-tag|log-batch)|logged-models|traces"),
+    ("PATCH", r"logged-models/[^/]+/tags|traces/[^/]+(?:/tags)?"),
+    ("DELETE", r"logged-models/[^/]+/tags/[^/]+|traces/[^/]+/tags"),
+)
+
+
+def test_every_route_that_writes_creator_tags_is_inspected() -> None:
+    writers = sorted(
+        (method, path)
+        for method, path in mlflow_routes()
+        for verb, route in _TAG_WRITERS
+        if method == verb and re.fullmatch(rf".*/mlflow/(?:{route})", _example(path))
+    )
+    assert len(writers) >= 25  # sanity (29 in 3.17.2): the patterns still find MLflow's routes
+    assert [(m, p) for m, p in writers if inspection(m, _example(p)) is None] == []

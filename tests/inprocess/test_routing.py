@@ -122,7 +122,10 @@ def test_unknown_paths_get_json_404_and_are_not_forwarded(
 def test_forwarded_path_is_exactly_the_authorized_one(
     target: str, forwarded: str, gateway: InProcessGateway, key: str, upstream: StubUpstream
 ) -> None:
-    status, _, _ = gateway.raw("POST" if "graphql" in target else "GET", target, auth(key))
+    if "graphql" in target:  # the gateway reads GraphQL bodies to tell queries from mutations
+        status, _, _ = gateway.raw("POST", target, auth(key), b'{"query": "{ test { output } }"}')
+    else:
+        status, _, _ = gateway.raw("GET", target, auth(key))
     assert status == 200
     assert upstream.requests[-1].target == forwarded
 

@@ -21,7 +21,7 @@ from hokusai_registry.policy.paths import Redirect, Target
 from hokusai_registry.policy.request import Request, parse
 from hokusai_registry.policy.routes import Caller, Family, Handler, own_route
 
-POLICY = Policy(b"mark", None, direct_transfers=False)
+POLICY = Policy(b"mark", None, direct_transfers=False, graphql_max_tokens=2000)
 
 
 def scope(

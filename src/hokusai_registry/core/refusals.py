@@ -69,6 +69,8 @@ class Reason(enum.Enum):
     BODY_TOO_LARGE = ("body_too_large", "INVALID_PARAMETER_VALUE", 413)
     BODY_NOT_JSON = ("body_not_json", "INVALID_PARAMETER_VALUE")
     INVALID_REQUEST = ("invalid_request", "INVALID_PARAMETER_VALUE")
+    RESERVED_TAG = ("reserved_tag", "INVALID_PARAMETER_VALUE")
+    INVALID_GRAPHQL = ("invalid_graphql", "INVALID_PARAMETER_VALUE")
     LOOP = ("loop", "INTERNAL_ERROR", 508)
     # The caller
     MISSING_KEY = ("missing", "UNAUTHENTICATED", None, True)

@@ -6,9 +6,9 @@ admin API and its docs, the pages; never forwarded), each with the caller it nee
 the ordered checks of `checks.py` (loop guard, path, method, key in URL, origin, `path` parameter) → the
 caller (`auth/caller.py`: a key in the headers or a browser session; failure throttle, key, service id,
 rate limit; the UI page without one goes to `/login`) → the caller checks (scope, artifact transfer
-policy) → inspected bodies (attribution, audit) → the forwarder. Every refusal is a `Refusal`, answered
-as MLflow JSON by `core/refusals.py`, but on the gateway's own pages (`admin/pages.py`), which answer in
-HTML.
+policy) → inspected bodies (attribution, reserved tags, GraphQL mutations, audit) → the forwarder. Every
+refusal is a `Refusal`, answered as MLflow JSON by `core/refusals.py`, but on the gateway's own pages
+(`admin/pages.py`), which answer in HTML.
 """
 
 from __future__ import annotations
@@ -41,14 +41,7 @@ from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.logs import flush_periodically, log_access
 from hokusai_registry.ops.metrics import Metrics
 from hokusai_registry.policy.headers import SAFE_METHODS
-from hokusai_registry.policy.inspection import (
-    MAX_INSPECTED_BODY,
-    Inspection,
-    attribute_run,
-    audit_fields,
-    inspection,
-    parse,
-)
+from hokusai_registry.policy.inspection import MAX_INSPECTED_BODY, Inspection, inspect, inspection
 from hokusai_registry.policy.navigation import login_location
 from hokusai_registry.policy.paths import Redirect, Target
 from hokusai_registry.policy.request import Request
@@ -80,6 +73,7 @@ class Gateway:
         keys_managed_by: str | None,
         direct_transfers: bool,
         public_url: str | None,
+        graphql_max_tokens: int,
     ) -> None:
         self.access = access
         self.pages = pages
@@ -87,7 +81,7 @@ class Gateway:
         self.metrics = metrics
         # Set when keys are validated by a remote auth service, which then also manages them.
         self.keys_managed_by = keys_managed_by
-        self.policy = Policy(forwarder.mark.encode(), public_url, direct_transfers)
+        self.policy = Policy(forwarder.mark.encode(), public_url, direct_transfers, graphql_max_tokens)
         self._log_flusher: asyncio.Future[None] | None = None
         # What answers each of the gateway's own routes (the table is `policy/routes.py`).
         self.endpoints: dict[Handler, Endpoint] = {
@@ -242,13 +236,13 @@ class Gateway:
         found: Inspection,
         identity: Identity,
     ) -> None:
-        inspected = await self._inspect(scope, receive, found, identity)
+        inspected = await self._inspect(scope, receive, found, identity, target.path)
         if inspected is None:
             record.status = 499  # the client left while sending its body
             return
         scope, receive, fields = inspected
         await self.forwarder.forward(scope, receive, send, target, record)
-        if found.audited:
+        if found.event is not None:
             audit(
                 found.event,
                 key_id=identity.key_id,
@@ -270,32 +264,36 @@ class Gateway:
         await send_json(send, status, without_direct_transfers(body) if status == 200 else body)
 
     async def _inspect(
-        self, scope: Scope, receive: Receive, found: Inspection, identity: Identity
+        self, scope: Scope, receive: Receive, found: Inspection, identity: Identity, path: str
     ) -> tuple[Scope, Receive, dict[str, str]] | None:
-        """Reads a small JSON body; for run creation, puts the key's owner in as the run's user."""
+        """Reads a small JSON body and lets `policy/inspection.py` judge it (attribution, reserved
+        tags, GraphQL operations)."""
         body = await read_body(receive, MAX_INSPECTED_BODY)
         if body is None:
             return None
-        data = parse(body)
-        if data is None and body.strip():
-            # The gateway reads these to attribute and audit them: it forwards none it cannot read.
-            raise Refusal(Reason.BODY_NOT_JSON, "the request body is not a JSON object.")
-        fields = audit_fields(found, data, dict(parse_qsl(scope["query_string"].decode("latin-1"))))
-        if found.attribute:
-            # Never forward a run creation the gateway could not attribute.
-            try:
-                if data is None:
-                    raise ValueError("the body must be a JSON object")
-                body = attribute_run(data, identity.user_id)
-            except (ValueError, RecursionError) as exc:
-                raise Refusal(Reason.INVALID_REQUEST, f"invalid runs/create request: {exc}.") from None
+        inspected = inspect(
+            found,
+            path,
+            body,
+            dict(parse_qsl(scope["query_string"].decode("latin-1"))),
+            owner=identity.user_id,
+            graphql_max_tokens=self.policy.graphql_max_tokens,
+        )
+        if inspected.needs is not None and not grants(identity.scopes, inspected.needs):
+            raise permission_refusal(
+                identity.key_id,
+                identity.scopes,
+                scope["method"],
+                f"{path} (a GraphQL mutation)",
+                inspected.needs,
+            )
         headers = [
             (name, value)
             for name, value in scope["headers"]
             if name not in (b"content-length", b"transfer-encoding")
         ]
-        headers.append((b"content-length", str(len(body)).encode()))
-        return {**scope, "headers": headers}, replay(body, receive), fields
+        headers.append((b"content-length", str(len(inspected.body)).encode()))
+        return {**scope, "headers": headers}, replay(inspected.body, receive), inspected.fields
 
 
 async def _redirect(send: Send, location: str, query: bytes) -> None:

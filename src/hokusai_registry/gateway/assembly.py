@@ -92,6 +92,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         keys_managed_by=keys_managed_by,
         direct_transfers=settings.direct_artifact_transfers,
         public_url=settings.public_url,
+        graphql_max_tokens=settings.graphql_max_tokens,
     )
 
 

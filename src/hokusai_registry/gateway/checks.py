@@ -30,6 +30,7 @@ class Policy:
     loop_mark: bytes  # the mark this gateway (and its replicas) put on what they forward
     public_url: str | None
     direct_transfers: bool  # HOKUSAI_DIRECT_ARTIFACT_TRANSFERS
+    graphql_max_tokens: int  # HOKUSAI_GRAPHQL_MAX_TOKENS
 
 
 Check = Callable[[Request, Policy], Refusal | None]

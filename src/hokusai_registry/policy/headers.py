@@ -36,6 +36,8 @@ GATEWAY_OWNED = frozenset(
         b"origin",
         b"expect",
         b"x-request-id",  # replaced by the id the gateway validated or made
+        # MLflow's workspace selector: the gateway's to set once it configures workspaces.
+        b"x-mlflow-workspace",
         # Ways to make a server act on another method or path than the one authorized.
         b"x-http-method-override",
         b"x-http-method",

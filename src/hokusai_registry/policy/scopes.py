@@ -36,7 +36,8 @@ RULES = (
     _rule(frozenset({"POST"}), rf"{_API}/mlflow/.*/search(?:-[a-z-]+)?", "read"),  # search with a JSON body
     _rule(frozenset({"POST"}), rf"{_API}/mlflow/registered-models/get-latest-versions", "read"),  # lookup
     _rule(frozenset({"POST"}), rf"{_API}/mlflow/artifacts/presigned-download-url", "read"),  # download link
-    _rule(frozenset({"POST"}), r"/graphql", "read"),  # MLflow's GraphQL schema has queries only
+    # GraphQL: queries read; a mutation needs `write`, decided on the body (`inspection.py`).
+    _rule(frozenset({"POST"}), r"/graphql", "read"),
     _rule(frozenset({"POST"}), r"/ajax-api/3\.0/mlflow/ui-telemetry", "read"),  # the UI's usage pings
     _rule(frozenset({"POST"}), r"/ajax-api/3\.0/jobs/search", "read"),  # job search
     # Server-side configuration: AI-gateway secrets and endpoints, workspaces, webhooks (which make
