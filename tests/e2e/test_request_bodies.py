@@ -455,13 +455,13 @@ PAYLOAD = b'{"resourceSpans": []}'
 @pytest.mark.parametrize(
     ("coding", "coded"),
     [
-        ("gzip", gzip.compress(PAYLOAD)),
-        ("x-gzip", gzip.compress(PAYLOAD)),
-        ("GZIP", gzip.compress(PAYLOAD)),
-        ("gzip", gzip.compress(PAYLOAD[:9]) + gzip.compress(PAYLOAD[9:])),  # two members
-        ("deflate", zlib.compress(PAYLOAD)),
-        ("Deflate", zlib.compress(PAYLOAD)[2:-4]),  # raw deflate, as some clients send it
-        ("identity", PAYLOAD),
+        pytest.param("gzip", gzip.compress(PAYLOAD), id="gzip"),
+        pytest.param("x-gzip", gzip.compress(PAYLOAD), id="x-gzip"),
+        pytest.param("GZIP", gzip.compress(PAYLOAD), id="GZIP"),
+        pytest.param("gzip", gzip.compress(PAYLOAD[:9]) + gzip.compress(PAYLOAD[9:]), id="gzip-two-members"),
+        pytest.param("deflate", zlib.compress(PAYLOAD), id="deflate-zlib"),
+        pytest.param("Deflate", zlib.compress(PAYLOAD)[2:-4], id="deflate-raw"),  # as some clients send it
+        pytest.param("identity", PAYLOAD, id="identity"),
     ],
 )
 def test_otlp_bodies_are_decoded_and_forwarded_identity_coded(
