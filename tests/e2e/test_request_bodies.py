@@ -546,7 +546,7 @@ def mlflow_root(url: str) -> psutil.Process:
 
 
 def tree_rss_mb(root: psutil.Process) -> float:
-    total = root.memory_info().rss
+    total: int = root.memory_info().rss
     for child in root.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
             total += child.memory_info().rss
