@@ -115,7 +115,7 @@ class RequestBodies:
         has_body = chunked or bool(length)
         method = scope["method"]
         rule = body_rule(method, target.family, target.path)
-        if rule is BodyRule.STREAMED or not (has_body or codings):
+        if rule is BodyRule.STREAMED or not has_body:
             return Body(scope, receive)
         if rule is BodyRule.NONE:
             framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}"
