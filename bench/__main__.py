@@ -297,7 +297,11 @@ def main() -> None:
     plan.output.parent.mkdir(parents=True, exist_ok=True)
     chart = plan.output.with_suffix(".png")
     report.chart(results, chart)
-    plan.output.write_text(report.markdown(results, plan, chart.name, time.monotonic() - started))
+    previous = plan.output.read_text() if plan.output.exists() else ""
+    plan.output.write_text(
+        report.markdown(results, plan, chart.name, time.monotonic() - started)
+        + report.kept_sections(previous)
+    )
     say(report.summary(results))
     say(f"Wrote {plan.output} and {chart} in {time.monotonic() - started:.0f} s")
 

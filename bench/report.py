@@ -56,6 +56,21 @@ def summary(results: Results) -> str:
     return "\n".join(f"{_mark(ok)} {name}: {value}" for name, value, ok in targets(results))
 
 
+# Sections written by hand from a one-off measurement, kept when `make bench` rewrites the report.
+KEPT_SECTIONS = ("## Server choice",)
+
+
+def kept_sections(previous: str) -> str:
+    """The hand-written sections of the previous report, to follow the new one."""
+    kept = []
+    for title in KEPT_SECTIONS:
+        start = previous.find(f"\n{title}\n")
+        if start >= 0:
+            end = previous.find("\n## ", start + 1)
+            kept.append(previous[start : end if end >= 0 else None].rstrip("\n") + "\n")
+    return "".join(kept)
+
+
 def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> str:
     m = results.machine
     out = [

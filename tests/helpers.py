@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,12 @@ class GatewayProcess:
     URL_LINE = re.compile(rb" gateway on (http://\S+?)[ ,]")
 
     def __init__(
-        self, upstream: str, data_dir: Path, env: dict[str, str] | None = None, port: int = 0
+        self,
+        upstream: str,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        preexec_fn: Callable[[], None] | None = None,  # e.g. to start it under a resource limit
     ) -> None:
         self.data_dir = data_dir
         self.log_path = data_dir / "gateway.log"
@@ -134,6 +139,7 @@ class GatewayProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
         self.url = eventually(self._reported_url, 30, 0.05, "the gateway to say where it listens")
         self.port = int(self.url.rsplit(":", 1)[1])

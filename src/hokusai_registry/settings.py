@@ -225,6 +225,27 @@ class Settings(BaseSettings):
         "Azure destinations): faster for large files, but around the gateway and only where clients reach "
         "the bucket. Off: every byte streams through the gateway.",
     )
+    max_header_kb: int = _setting(
+        64,
+        "HOKUSAI_MAX_HEADER_KB",
+        None,
+        "Largest request line, and largest block of request headers, in KiB as sent: the gateway stops "
+        "reading there and answers 414 (request line) or 431 (headers), then closes the connection.",
+    )
+    header_timeout: float = _setting(
+        30.0,
+        "HOKUSAI_HEADER_TIMEOUT",
+        None,
+        "Seconds a client has to send a request's line and headers, from the head's first byte; then 408 "
+        "and the connection closes.",
+    )
+    keepalive_timeout: int = _setting(
+        5,
+        "HOKUSAI_KEEPALIVE_TIMEOUT",
+        None,
+        "Seconds a connection may stay silent, new or between requests, before the gateway closes it "
+        "(behind a load balancer, set it above the balancer's idle timeout).",
+    )
     upstream_pool_size: int = _setting(
         256, "HOKUSAI_UPSTREAM_POOL_SIZE", None, "Maximum open connections to MLflow (one shared pool)."
     )
@@ -320,7 +341,15 @@ class Settings(BaseSettings):
             raise ValueError("must be 0 (unlimited) or more")
         return value
 
-    @field_validator("workers", "upstream_pool_size", "mlflow_workers", "max_api_body_mb", "body_buffer_mb")
+    @field_validator(
+        "workers",
+        "upstream_pool_size",
+        "mlflow_workers",
+        "max_api_body_mb",
+        "max_header_kb",
+        "keepalive_timeout",
+        "body_buffer_mb",
+    )
     @classmethod
     def _at_least_one(cls, value: int) -> int:
         if value < 1:
@@ -337,6 +366,7 @@ class Settings(BaseSettings):
         "auth_service_timeout",
         "session_idle_timeout",
         "session_max_age",
+        "header_timeout",
         "body_idle_timeout",
     )
     @classmethod

@@ -19,8 +19,10 @@ import requests
 from mlflow import MlflowClient
 from sklearn.linear_model import LinearRegression  # type: ignore[import-untyped]
 
+from hokusai_registry.auth.sessions import csrf_token
 from hokusai_registry.policy import keys
 from tests.helpers import GatewayProcess, free_port, key_store
+from tests.support.polling import eventually
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 if TYPE_CHECKING:  # annotations name the module the skip above imports
@@ -262,7 +264,7 @@ def test_a_cross_origin_post_with_the_session_cookie_is_refused(
     assert created.status == 200
 
 
-def test_an_admin_creates_and_revokes_a_key_in_the_browser(
+def test_an_admin_creates_rotates_and_revokes_keys_in_the_browser(
     context: BrowserContext, gateway: GatewayProcess
 ) -> None:
     admin = gateway.create_key(f"browser-admin-{uuid.uuid4().hex[:6]}", admin=True)
@@ -282,30 +284,174 @@ def test_an_admin_creates_and_revokes_a_key_in_the_browser(
     page.get_by_label("Owner").fill("ada")
     page.get_by_label("Scope").select_option("read")
     page.get_by_label("Expires in").fill("30d")
+    # A mistyped admin key: refused, the form comes back with what was typed, the key field empty.
+    page.get_by_label("Your admin key").fill(keys.generate("live").text)
+    page.get_by_role("button", name="Create key").click()
+    assert "entered again" in page.get_by_role("alert").inner_text()
+    assert page.get_by_label("Name", exact=True).input_value() == name
+    assert page.get_by_label("Your admin key").input_value() == ""
+    shot(page, "10-step-up-refused")
+    page.get_by_label("Your admin key").fill(admin)
     page.get_by_role("button", name="Create key").click()
     created = page.get_by_label("API key").input_value()
     assert created.startswith("hk_live_")
-    shot(page, "10-key-created-shown-once")
-    search = requests.get(
-        gateway.url + "/mlflow/api/2.0/mlflow/experiments/search",
-        params={"max_results": 1},
-        headers={"Authorization": f"Bearer {created}"},
-        timeout=10,
-    )
-    assert search.status_code == 200
+    shot(page, "11-key-created-shown-once")
+    assert experiments_answer(gateway, created) == 200
 
     page.goto("/admin/keys")
     assert created not in page.content()  # shown once, never again
     row = page.get_by_role("row").filter(has_text=name)
     assert "ada" in row.inner_text() and "read" in row.inner_text()
-    row.get_by_role("button", name="Revoke").click()
+    row.get_by_role("link", name="Rotate").click()
+    page.get_by_role("heading", name=f"Rotate key “{name}”").wait_for()
+    page.get_by_label("Your admin key").fill(admin)
+    shot(page, "12-rotate-confirm")
+    page.get_by_role("button", name="Rotate key").click()
+    successor = page.get_by_label("API key").input_value()
+    assert successor.startswith("hk_live_") and successor != created
+    assert page.get_by_text(f"Key {keys.parse(created).key_id} is revoked").is_visible()
+    shot(page, "13-key-rotated-shown-once")
+    assert experiments_answer(gateway, successor) == 200
+    assert experiments_answer(gateway, created) == 401
+
+    page.goto("/admin/keys")
+    successor_id = keys.parse(successor).key_id
+    row = page.get_by_role("row").filter(has_text=successor_id)
+    row.get_by_role("link", name="Revoke").click()
+    page.get_by_label("Your admin key").fill(admin)
+    page.get_by_role("button", name="Revoke key").click()
     page.wait_for_url("**/admin/keys?revoked=*")
-    assert "revoked" in page.get_by_role("row").filter(has_text=name).inner_text()
-    shot(page, "11-key-revoked")
-    revoked = requests.get(
-        gateway.url + "/mlflow/api/2.0/mlflow/experiments/search",
-        headers={"Authorization": f"Bearer {created}"},
-        timeout=10,
-    )
-    assert revoked.status_code == 401
+    assert "revoked" in page.get_by_role("row").filter(has_text=successor_id).inner_text()
+    shot(page, "14-key-revoked")
+    assert experiments_answer(gateway, successor) == 401
     assert violations == []
+
+
+def experiments_answer(gateway: GatewayProcess, api_key: str) -> int:
+    return requests.get(
+        gateway.url + "/mlflow/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=10,
+    ).status_code
+
+
+# What a script injected into the MLflow UI would do with an admin's session: the UI is served from the
+# gateway's origin, so its requests carry the cookie and pass the origin check. It reads a signed-in page
+# for the CSRF token (by fetch, a window or a frame), then posts a key creation and a revocation.
+STEAL_AND_MINT = """async ({name, victim}) => {
+  const token = (text) => (text.match(/name="csrf" value="([^"]+)"/) || [])[1] || null;
+  const found = {};
+  const listing = await fetch("/admin/keys");
+  found.fetch_status = listing.status;
+  found.fetch_token = token(await listing.text());
+  const opened = window.open("/admin/keys");
+  await new Promise((done) => setTimeout(done, 3000));
+  try { found.window_token = token(opened.document.documentElement.outerHTML); }
+  catch (error) { found.window_token = null; }
+  const frame = document.createElement("iframe");
+  frame.src = "/logout";
+  document.body.appendChild(frame);
+  await new Promise((done) => setTimeout(done, 3000));
+  try { found.frame_token = token(frame.contentDocument.documentElement.outerHTML); }
+  catch (error) { found.frame_token = null; }
+  const csrf = found.fetch_token || found.window_token || found.frame_token;
+  if (csrf) {
+    const made = await fetch("/admin/keys", {
+      method: "POST", body: new URLSearchParams({csrf, name, scope: "admin"}),
+    });
+    found.create_status = made.status;
+    found.minted = ((await made.text()).match(/id="new-key"[^>]*value="([^"]+)"/) || [])[1] || null;
+    const revoked = await fetch(`/admin/keys/${victim}/revoke`, {
+      method: "POST", body: new URLSearchParams({csrf}),
+    });
+    found.revoke_status = revoked.status;
+  }
+  return found;
+}"""
+
+# The same script with the CSRF token already in hand, as if it had leaked: it submits real forms (page
+# navigations, not fetches) into a new window, with no admin key and with a guessed one.
+SUBMIT_FORM = """({action, fields}) => {
+  const form = document.createElement("form");
+  form.method = "post";
+  form.action = action;
+  form.target = "_blank";
+  for (const [name, value] of Object.entries(fields)) {
+    const input = document.createElement("input");
+    input.type = "hidden";
+    input.name = name;
+    input.value = value;
+    form.appendChild(input);
+  }
+  document.body.appendChild(form);
+  form.submit();
+}"""
+
+
+def test_a_script_in_the_mlflow_ui_cannot_change_keys_with_an_admin_session(
+    context: BrowserContext, gateway: GatewayProcess
+) -> None:
+    admin = gateway.create_key(f"browser-xss-admin-{uuid.uuid4().hex[:6]}", admin=True)
+    victim = gateway.create_key(f"browser-xss-victim-{uuid.uuid4().hex[:6]}")
+    victim_id = keys.parse(victim).key_id
+    page = context.new_page()
+    sign_in(page, admin)
+    page.goto("/mlflow/#/experiments")
+    page.get_by_text("Default").first.wait_for()  # the MLflow UI, signed in as an admin
+    name = f"minted-by-script-{uuid.uuid4().hex[:6]}"
+
+    found = page.evaluate(STEAL_AND_MINT, {"name": name, "victim": victim_id})
+    shot(page, "15-script-in-mlflow-ui")
+    # Before: {'fetch_status': 200, 'fetch_token': '<token>', 'create_status': 200, 'minted': 'hk_live_...'}.
+    seen = {step: value for step, value in found.items() if step != "minted"}
+    assert found.get("minted") is None, f"a script in the MLflow UI minted an admin key: {seen}"
+    assert found["fetch_status"] == 403
+    assert found["fetch_token"] is None and found["window_token"] is None and found["frame_token"] is None
+    assert not key_exists(gateway, name)
+    assert experiments_answer(gateway, victim) == 200
+
+    # Even with the token: real form posts, as page navigations, need the admin key itself.
+    session = next(cookie for cookie in context.cookies() if cookie["name"] == "hokusai_session")
+    csrf = csrf_token(session["value"])
+    attempts = [
+        ("/admin/keys", {"csrf": csrf, "name": name, "scope": "admin"}),
+        (
+            "/admin/keys",
+            {"csrf": csrf, "name": name, "scope": "admin", "admin_key": keys.generate("live").text},
+        ),
+        (f"/admin/keys/{victim_id}/revoke", {"csrf": csrf, "admin_key": ""}),
+        (f"/admin/keys/{victim_id}/rotate", {"csrf": csrf}),
+    ]
+    for number, (action, fields) in enumerate(attempts):
+        with context.expect_page() as opened:
+            page.evaluate(SUBMIT_FORM, {"action": action, "fields": fields})
+        answer = opened.value
+        answer.wait_for_load_state()
+        assert "entered again" in answer.get_by_role("alert").inner_text(), answer.content()
+        assert answer.locator("#new-key").count() == 0
+        shot(answer, f"16-step-up-refused-{number}")
+        answer.close()
+    assert not key_exists(gateway, name)
+    assert experiments_answer(gateway, victim) == 200  # neither revoked nor rotated
+
+    # Each refused step-up is an audit line naming the admin's key.
+    admin_id = keys.parse(admin).key_id
+
+    def step_up_failures() -> list[str] | None:
+        lines = [
+            line for line in gateway.log().splitlines() if '"step_up_failed"' in line and admin_id in line
+        ]
+        return lines if len(lines) >= len(attempts) else None
+
+    eventually(step_up_failures, 10, 0.2, "an audit line per refused step-up")
+    log = gateway.log()
+    assert admin not in log and csrf not in log
+
+
+def key_exists(gateway: GatewayProcess, name: str) -> bool:
+    store = key_store(gateway.data_dir)
+    try:
+        return any(record.name == name for record in store.list())
+    finally:
+        store.close()

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from hokusai_registry.auth.sessions import csrf_token
+from hokusai_registry.ops.audit import AUDIT_LOGGER, AuditFormatter
 from hokusai_registry.ops.logs import TextFormatter
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.scopes import expand
@@ -27,6 +28,7 @@ from hokusai_registry.store.key_store import DEFAULT_SCOPES
 from tests.helpers import clear_of_minute_edge, key_store
 from tests.support.cookies import COOKIE, session_cookie_in
 from tests.support.inprocess import InProcessGateway
+from tests.support.logs import Lines, captured
 from tests.support.loop import LoopThread
 from tests.support.polling import eventually
 from tests.support.stub import StubUpstream
@@ -582,6 +584,7 @@ def test_admin_page_creates_a_key_shown_once(gateway: InProcessGateway, admin_ke
         "rate_limit_per_minute": "",
         "rate_limit_per_hour": "",
         "csrf": csrf,
+        "admin_key": admin_key,
     }
     response = call(gateway, "POST", "/admin/keys", cookie=cookie, origin=gateway.url, data=form)
     assert response.status_code == 200, response.text
@@ -616,7 +619,8 @@ def test_admin_create_refuses_forged_forms(
 ) -> None:
     cookie = sign_in(gateway, admin_key)
     name = unique("forged")
-    form = {"name": name, "scope": "admin", "csrf": csrf_token(cookie)}
+    # With the admin key entered again: these forms are refused for their token or origin alone.
+    form = {"name": name, "scope": "admin", "csrf": csrf_token(cookie), "admin_key": admin_key}
     for field, value in change.items():
         if value is None:
             form.pop(field)
@@ -640,7 +644,7 @@ def test_admin_create_explains_bad_fields(gateway: InProcessGateway, admin_key: 
         "/admin/keys",
         cookie=cookie,
         origin=gateway.url,
-        data={"name": name, "expires_in": "1y", "csrf": csrf},
+        data={"name": name, "expires_in": "1y", "csrf": csrf, "admin_key": admin_key},
     )
     assert lifetime.status_code == 400
     assert "expires_in" in lifetime.text and "not a lifetime" in lifetime.text
@@ -653,7 +657,7 @@ def test_admin_create_explains_bad_fields(gateway: InProcessGateway, admin_key: 
         "/admin/keys",
         cookie=cookie,
         origin=gateway.url,
-        data={"name": name, "rate_limit_per_minute": "-1", "csrf": csrf},
+        data={"name": name, "rate_limit_per_minute": "-1", "csrf": csrf, "admin_key": admin_key},
     )
     assert limit.status_code == 400 and "rate_limit_per_minute" in limit.text
     assert name not in key_names(gateway)
@@ -667,7 +671,7 @@ def test_admin_create_explains_bad_fields(gateway: InProcessGateway, admin_key: 
         "/admin/keys",
         cookie=cookie,
         origin=gateway.url,
-        data={"name": taken_name, "csrf": csrf},
+        data={"name": taken_name, "csrf": csrf, "admin_key": admin_key},
     )
     assert duplicate.status_code == 400
     assert "already exists" in duplicate.text
@@ -681,16 +685,33 @@ def test_admin_page_revokes_a_key(gateway: InProcessGateway, admin_key: str) -> 
     cookie = sign_in(gateway, admin_key)
     path = f"/admin/keys/{key_id}/revoke"
 
-    forged = call(gateway, "POST", path, cookie=cookie, origin=gateway.url, data={"csrf": "x"})
+    forged = call(
+        gateway, "POST", path, cookie=cookie, origin=gateway.url, data={"csrf": "x", "admin_key": admin_key}
+    )
     assert forged.status_code == 403
-    foreign = call(gateway, "POST", path, cookie=cookie, origin=EVIL, data={"csrf": csrf_token(cookie)})
+    foreign = call(
+        gateway,
+        "POST",
+        path,
+        cookie=cookie,
+        origin=EVIL,
+        data={"csrf": csrf_token(cookie), "admin_key": admin_key},
+    )
     assert foreign.status_code == 403
     assert key_status(gateway, key_id) == "active"
 
-    page = call(gateway, "GET", "/admin/keys", cookie=cookie)
-    assert f'action="{path}"' in page.text
+    listing = call(gateway, "GET", "/admin/keys", cookie=cookie)
+    assert f'href="{path}"' in listing.text  # a link to the confirmation, not a form
+    page = call(gateway, "GET", path, cookie=cookie)
+    assert page.status_code == 200 and f'action="{path}"' in page.text
+    assert 'name="admin_key" type="password"' in page.text
     response = call(
-        gateway, "POST", path, cookie=cookie, origin=gateway.url, data={"csrf": csrf_in(page.text)}
+        gateway,
+        "POST",
+        path,
+        cookie=cookie,
+        origin=gateway.url,
+        data={"csrf": csrf_in(page.text), "admin_key": admin_key},
     )
     assert response.status_code == 303
     assert response.headers["location"] == f"/admin/keys?revoked={key_id}"
@@ -702,6 +723,248 @@ def test_admin_page_revokes_a_key(gateway: InProcessGateway, admin_key: str) -> 
 
     shown = call(gateway, "GET", response.headers["location"], cookie=cookie)
     assert shown.status_code == 200 and key_id in shown.text and "revoked" in shown.text
+
+
+# Step-up: a key change from the browser needs the session's own admin key entered again. A script
+# running in the MLflow UI (same origin) passes the origin check and can read the CSRF token; it does not
+# know the key.
+
+# Fetch Metadata as Chromium sends it: a script's fetch, a form aimed at a frame, a page the user opens.
+SCRIPT_FETCH = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty", "Sec-Fetch-Site": "same-origin"}
+FRAME = {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe", "Sec-Fetch-Site": "same-origin"}
+PAGE_LOAD = {
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Dest": "document",
+    "Sec-Fetch-Site": "same-origin",
+    "Sec-Fetch-User": "?1",
+}
+
+
+@pytest.fixture
+def audit_log() -> Iterator[Lines]:
+    with captured(AUDIT_LOGGER, AuditFormatter()) as lines:
+        yield lines
+
+
+def audited(log: Lines, event: str, **match: Any) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in log.lines]
+    return [
+        line for line in lines if line["audit"] == event and all(line.get(k) == v for k, v in match.items())
+    ]
+
+
+def key_change(
+    gateway: InProcessGateway,
+    action: str,
+    cookie: str,
+    target: str,
+    *,
+    admin_key: str | None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """A key change posted as the page posts it (this site's Origin, the session's CSRF token), with
+    `admin_key` in the step-up field (None: no such field): `create` makes a key named `target`,
+    `rotate` and `revoke` act on key id `target`."""
+    form = {"csrf": csrf_token(cookie)}
+    if admin_key is not None:
+        form["admin_key"] = admin_key
+    path = f"/admin/keys/{target}/{action}"
+    if action == "create":
+        form.update(name=target, scope="admin")
+        path = "/admin/keys"
+    return call(gateway, "POST", path, cookie=cookie, origin=gateway.url, headers=headers, data=form)
+
+
+def keys_named(gateway: InProcessGateway, name: str) -> int:
+    store = key_store(gateway.data_dir)
+    try:
+        return sum(record.name == name for record in store.list())
+    finally:
+        store.close()
+
+
+def unchanged(gateway: InProcessGateway, action: str, target: str, target_name: str) -> bool:
+    """Whether the change was not made: no key `target` created, or key `target` still active and alone
+    under its name (a rotation adds a successor of the same name)."""
+    if action == "create":
+        return keys_named(gateway, target) == 0
+    return key_status(gateway, target) == "active" and keys_named(gateway, target_name) == 1
+
+
+@pytest.mark.parametrize("action", ["create", "rotate", "revoke"])
+@pytest.mark.parametrize(
+    "entered", ["none", "empty", "unknown", "markup", "other-admin-same-owner", "read-key", "target-key"]
+)
+def test_a_key_change_needs_the_sessions_own_key_again(
+    gateway: InProcessGateway, audit_log: Lines, action: str, entered: str
+) -> None:
+    owner = unique("owner")
+    admin_id, admin = new_key(gateway, unique("step-up-admin"), expand("admin"), owner=owner)
+    target_name = unique("step-up-target")
+    target_id, target_key = new_key(gateway, target_name, expand("read"))
+    _, other_admin = new_key(gateway, unique("step-up-other"), expand("admin"), owner=owner)
+    _, reader = new_key(gateway, unique("step-up-reader"), expand("read"))
+    cookie = sign_in(gateway, admin)
+    presented = {
+        "none": None,
+        "empty": "",
+        "unknown": keys.generate("live").text,
+        "markup": '"><b>x</b>',
+        "other-admin-same-owner": other_admin,
+        "read-key": reader,
+        "target-key": target_key,
+    }[entered]
+    if presented:
+        SECRETS.append(presented)
+    target = unique("step-up-made") if action == "create" else target_id
+
+    response = key_change(gateway, action, cookie, target, admin_key=presented)
+    assert response.status_code == 403, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert "entered again" in response.text and admin_id in response.text
+    assert 'id="new-key"' not in response.text
+    assert 'name="admin_key"' in response.text and 'type="password"' in response.text  # asked again
+    if presented:
+        assert presented not in response.text  # never echoed
+    assert unchanged(gateway, action, target, target_name)
+    # Audited as a failed authentication of the session's key, never naming the key entered.
+    failed = audited(audit_log, "auth.failed", reason="step_up_failed", key_id=admin_id)
+    assert len(failed) == 1, audit_log.lines
+    assert failed[0]["client"] == "127.0.0.1" and failed[0]["method"] == "POST"
+    assert not audited(audit_log, "key.created") and not audited(audit_log, "key.revoked")
+    assert all(secret not in audit_log.text() for secret in (admin, other_admin, reader, target_key))
+
+    # The same form with the session's key goes through.
+    done = key_change(gateway, action, cookie, target, admin_key=admin)
+    assert done.status_code in (200, 303), done.text
+    assert not unchanged(gateway, action, target, target_name)
+
+
+def test_failed_step_ups_count_towards_the_failure_throttle(
+    new_gateway: Callable[..., InProcessGateway], upstream: StubUpstream
+) -> None:
+    limited = new_gateway(upstream.url, auth_failure_limit=3)
+    admin = limited.create_key(unique("throttled-admin"), admin=True)
+    cookie = sign_in(limited, admin)
+    for _ in range(3):
+        guess = keys.generate("live").text
+        SECRETS.append(guess)
+        assert key_change(limited, "create", cookie, unique("guessed"), admin_key=guess).status_code == 403
+    guess = keys.generate("live").text
+    SECRETS.append(guess)
+    name = unique("guessed")
+    throttled = key_change(limited, "create", cookie, name, admin_key=guess)
+    assert throttled.status_code == 429, throttled.text
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert "too many failed authentications" in throttled.text.lower()
+    assert keys_named(limited, name) == 0
+    # One throttle for the address: a new key at the sign-in page is refused too.
+    assert login(limited, keys.generate("live").text).status_code == 429
+    # The session's own key, checked moments ago, still passes, as known keys do from a throttled
+    # address: a script failing on purpose cannot lock the admin out.
+    assert key_change(limited, "create", cookie, name, admin_key=admin).status_code == 200
+    assert keys_named(limited, name) == 1
+
+
+@pytest.mark.parametrize("fetch", [SCRIPT_FETCH, FRAME], ids=["script", "frame"])
+def test_signed_in_pages_open_only_as_pages(
+    gateway: InProcessGateway, admin_key: str, fetch: dict[str, str]
+) -> None:
+    target_id, _ = new_key(gateway, unique("fetched"))
+    cookie = sign_in(gateway, admin_key)
+    for path in (
+        "/admin/keys",
+        "/logout",
+        f"/admin/keys/{target_id}/revoke",
+        f"/admin/keys/{target_id}/rotate",
+    ):
+        refused = call(gateway, "GET", path, cookie=cookie, headers=fetch)
+        assert refused.status_code == 403, (path, refused.text)
+        assert "script or a frame" in refused.text
+        assert csrf_token(cookie) not in refused.text and target_id not in refused.text
+        assert refused.headers["x-frame-options"] == "DENY"
+        opened = call(gateway, "GET", path, cookie=cookie, headers=PAGE_LOAD)
+        assert opened.status_code == 200, (path, opened.text)
+        assert csrf_in(opened.text) == csrf_token(cookie)
+    # Even with the token and the key, a script's post changes nothing.
+    name = unique("scripted")
+    posted = key_change(gateway, "create", cookie, name, headers=fetch, admin_key=admin_key)
+    assert posted.status_code == 403 and 'id="new-key"' not in posted.text
+    assert keys_named(gateway, name) == 0
+    revoked = key_change(gateway, "revoke", cookie, target_id, headers=fetch, admin_key=admin_key)
+    assert revoked.status_code == 403
+    assert key_status(gateway, target_id) == "active"
+
+
+def test_admin_page_rotates_a_key(gateway: InProcessGateway, admin_key: str) -> None:
+    name = unique("page-rotated")
+    key_id, key = new_key(gateway, name, expand("read"), owner="erin@example.com")
+    cookie = sign_in(gateway, admin_key)
+    path = f"/admin/keys/{key_id}/rotate"
+    assert f'href="{path}"' in call(gateway, "GET", "/admin/keys", cookie=cookie).text
+    page = call(gateway, "GET", path, cookie=cookie)
+    assert page.status_code == 200 and key_id in page.text and "erin@example.com" in page.text
+    assert f'action="{path}"' in page.text and "your own session" not in page.text
+
+    response = call(
+        gateway,
+        "POST",
+        path,
+        cookie=cookie,
+        origin=gateway.url,
+        data={"csrf": csrf_in(page.text), "admin_key": admin_key},
+    )
+    assert response.status_code == 200, response.text
+    assert "no-store" in response.headers["cache-control"]
+    match = re.search(r'id="new-key"[^>]*value="([^"]+)"', response.text)
+    assert match, response.text
+    successor = match.group(1)
+    SECRETS.append(successor)
+    successor_id = keys.parse(successor).key_id
+    assert successor_id != key_id and "rotated" in response.text and key_id in response.text
+    assert key_status(gateway, key_id) == "revoked" and key_status(gateway, successor_id) == "active"
+    assert keys_named(gateway, name) == 2
+    assert call(gateway, "GET", API_SEARCH, headers=bearer(successor)).status_code == 200
+    refused = eventually(lambda: refusal(call(gateway, "GET", API_SEARCH, headers=bearer(key))))
+    assert_mlflow_error(refused, 401, "UNAUTHENTICATED")
+    assert successor not in call(gateway, "GET", "/admin/keys", cookie=cookie).text  # shown once
+
+    # A revoked key has nothing left to rotate or revoke.
+    assert call(gateway, "GET", path, cookie=cookie).status_code == 409
+    again = call(
+        gateway,
+        "POST",
+        path,
+        cookie=cookie,
+        origin=gateway.url,
+        data={"csrf": csrf_token(cookie), "admin_key": admin_key},
+    )
+    assert again.status_code == 409 and 'id="new-key"' not in again.text
+    assert keys_named(gateway, name) == 2
+
+
+def test_rotating_the_sessions_own_key_ends_the_session(gateway: InProcessGateway) -> None:
+    own_id, own = new_key(gateway, unique("rotates-itself"), expand("admin"))
+    cookie = sign_in(gateway, own)
+    path = f"/admin/keys/{own_id}/rotate"
+    page = call(gateway, "GET", path, cookie=cookie)
+    assert page.status_code == 200 and "your own session" in page.text
+    response = call(
+        gateway,
+        "POST",
+        path,
+        cookie=cookie,
+        origin=gateway.url,
+        data={"csrf": csrf_in(page.text), "admin_key": own},
+    )
+    assert response.status_code == 200, response.text
+    assert "sign in again" in response.text
+    match = re.search(r'id="new-key"[^>]*value="([^"]+)"', response.text)
+    assert match
+    successor = match.group(1)
+    SECRETS.append(successor)
+    assert_mlflow_error(search(gateway, cookie), 401, "UNAUTHENTICATED")
+    assert search(gateway, sign_in(gateway, successor)).status_code == 200
 
 
 def test_the_rest_admin_api_ignores_the_session_cookie(gateway: InProcessGateway, admin_key: str) -> None:

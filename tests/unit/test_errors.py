@@ -38,6 +38,7 @@ def test_caller_reasons_keep_the_values_audit_lines_and_metrics_carry() -> None:
         "bad_basic",
         "unsupported_scheme",
         "session_ended",
+        "step_up_failed",
         "service",
         "scope",
         "transfer_policy",

@@ -16,7 +16,7 @@ from hokusai_registry.gateway.checks import (
     not_looped,
     same_origin,
 )
-from hokusai_registry.policy.headers import LOOP_MARK, MAX_HEADER_BYTES, MAX_HEADER_COUNT
+from hokusai_registry.policy.headers import LOOP_MARK, MAX_HEADER_COUNT
 from hokusai_registry.policy.paths import Redirect, Target
 from hokusai_registry.policy.request import Request, parse
 from hokusai_registry.policy.routes import Caller, Family, Handler, own_route
@@ -59,6 +59,7 @@ def scope(
         ("/admin/keys", Handler.PAGES, Caller.ANYONE),
         ("/assets/hokusai.css", Handler.PAGES, Caller.ANYONE),
         ("/admin/keys/AAAAAAAAAAAA/revoke", Handler.PAGES, Caller.ANYONE),
+        ("/admin/keys/AAAAAAAAAAAA/rotate", Handler.PAGES, Caller.ANYONE),
     ],
 )
 def test_own_routes(path: str, handler: Handler, caller: Caller) -> None:
@@ -111,7 +112,6 @@ def head_reason(headers: list[tuple[bytes, bytes]]) -> Reason | None:
 
 def test_head_limits() -> None:
     assert head_reason([(b"x-a", b"1")] * (MAX_HEADER_COUNT + 1)) is Reason.HEADERS_TOO_LARGE
-    assert head_reason([(b"x-a", b"v" * MAX_HEADER_BYTES)]) is Reason.HEADERS_TOO_LARGE
     assert head_reason([(b"host", b"a"), (b"host", b"b")]) is Reason.BAD_HEADERS
     assert head_reason([(b"transfer-encoding", b"gzip, chunked")]) is Reason.BAD_HEADERS
     assert head_reason([(b"transfer-encoding", b"Chunked ")]) is None

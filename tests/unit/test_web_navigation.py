@@ -1,4 +1,5 @@
-"""Where the sign-in flow sends a browser (pure): `next` never leaves the site, notices are fixed text."""
+"""Where the sign-in flow sends a browser (pure): `next` never leaves the site, notices are fixed text;
+and which requests are a browser opening a page itself (Fetch Metadata)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from hokusai_registry.policy.navigation import (
     DEFAULT_NEXT,
     NOTICES,
+    loaded_by_script,
     login_location,
     notice,
     safe_next,
@@ -224,3 +226,37 @@ def test_notice_never_echoes_its_input(reason: str) -> None:
         assert text == NOTICES[reason]
     else:
         assert text is None
+
+
+@pytest.mark.parametrize(
+    ("mode", "dest"),
+    [
+        (None, None),  # an older browser or an API client: nothing said
+        (b"navigate", b"document"),  # the address bar, a link, a form submitted in the window
+        (b"navigate", None),
+        (None, b"document"),
+        (b"Navigate", b"Document"),
+    ],
+)
+def test_a_page_load_is_not_a_script(mode: bytes | None, dest: bytes | None) -> None:
+    assert not loaded_by_script(mode, dest)
+
+
+@pytest.mark.parametrize(
+    ("mode", "dest"),
+    [
+        (b"cors", b"empty"),  # fetch() or XHR from a page of this origin
+        (b"same-origin", b"empty"),
+        (b"no-cors", b"empty"),
+        (b"navigate", b"iframe"),  # a form aimed at a frame
+        (b"navigate", b"frame"),
+        (b"navigate", b"embed"),
+        (b"navigate", b"object"),
+        (b"websocket", b"websocket"),
+        (b"cors", None),
+        (None, b"empty"),
+        (b"", b""),
+    ],
+)
+def test_scripts_and_frames_are_not_page_loads(mode: bytes | None, dest: bytes | None) -> None:
+    assert loaded_by_script(mode, dest)

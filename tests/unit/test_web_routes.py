@@ -23,7 +23,8 @@ def test_every_page_and_its_methods() -> None:
         "/login": {"GET", "HEAD", "POST"},
         "/logout": {"GET", "HEAD", "POST"},
         "/admin/keys": {"GET", "HEAD", "POST"},
-        "/admin/keys/{key_id:key_id}/revoke": {"POST"},
+        "/admin/keys/{key_id:key_id}/revoke": {"GET", "HEAD", "POST"},
+        "/admin/keys/{key_id:key_id}/rotate": {"GET", "HEAD", "POST"},
     }
     fixed = {route.path for route in PAGE_ROUTES if not route.param_convertors}
     assert fixed == {"/assets/hokusai.css", "/login", "/logout", "/admin/keys"}
@@ -31,7 +32,15 @@ def test_every_page_and_its_methods() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/login", "/logout", "/admin/keys", "/assets/hokusai.css", "/admin/keys/Ab3456789012/revoke"]
+    "path",
+    [
+        "/login",
+        "/logout",
+        "/admin/keys",
+        "/assets/hokusai.css",
+        "/admin/keys/Ab3456789012/revoke",
+        "/admin/keys/Ab3456789012/rotate",
+    ],
 )
 def test_page_paths(path: str) -> None:
     assert is_page_path(path)
@@ -49,6 +58,10 @@ def test_page_paths(path: str) -> None:
         "/admin/keys/Ab345678901-/revoke",
         "/admin/keys/Ab3456789012/revoke\n",
         "/admin/keys/Ab3456789012/revoke/",
+        "/admin/keys/Ab3456789012/rotate/",
+        "/admin/keys/Ab3456789012/Rotate",
+        "/admin/keys/Ab3456789012/rotated",
+        "/admin/keys/Ab3456789012/delete",
         "/admin/keys/Ab3456789012",
         "/mlflow/login",
     ],

@@ -6,6 +6,12 @@ becomes its message page. Every form post must come from this site (`Origin`, el
 signed in, carry the session's CSRF token. Keys are checked exactly as for API calls (`Access.check_key`:
 failure throttle, service id), and key administration goes through the same `KeyAdmin` as the CLI and
 the REST API.
+
+The MLflow UI is served from the same origin, so a script running in it (any XSS there) is "this site":
+it passes the origin check and could read a page's CSRF token. Two things stop it from changing keys with
+an admin's session: signed-in pages open only as top-level pages (Fetch Metadata, `loaded_by_script`),
+and every key change (create, rotate, revoke) needs the session's own admin key entered again in the
+same form (`_step_up`), which such a script does not know.
 """
 
 from __future__ import annotations
@@ -25,21 +31,27 @@ from starlette.routing import Route, Router
 
 from hokusai_registry.admin.rendering import page, redirect, render, stylesheet_response
 from hokusai_registry.admin.service import KeyAdmin, KeySpec, problems
+from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, Caller, client_address
 from hokusai_registry.auth.cookies import set_cookie
 from hokusai_registry.auth.sessions import csrf_token, csrf_valid
 from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.bodies import read_body
 from hokusai_registry.core.record import RequestRecord
-from hokusai_registry.core.refusals import Refusal
+from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.ops.audit import audit
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.headers import header_value, is_cross_origin_write
-from hokusai_registry.policy.navigation import login_location, notice, safe_next
+from hokusai_registry.policy.navigation import loaded_by_script, login_location, notice, safe_next
 from hokusai_registry.policy.routes import ADMIN_KEYS_PATH, LOGIN_PATH, LOGOUT_PATH, STYLESHEET_PATH
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
 
 REVOKE_PATH = ADMIN_KEYS_PATH + "/{key_id:key_id}/revoke"
+ROTATE_PATH = ADMIN_KEYS_PATH + "/{key_id:key_id}/rotate"
+# The form field that carries the session's admin key again (a password field: never stored or shown).
+STEP_UP_FIELD = "admin_key"
+# Refusals of a step-up's key that are said as they are: they say nothing about the key entered.
+_NOT_A_FAILED_STEP_UP = frozenset({Reason.THROTTLED, Reason.STORE_UNAVAILABLE})
 RECORD = "hokusai.record"  # the request's RequestRecord, in the scope the routes see
 MAX_FORM_BYTES = 16 * 1024
 _KEY_FORM_FIELDS = (
@@ -56,6 +68,18 @@ SCOPE_CHOICES = (
     ("write", "also log runs, artifacts and models"),
     ("admin", "also server settings and keys"),
 )
+# The changes to one key the pages offer: the confirmation's button and what it does.
+KEY_ACTIONS = {
+    "revoke": (
+        "Revoke key",
+        "The key stops working at once and its browser sessions end. This cannot be undone.",
+    ),
+    "rotate": (
+        "Rotate key",
+        "A new key replaces it, with the same name, owner, scopes, limits and expiry, and is shown once. "
+        "The old key stops working at once and its browser sessions end.",
+    ),
+}
 
 
 class _KeyId(Convertor[str]):
@@ -208,6 +232,16 @@ class WebPages:
             return posted
         caller, form = posted
         values = {name: form.get(name, "").strip() for name in _KEY_FORM_FIELDS}
+        refused = await self._step_up(request, caller, form)
+        if refused is not None:
+            return await self._render_keys(
+                request,
+                caller,
+                form=values,
+                error=refused.plain,
+                status=refused.http_status,
+                headers=refused.headers,
+            )
         spec: dict[str, Any] = {"name": values["name"], "scope": values["scope"] or "write"}
         for optional in ("owner", "expires_in", "rate_limit_per_minute", "rate_limit_per_hour"):
             if values[optional]:
@@ -224,12 +258,62 @@ class WebPages:
             return await self._render_keys(request, caller, form=values, error=str(exc), status=400)
         return await self._render_keys(request, caller, created=created)
 
-    async def revoke_key(self, request: Request) -> Response:
+    async def confirm_revoke(self, request: Request) -> Response:
+        return await self._confirm(request, "revoke")
+
+    async def confirm_rotate(self, request: Request) -> Response:
+        return await self._confirm(request, "rotate")
+
+    async def _confirm(self, request: Request, action: str) -> Response:
+        caller = await self._admin(request)
+        if isinstance(caller, Response):
+            return caller
+        return await self._confirm_page(request, caller, action)
+
+    async def _confirm_page(
+        self, request: Request, caller: Caller, action: str, refused: Refusal | None = None
+    ) -> Response:
+        """The form that confirms a change to one key with the admin key entered again."""
+        key_id: str = request.path_params["key_id"]
+        try:
+            key = await asyncio.to_thread(self._managed_keys().get, key_id)
+        except (KeyNotFound, ValueError) as exc:
+            raise PageError(404, "No such key", str(exc)) from None
+        if key.status != "active":
+            raise PageError(
+                409, "Nothing to do", f"Key {key_id} is {key.status}: it can no longer be revoked or rotated."
+            )
+        button, consequence = KEY_ACTIONS[action]
+        body = render(
+            "confirm_key.html",
+            title=f"{button} {key.name}",
+            caller=self._context(caller),
+            key=key,
+            action=action,
+            button=button,
+            consequence=consequence,
+            own=key_id == caller.identity.key_id,
+            error=refused.plain if refused else None,
+        )
+        return page(refused.http_status if refused else 200, body, refused.headers if refused else ())
+
+    async def _confirmed(self, request: Request, action: str) -> tuple[Caller, str] | Response:
+        """A posted confirmation of `action`: the caller and the key id, or the answer (the confirmation
+        again after a failed step-up, or the way to sign in)."""
         posted = await self._admin_form(request)
         if isinstance(posted, Response):
             return posted
-        caller, _ = posted
-        key_id: str = request.path_params["key_id"]
+        caller, form = posted
+        refused = await self._step_up(request, caller, form)
+        if refused is not None:
+            return await self._confirm_page(request, caller, action, refused)
+        return caller, request.path_params["key_id"]
+
+    async def revoke_key(self, request: Request) -> Response:
+        confirmed = await self._confirmed(request, "revoke")
+        if isinstance(confirmed, Response):
+            return confirmed
+        caller, key_id = confirmed
         try:
             await asyncio.to_thread(self._managed_keys().revoke, key_id, f"key:{caller.identity.key_id}")
         except (KeyNotFound, ValueError) as exc:
@@ -237,6 +321,25 @@ class WebPages:
         # At once on this gateway; the others notice the store's revision within their poll interval.
         self.access.authenticator.invalidate()
         return redirect(f"{ADMIN_KEYS_PATH}?revoked={key_id}")
+
+    async def rotate_key(self, request: Request) -> Response:
+        confirmed = await self._confirmed(request, "rotate")
+        if isinstance(confirmed, Response):
+            return confirmed
+        caller, key_id = confirmed
+        try:
+            created = await asyncio.to_thread(
+                self._managed_keys().rotate, key_id, f"key:{caller.identity.key_id}"
+            )
+        except KeyNameTaken as exc:  # the key is revoked
+            raise PageError(409, "Nothing to do", str(exc)) from None
+        except (KeyNotFound, ValueError) as exc:
+            raise PageError(404, "No such key", str(exc)) from None
+        self.access.authenticator.invalidate()
+        # The new key is shown once, in this answer (no redirect: it must not be in a URL).
+        return await self._render_keys(
+            request, caller, created=created, rotated=key_id, own=key_id == caller.identity.key_id
+        )
 
     async def _render_keys(
         self,
@@ -247,7 +350,10 @@ class WebPages:
         error: str | None = None,
         created: Any = None,
         revoked: str | None = None,
+        rotated: str | None = None,
+        own: bool = False,
         status: int = 200,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> Response:
         listed = await asyncio.to_thread(self._managed_keys().list)
         body = render(
@@ -260,15 +366,28 @@ class WebPages:
             error=error,
             created=created,
             revoked=revoked,
+            rotated=rotated,
+            own=own,
             tracking_uri=self._public_base(request.scope) + "/mlflow",
         )
-        return page(status, body)
+        return page(status, body, headers)
 
     # Shared checks
 
     async def _signed_in(self, request: Request) -> Caller | None:
-        """The signed-in caller, or None when the browser has no live session."""
+        """The signed-in caller, or None when the browser has no live session. Pages for a signed-in
+        caller (they carry its CSRF token) open only as pages: never for a script or in a frame."""
         scope, record = request.scope, _record(request)
+        headers = scope["headers"]
+        if loaded_by_script(
+            header_value(headers, b"sec-fetch-mode"), header_value(headers, b"sec-fetch-dest")
+        ):
+            raise PageError(
+                403,
+                "Open this page yourself",
+                "The browser says a script or a frame asked for this page: the gateway's signed-in pages "
+                "open only as pages of their own. Open it from the address bar or a link.",
+            )
         if self.access.session_id(scope) is None:
             return None
         try:
@@ -323,6 +442,36 @@ class WebPages:
                 "This form was not sent from this site (its Origin or Referer names another site, or "
                 "neither was sent). Open the page on this site and submit it again.",
             )
+
+    async def _step_up(self, request: Request, caller: Caller, form: dict[str, str]) -> Refusal | None:
+        """None when the form carries the session's own key again (checked as any key is: throttle,
+        store). Anything else, an empty field included, is a failed step-up: refused, audited and
+        counted as a failed authentication. Not another admin key, even of the same owner: owners are
+        free text, and the change must be made by the key the audit line names."""
+        scope, record = request.scope, _record(request)
+        session_key_id = caller.identity.key_id
+        presented = form.get(STEP_UP_FIELD, "").strip()
+        checked: Identity | Refusal | None = None
+        if presented:
+            try:
+                checked = await self.access.check_key(presented, scope, record)
+            except Refusal as error:
+                checked = error
+        # Lines about this request name the session's key, never the one entered.
+        record.key_id = session_key_id
+        if isinstance(checked, Refusal) and checked.reason in _NOT_A_FAILED_STEP_UP:
+            await self.access.refused(scope, record, checked)
+            return checked
+        if isinstance(checked, Identity) and checked.key_id == session_key_id:
+            return None
+        failed = Refusal(
+            Reason.STEP_UP_FAILED,
+            f"creating, rotating or revoking keys needs the admin key this session signed in with (key "
+            f"{session_key_id}) entered again in the form, and the key entered is not it. Failed attempts "
+            "count towards the failed-authentication throttle (HOKUSAI_AUTH_FAILURE_LIMIT).",
+        )
+        await self.access.refused(scope, record, failed)
+        return failed
 
     @staticmethod
     def _check_csrf(session_id: str, form: dict[str, str]) -> None:
@@ -408,5 +557,8 @@ PAGE_ROUTES = (
     Route(LOGOUT_PATH, _on(WebPages.logout), methods=["POST"]),
     Route(ADMIN_KEYS_PATH, _on(WebPages.keys_page), methods=["GET"]),
     Route(ADMIN_KEYS_PATH, _on(WebPages.create_key), methods=["POST"]),
+    Route(REVOKE_PATH, _on(WebPages.confirm_revoke), methods=["GET"]),
     Route(REVOKE_PATH, _on(WebPages.revoke_key), methods=["POST"]),
+    Route(ROTATE_PATH, _on(WebPages.confirm_rotate), methods=["GET"]),
+    Route(ROTATE_PATH, _on(WebPages.rotate_key), methods=["POST"]),
 )

@@ -18,6 +18,7 @@ AUTH_FAILURES = frozenset(
         Reason.EXPIRED_KEY,
         Reason.BAD_BASIC,
         Reason.UNSUPPORTED_SCHEME,
+        Reason.STEP_UP_FAILED,
     }
 )
 PERMISSION_DENIALS = frozenset({Reason.SCOPE, Reason.SERVICE, Reason.TRANSFER_POLICY})

@@ -56,6 +56,8 @@ class Reason(enum.Enum):
 
     # The request itself
     HEADERS_TOO_LARGE = ("headers_too_large", "BAD_REQUEST", 431)
+    URL_TOO_LONG = ("url_too_long", "BAD_REQUEST", 414)
+    HEADER_TIMEOUT = ("header_timeout", "BAD_REQUEST", 408)
     BAD_HEADERS = ("bad_headers", "BAD_REQUEST")
     METHOD_NOT_ALLOWED = ("method_not_allowed", "BAD_REQUEST", 405)
     BAD_PATH = ("bad_path", "INVALID_PARAMETER_VALUE")
@@ -82,6 +84,8 @@ class Reason(enum.Enum):
     BAD_BASIC = ("bad_basic", "UNAUTHENTICATED", None, True)
     UNSUPPORTED_SCHEME = ("unsupported_scheme", "UNAUTHENTICATED", None, True)
     SESSION_ENDED = ("session_ended", "UNAUTHENTICATED", None, True)
+    # A key change from the browser without the session's own key entered again with it.
+    STEP_UP_FAILED = ("step_up_failed", "PERMISSION_DENIED", None, True)
     SERVICE = ("service", "PERMISSION_DENIED", None, True)
     SCOPE = ("scope", "PERMISSION_DENIED", None, True)
     TRANSFER_POLICY = ("transfer_policy", "PERMISSION_DENIED", None, True)

@@ -46,8 +46,7 @@ GATEWAY_OWNED = frozenset(
 )
 # Framing is the gateway's to decide: a `Connection` header naming these does not remove them.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
-# Limits on a request's headers (the request line is not counted): enough for any MLflow client.
-MAX_HEADER_BYTES = 64 * 1024
+# Enough headers for any MLflow client; their size is bounded while they are read (run/protocol.py).
 MAX_HEADER_COUNT = 128
 GATEWAY_PREFIX = b"x-hokusai-"
 # Methods that change nothing, so a browser may send them from any site.

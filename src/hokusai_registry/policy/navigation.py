@@ -1,5 +1,6 @@
 """Where the sign-in flow sends a browser (pure): the page to return to after signing in, checked so that
-the login page can never be used to send someone to another site, and the fixed notices it shows."""
+the login page can never be used to send someone to another site, and the fixed notices it shows; and
+whether a request to a signed-in page is the browser opening it as a page at all."""
 
 from __future__ import annotations
 
@@ -47,3 +48,12 @@ def login_location(next_path: str, kind: str | None = None) -> str:
 
 def notice(reason: str | None) -> str | None:
     return NOTICES.get(reason or "")
+
+
+def loaded_by_script(mode: bytes | None, dest: bytes | None) -> bool:
+    """Whether the browser says (Fetch Metadata: `Sec-Fetch-Mode`, `Sec-Fetch-Dest`) this is not a
+    top-level page load: a script's `fetch`/XHR, a frame, an embed. A page script cannot set these
+    headers. Without them (older browsers, API clients) nothing is said, and the other checks decide."""
+    return (mode is not None and mode.lower() != b"navigate") or (
+        dest is not None and dest.lower() != b"document"
+    )

@@ -1,5 +1,5 @@
 """One request, parsed once (pure): its route and the headers the gateway's checks need, found in a single
-pass over the header list, which also measures what the head limits need."""
+pass over the header list, which also counts the headers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hokusai_registry.core.asgi import Scope
 from hokusai_registry.core.refusals import Reason, Refusal
-from hokusai_registry.policy.headers import LOOP_MARK, MAX_HEADER_BYTES, MAX_HEADER_COUNT
+from hokusai_registry.policy.headers import LOOP_MARK, MAX_HEADER_COUNT
 from hokusai_registry.policy.paths import Redirect, Target, resolve
 from hokusai_registry.policy.routes import OwnRoute, own_route
 
@@ -23,8 +23,8 @@ class Request:
     query: bytes
     # The first value of each header in `_WANTED`, by name.
     found: dict[bytes, bytes]
-    # The refusal of the head as a whole (too many or too large headers, two Hosts, a transfer coding
-    # other than chunked), or None.
+    # The refusal of the head as a whole (too many headers, two Hosts, a transfer coding other than
+    # chunked), or None. Their size was bounded while they were read (run/protocol.py).
     head_refusal: Refusal | None
     # The gateway's own route, or None for a path meant for MLflow.
     own: OwnRoute | None
@@ -44,24 +44,19 @@ class Request:
 
 def parse(scope: Scope) -> Request:
     found: dict[bytes, bytes] = {}
-    size = hosts = 0
+    hosts = 0
     refusal: Refusal | None = None
     headers = scope["headers"]
     for name, value in headers:
-        size += len(name) + len(value)
         if name in _WANTED:
             found.setdefault(name, value)
             if name == b"host":
                 hosts += 1
         elif name == b"transfer-encoding" and refusal is None and value.strip().lower() != b"chunked":
             refusal = _refused_head(Reason.BAD_HEADERS, "its Transfer-Encoding is not plain 'chunked'")
-    # The same order of findings as a reader of the head would meet them: count, coding, size, Host.
+    # The same order of findings as a reader of the head would meet them: count, coding, Host.
     if len(headers) > MAX_HEADER_COUNT:
         refusal = _refused_head(Reason.HEADERS_TOO_LARGE, f"it has more than {MAX_HEADER_COUNT} headers")
-    elif refusal is None and size > MAX_HEADER_BYTES:
-        refusal = _refused_head(
-            Reason.HEADERS_TOO_LARGE, f"its headers exceed {MAX_HEADER_BYTES // 1024} KiB"
-        )
     elif refusal is None and hosts > 1:
         refusal = _refused_head(Reason.BAD_HEADERS, "it has more than one Host header")
     path = scope["path"]

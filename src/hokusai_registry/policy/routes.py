@@ -107,8 +107,8 @@ OWN_PREFIXES: tuple[tuple[str, OwnRoute], ...] = (
     (ADMIN_API_PREFIX, OwnRoute(Handler.NO_SUCH_API, methods=None)),
     (DOCS_ASSETS + "/", _DOCS),
 )
-# A key's revocation form; key ids as in `keys.py`.
-_PAGE_PATTERN = re.compile(rf"{ADMIN_KEYS_PATH}/[A-Za-z0-9]{{12}}/revoke")
+# A key's revocation and rotation forms; key ids as in `keys.py`.
+_PAGE_PATTERN = re.compile(rf"{ADMIN_KEYS_PATH}/[A-Za-z0-9]{{12}}/(?:revoke|rotate)")
 
 
 def own_route(path: str) -> OwnRoute | None:

@@ -22,7 +22,7 @@ from hokusai_registry.gateway.assembly import build_gateway, open_key_store
 from hokusai_registry.ops.audit import configure_audit
 from hokusai_registry.ops.logs import configure_logging
 from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_command, supervise, wait_until_healthy
-from hokusai_registry.run.server import GatewayServer, bind_socket
+from hokusai_registry.run.server import GatewayServer, bind_socket, raise_file_limit
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
 
@@ -103,6 +103,7 @@ async def serve_embedded(settings: Settings) -> None:
             "`hokusai-registry gateway` to use that MLflow"
         )
     store = open_key_store(settings)
+    raise_file_limit()
     listener = bind_socket(settings.host, settings.port)
     settings = settings.model_copy(update={"port": listener.getsockname()[1]})
     mlflow_port = settings.mlflow_port or _free_port(settings.mlflow_host)
@@ -158,6 +159,7 @@ def run_gateway(settings: Settings) -> None:
     configure_audit(settings.audit_log)
     settings.require_upstream()
     store = open_key_store(settings)
+    raise_file_limit()
     listener = bind_socket(settings.host, settings.port)
     settings = settings.model_copy(update={"port": listener.getsockname()[1]})
     upstream = settings.require_upstream()  # again, now that port 0 is a real port

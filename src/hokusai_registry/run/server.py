@@ -1,10 +1,16 @@
-"""Running the gateway under uvicorn (httptools parser, uvloop) on a socket bound before anything starts."""
+"""Running the gateway under uvicorn (httptools parser, uvloop) on a socket bound before anything starts.
+
+uvicorn, not granian: granian bounds heads itself, but in this app's measurements it needed private
+APIs to serve a socket bound beforehand, answered an oversized head with an empty 431 and let raw
+non-ASCII targets through to the app; docs/benchmarks.md ("Server choice") has the figures. The head
+bounds are the small protocol subclass of `run/protocol.py`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import errno
+import resource
 import signal
 import socket
 from collections.abc import Iterator
@@ -12,7 +18,16 @@ from collections.abc import Iterator
 import uvicorn
 
 from hokusai_registry.gateway.app import Gateway
+from hokusai_registry.run.protocol import BoundedHttpToolsProtocol, HeadLimits
 from hokusai_registry.settings import ConfigError, Settings
+
+
+def raise_file_limit() -> None:
+    """Every connection is a file descriptor: take the whole hard limit, not the soft default (often
+    1024, or 256) that a few hundred slow clients would exhaust."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -42,7 +57,9 @@ class GatewayServer(uvicorn.Server):
             uvicorn.Config(
                 gateway,
                 loop="uvloop",
-                http="httptools",
+                http=BoundedHttpToolsProtocol.bounded(
+                    HeadLimits(settings.max_header_kb * 1024, settings.header_timeout)
+                ),
                 lifespan="on",
                 proxy_headers=True,
                 forwarded_allow_ips=settings.forwarded_allow_ips,
@@ -50,6 +67,7 @@ class GatewayServer(uvicorn.Server):
                 date_header=False,
                 access_log=False,
                 log_config=None,
+                timeout_keep_alive=settings.keepalive_timeout,
                 timeout_graceful_shutdown=30,
             )
         )
