@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hokusai_registry.core.net import is_internal_host, is_unspecified, redact_url, same_machine
@@ -191,14 +191,31 @@ class Settings(BaseSettings):
         600.0,
         "HOKUSAI_ARTIFACT_READ_TIMEOUT",
         None,
-        "Seconds of silence allowed between chunks on artifact transfers (no total deadline); 0 disables.",
+        "Seconds of silence allowed between chunks on artifact transfers, both ways: from MLflow (then 504) "
+        "and from a client uploading (then 408). No total deadline; 0 disables.",
     )
     max_api_body_mb: int = _setting(
         16,
         "HOKUSAI_MAX_API_BODY_MB",
         None,
-        "Largest request body, in MiB, for MLflow API calls (JSON, GraphQL, traces): larger ones get 413. "
-        "Artifact uploads have no limit.",
+        "Largest request body, in MiB, for MLflow API calls (JSON, GraphQL, traces; counted after "
+        "decompression): larger ones get 413. Artifact uploads have no limit; downloads, listings and "
+        "deletions take no body.",
+    )
+    body_idle_timeout: float = _setting(
+        30.0,
+        "HOKUSAI_BODY_IDLE_TIMEOUT",
+        None,
+        "Seconds of silence allowed while an API request body arrives (the gateway reads these whole "
+        "before contacting MLflow): then 408 and the connection is closed.",
+    )
+    body_buffer_mb: int = _setting(
+        32,
+        "HOKUSAI_BODY_BUFFER_MB",
+        None,
+        "MiB of API request bodies the gateway holds in memory at once, over all requests: a body that "
+        "would go over it gets 503 with Retry-After (the MLflow client retries). At least "
+        "HOKUSAI_MAX_API_BODY_MB.",
     )
     graphql_max_tokens: int = _setting(
         2000,
@@ -339,6 +356,7 @@ class Settings(BaseSettings):
         "max_header_kb",
         "keepalive_timeout",
         "graphql_max_tokens",
+        "body_buffer_mb",
     )
     @classmethod
     def _at_least_one(cls, value: int) -> int:
@@ -357,6 +375,7 @@ class Settings(BaseSettings):
         "session_idle_timeout",
         "session_max_age",
         "header_timeout",
+        "body_idle_timeout",
     )
     @classmethod
     def _positive(cls, value: float) -> float:
@@ -369,6 +388,16 @@ class Settings(BaseSettings):
     def _not_negative(cls, value: float) -> float:
         if value < 0:
             raise ValueError("must not be negative")
+        return value
+
+    @field_validator("body_buffer_mb")
+    @classmethod
+    def _room_for_one_body(cls, value: int, info: ValidationInfo) -> int:
+        largest = info.data.get("max_api_body_mb")
+        if largest is not None and value < largest:
+            raise ValueError(
+                f"must be at least HOKUSAI_MAX_API_BODY_MB ({largest}), or no such body could be read"
+            )
         return value
 
     @field_validator("mlflow_server_url", "public_url", "auth_service_url")

@@ -83,7 +83,15 @@ REQUIRED_TOPICS = {
         "long-token",
         "both-headers",
     },
-    "body": {"huge-json", "large-artifact", "content-type"},
+    "body": {
+        "huge-json",
+        "large-artifact",
+        "content-type",
+        # Step 10 bodies
+        "bodyless-transfer",
+        "content-coding",
+        "own-route-body",
+    },
 }
 # Gateways the cases run on: the default one, and one whose client is not a trusted proxy.
 GATEWAY_ENV = {

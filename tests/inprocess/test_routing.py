@@ -168,7 +168,8 @@ def test_presigned_minting_is_forwarded_when_direct_transfers_are_on(
     direct = new_gateway(upstream.url, direct_artifact_transfers=True)
     key = direct.create_key("direct")
     for method, target, forwarded in MINTING:
-        status, _, _ = direct.raw(method, target, auth(key), b"{}")
+        # The presigned download is a GET on a transfer route: it takes no body.
+        status, _, _ = direct.raw(method, target, auth(key), b"" if method == "GET" else b"{}")
         assert status == 200
         assert upstream.requests[-1].target == forwarded
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hokusai_registry.core.asgi import Message, Receive
+from collections.abc import Sequence
+
+from hokusai_registry.core.asgi import Message, Receive, Scope
 from hokusai_registry.core.refusals import Reason, Refusal
 
 
@@ -25,15 +27,29 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return bytes(body)
 
 
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that yields `body` once, then defers to the client's (for disconnects)."""
-    sent = False
+def replay(body: bytes | Sequence[bytes], receive: Receive) -> Receive:
+    """A receive that yields `body` (whole, or the pieces it was read in, without joining them), then
+    defers to the client's (for disconnects)."""
+    pieces = [body] if isinstance(body, bytes) else list(body) or [b""]
+    last = len(pieces) - 1
+    sent = 0
 
     async def replayed() -> Message:
         nonlocal sent
-        if sent:
+        if sent > last:
             return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        piece = pieces[sent]
+        pieces[sent] = b""  # handed on: the forwarder drops it once written
+        sent += 1
+        return {"type": "http.request", "body": piece, "more_body": sent <= last}
 
     return replayed
+
+
+def with_length(scope: Scope, length: int, *, drop: tuple[bytes, ...] = ()) -> Scope:
+    """The scope of a request whose body is now `length` bytes read whole: framed by Content-Length (not
+    chunked), without the headers in `drop` (e.g. a Content-Encoding the gateway decoded)."""
+    removed = (b"content-length", b"transfer-encoding", *drop)
+    headers = [(name, value) for name, value in scope["headers"] if name not in removed]
+    headers.append((b"content-length", str(length).encode()))
+    return {**scope, "headers": headers}

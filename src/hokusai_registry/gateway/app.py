@@ -24,7 +24,7 @@ from hokusai_registry.admin.rendering import send_redirect
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, client_address
 from hokusai_registry.core.asgi import Receive, Scope, Send
-from hokusai_registry.core.bodies import read_body, replay
+from hokusai_registry.core.bodies import read_body, replay, with_length
 from hokusai_registry.core.record import RequestRecord, counted, request_id
 from hokusai_registry.core.refusals import Reason, Refusal, send_body, send_json, send_refusal
 from hokusai_registry.gateway.checks import (
@@ -49,6 +49,7 @@ from hokusai_registry.policy.request import parse as parse_request
 from hokusai_registry.policy.routes import Caller, Family, Handler, OwnRoute
 from hokusai_registry.policy.scopes import grants
 from hokusai_registry.policy.transfers import is_server_info, without_direct_transfers
+from hokusai_registry.transport.bodies import RequestBodies
 from hokusai_registry.transport.forward import Forwarder
 from hokusai_registry.transport.upstream import UpstreamError
 
@@ -67,6 +68,7 @@ class Gateway:
         access: Access,
         pages: WebPages,
         forwarder: Forwarder,
+        bodies: RequestBodies,
         health: Health,
         metrics: Metrics,
         keys_api: Endpoint,
@@ -78,6 +80,7 @@ class Gateway:
         self.access = access
         self.pages = pages
         self.forwarder = forwarder
+        self.bodies = bodies
         self.metrics = metrics
         # Set when keys are validated by a remote auth service, which then also manages them.
         self.keys_managed_by = keys_managed_by
@@ -161,7 +164,12 @@ class Gateway:
         record.family = Family.GATEWAY.value
         method = scope["method"]
         if route.handler is Handler.PAGES:
-            await self.pages(scope, receive, counted(send, record), record)
+            body = await self.bodies.for_gateway(scope, receive)
+            if body is None:
+                record.status = 499  # the client left while sending its body
+                return
+            with body:
+                await self.pages(body.scope, body.receive, counted(send, record), record)
             return
         if route.local_keys_only and self.keys_managed_by:
             raise Refusal(
@@ -181,7 +189,12 @@ class Gateway:
             if not grants(identity.scopes, "admin"):
                 raise permission_refusal(identity.key_id, identity.scopes, method, scope["path"], "admin")
             scope = {**scope, IDENTITY: identity}
-        await self.endpoints[route.handler](scope, receive, counted(send, record))
+        body = await self.bodies.for_gateway(scope, receive)
+        if body is None:
+            record.status = 499
+            return
+        with body:
+            await self.endpoints[route.handler](body.scope, body.receive, counted(send, record))
 
     async def _mlflow(
         self, request: Request, scope: Scope, receive: Receive, send: Send, record: RequestRecord
@@ -217,8 +230,28 @@ class Gateway:
             refusal = check(request, target, identity, self.policy)
             if refusal is not None:
                 raise refusal
+        # Capped bodies are here whole before MLflow is contacted (`transport/bodies.py`).
+        body = await self.bodies.for_mlflow(scope, receive, target)
+        if body is None:
+            record.status = 499
+            return
+        with body:
+            await self._pass_on(body.scope, body.receive, send, record, target, identity)
+
+    async def _pass_on(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        record: RequestRecord,
+        target: Target,
+        identity: Identity,
+    ) -> None:
+        """The authorized request, its body checked: the server-info answer, or forwarded (inspected first
+        where `policy/inspection.py` says so)."""
+        method = scope["method"]
         if not self.policy.direct_transfers and method == "GET" and is_server_info(target.path):
-            await self._server_info(target.path, request.query, counted(send, record))
+            await self._server_info(target.path, scope["query_string"], counted(send, record))
             return
         found = inspection(method, target.path)
         if found is None:
@@ -287,13 +320,7 @@ class Gateway:
                 f"{path} (a GraphQL mutation)",
                 inspected.needs,
             )
-        headers = [
-            (name, value)
-            for name, value in scope["headers"]
-            if name not in (b"content-length", b"transfer-encoding")
-        ]
-        headers.append((b"content-length", str(len(inspected.body)).encode()))
-        return {**scope, "headers": headers}, replay(inspected.body, receive), inspected.fields
+        return with_length(scope, len(inspected.body)), replay(inspected.body, receive), inspected.fields
 
 
 async def _redirect(send: Send, location: str, query: bytes) -> None:

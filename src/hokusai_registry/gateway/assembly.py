@@ -21,6 +21,7 @@ from hokusai_registry.ops.metrics import Metrics
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
 from hokusai_registry.store.session_store import SessionStore
+from hokusai_registry.transport.bodies import RequestBodies
 from hokusai_registry.transport.forward import Forwarder
 
 
@@ -33,7 +34,6 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         transfer_idle_timeout=settings.artifact_read_timeout,
         pool_size=settings.upstream_pool_size,
         mark=store.gateway_mark() if not settings.auth_service_url else secrets.token_hex(12),
-        max_api_body=settings.max_api_body_mb << 20,
     )
     source: KeySource
     if settings.auth_service_url:
@@ -86,6 +86,11 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             public_url=settings.public_url,
         ),
         forwarder=forwarder,
+        bodies=RequestBodies(
+            max_api_body=settings.max_api_body_mb << 20,
+            buffer_limit=settings.body_buffer_mb << 20,
+            idle_timeout=settings.body_idle_timeout,
+        ),
         health=health,
         metrics=Metrics(),
         keys_api=build_keys_api(key_admin, authenticator, guard),

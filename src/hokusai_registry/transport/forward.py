@@ -53,32 +53,30 @@ def _error_kind(exc: UpstreamError) -> str:
     return "reset"
 
 
-def _too_large(limit: int) -> Refusal:
-    return Refusal(
-        Reason.BODY_TOO_LARGE,
-        f"the request body is over {limit >> 20} MiB, the limit for MLflow API "
-        "calls (HOKUSAI_MAX_API_BODY_MB; artifact uploads have none).",
-    )
-
-
 class ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
 
 
-class BodyTooLarge(Exception):
-    """An API request body went over the limit while it was being forwarded."""
+class ClientIdle(Exception):
+    """The client stopped sending a streamed request body (an artifact upload)."""
 
 
-async def _request_body(receive: Receive, record: RequestRecord, limit: int | None) -> AsyncIterator[bytes]:
+async def _request_body(
+    receive: Receive, record: RequestRecord, idle_timeout: float | None
+) -> AsyncIterator[bytes]:
+    """The client's body as it arrives; capped bodies were read whole before (`transport/bodies.py`),
+    streamed ones (artifact uploads) time out after `idle_timeout` seconds of silence."""
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(idle_timeout):
+                message = await receive()
+        except TimeoutError:
+            raise ClientIdle from None
         if message["type"] == "http.disconnect":
             raise ClientGone
         body = message.get("body", b"")
         if body:
             record.bytes_in += len(body)
-            if limit is not None and record.bytes_in > limit:
-                raise BodyTooLarge
             yield body
         if not message.get("more_body", False):
             return
@@ -100,7 +98,6 @@ class Forwarder:
         transfer_idle_timeout: float,
         pool_size: int,
         mark: str,
-        max_api_body: int | None = None,
     ) -> None:
         parts = urlsplit(upstream_url)
         # Everything every request to MLflow carries besides its own headers: Host (the pool's) and,
@@ -123,8 +120,6 @@ class Forwarder:
         self.mark = mark
         self._probe_headers = ((LOOP_MARK, mark.encode()), (b"user-agent", b"hokusai-registry-health-check"))
         self._probe_json_headers = (*self._probe_headers, (b"content-type", b"application/json"))
-        # JSON API bodies are bounded; artifact transfers are not.
-        self._body_limits = {Family.REST: max_api_body, Family.UI: max_api_body, Family.TRANSFER: None}
         # Read once: the level is set before the gateway is built (MLFLOW_PROXY_DEBUG).
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._read_timeouts = {
@@ -132,6 +127,8 @@ class Forwarder:
             Family.UI: read_timeout,
             Family.TRANSFER: transfer_idle_timeout or None,
         }
+        # Silence allowed while a streamed request body arrives: the transfer idle timeout, both ways.
+        self._transfer_idle_timeout = transfer_idle_timeout or None
 
     async def close(self) -> None:
         """Connections are opened on first use; closing drops the idle ones."""
@@ -142,7 +139,7 @@ class Forwarder:
         return path + b"?" + query if query else path
 
     def _request(
-        self, scope: Scope, receive: Receive, target: Target, record: RequestRecord, limit: int | None
+        self, scope: Scope, receive: Receive, target: Target, record: RequestRecord
     ) -> UpstreamRequest:
         """The request for MLflow: the client's headers as `upstream_request_headers` leaves them, and
         its body streamed (framed as the client framed it) when it has one."""
@@ -181,7 +178,7 @@ class Forwarder:
             method,
             upstream_target,
             headers,
-            _request_body(receive, record, limit) if has_body else None,
+            _request_body(receive, record, self._transfer_idle_timeout) if has_body else None,
             chunked,
             method in IDEMPOTENT,  # idempotent
             self._read_timeouts[target.family],  # read_timeout
@@ -207,12 +204,7 @@ class Forwarder:
     ) -> None:
         """Forward one request and stream the answer back."""
         method = scope["method"]
-        limit = self._body_limits[target.family]
-        declared = header_value(scope["headers"], b"content-length") or b"0"
-        if limit is not None and declared.isdigit() and int(declared) > limit:
-            await send_refusal(counted(send, record), _too_large(limit))
-            return
-        request = self._request(scope, receive, target, record, limit)
+        request = self._request(scope, receive, target, record)
         started = time.perf_counter()
         read_timeout = request.read_timeout
         try:
@@ -220,8 +212,17 @@ class Forwarder:
         except ClientGone:
             record.status = 499  # nginx's "client closed request": nothing was sent
             return
-        except BodyTooLarge:  # the upstream connection was closed mid-body: MLflow saw no whole request
-            await send_refusal(counted(send, record), _too_large(limit or 0))
+        except ClientIdle:  # the upstream connection was closed mid-body: MLflow saw no whole request
+            idle = self._transfer_idle_timeout
+            await send_refusal(
+                counted(send, record),
+                Refusal(
+                    Reason.BODY_TIMEOUT,
+                    f"the upload stopped arriving: nothing for {idle:g} s (HOKUSAI_ARTIFACT_READ_TIMEOUT) "
+                    f"after {record.bytes_in} bytes. The connection is closed.",
+                    ((b"connection", b"close"),),
+                ),
+            )
             return
         except UpstreamError as exc:
             record.upstream_error = _error_kind(exc)
