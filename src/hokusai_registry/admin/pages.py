@@ -90,13 +90,11 @@ class WebPages:
         access: Access,
         key_admin: KeyAdmin | None,
         *,
-        keys_managed_by: str | None,
         public_url: str | None,
     ) -> None:
         self.access = access
         # None when keys live in a remote auth service: they are managed there.
         self.key_admin = key_admin
-        self.keys_managed_by = keys_managed_by
         self.public_url = public_url
         # No slash redirects: the gateway sends only page paths here (its route table). Anything
         # else a route raises propagates to the gateway as before (no ServerErrorMiddleware here).
@@ -285,8 +283,9 @@ class WebPages:
             raise PageError(
                 404,
                 "Keys are managed elsewhere",
-                "This gateway validates keys through the auth service at "
-                f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage keys there.",
+                # Not its address: this is shown before anyone signs in.
+                "This gateway validates keys through an auth service (its AUTH_SERVICE_URL); manage keys "
+                "there.",
             )
         return self.key_admin
 

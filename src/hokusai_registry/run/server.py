@@ -44,8 +44,8 @@ class GatewayServer(uvicorn.Server):
                 loop="uvloop",
                 http="httptools",
                 lifespan="on",
-                proxy_headers=True,
-                forwarded_allow_ips=settings.forwarded_allow_ips,
+                # The gateway finds the client behind its trusted proxies itself (policy/forwarding.py).
+                proxy_headers=False,
                 server_header=False,
                 date_header=False,
                 access_log=False,
