@@ -112,7 +112,8 @@ def test_an_ipv4_mapped_peer_is_trusted_as_its_ipv4() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "scheme"), [(b"https", "https"), (b"HTTPS ", "https"), (b"http, https", "https"), (b"ftp", "http")]
+    ("value", "scheme"),
+    [(b"https", "https"), (b"HTTPS ", "https"), (b"http, https", "https"), (b"ftp", "http")],
 )
 def test_proto_from_a_trusted_peer(value: bytes, scheme: str) -> None:
     assert forwarded_scheme(LB_NODE, value, "http", ALB) == scheme
@@ -140,7 +141,7 @@ def test_trusting_everyone_is_refused(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["lb.internal", "10.0.0.0/33", "10.0.0.1-10.0.0.9"])
 def test_anything_but_addresses_and_networks_is_refused(value: str) -> None:
-    with pytest.raises(ConfigError, match="HOKUSAI_FORWARDED_ALLOW_IPS: .* is not an IP address or CIDR"):
+    with pytest.raises(ConfigError, match=r"HOKUSAI_FORWARDED_ALLOW_IPS: .* is not an IP address or CIDR"):
         Settings.load(forwarded_allow_ips=value)
 
 

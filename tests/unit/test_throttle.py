@@ -49,7 +49,7 @@ async def attempt(guard: Guard, authenticator: Authenticator, key: str, client: 
         await guard.authenticate(authenticator, key, client)
     except Refusal as error:
         await guard.refused(client, "GET", "/x", keys.hint(key), error)
-        return error.reason.value
+        return str(error.reason.value)
     return "ok"
 
 

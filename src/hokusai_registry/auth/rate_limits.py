@@ -24,9 +24,9 @@ from hokusai_registry.core.refusals import Reason, Refusal
 log = logging.getLogger(__name__)
 
 BREAKER_SECONDS = 5.0
-REDIS_TIMEOUT = 0.25
+REDIS_TIMEOUT = 1.0
 REDIS_CONNECTIONS = 8
-REDIS_POOL_WAIT = 1.0  # seconds a request waits for a free Redis connection before counting locally
+REDIS_POOL_WAIT = 2.0  # seconds a request waits for a free Redis connection before counting locally
 _WINDOWS = ((RateLimitItemPerMinute, "minute"), (RateLimitItemPerHour, "hour"))
 
 
@@ -72,7 +72,7 @@ class RateLimits:
                 implementation="redispy",
                 # A burst (200 guesses at once) waits for a few connections instead of opening one per
                 # request, which took longer than REDIS_TIMEOUT and dropped the count to local.
-                connection_pool=BlockingConnectionPool.from_url(
+                connection_pool=BlockingConnectionPool.from_url(  # type: ignore[arg-type]  # passed on to redis
                     redis_url,
                     max_connections=REDIS_CONNECTIONS,
                     timeout=REDIS_POOL_WAIT,

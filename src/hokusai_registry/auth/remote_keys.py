@@ -4,7 +4,9 @@ The contract is `POST <url>/api/v1/keys/validate` with `Authorization: Bearer <k
 `{"service_id", "client_ip"}` (see `admin/api.py` for the server side). 200 is an identity, 401 a
 refused key, 403 a key not allowed for this service id; anything else, or no answer in time, means
 the service is unavailable, which the gateway reports as 503 with Retry-After and never as an invalid
-key; the 503 does not name the service (whoever gets it has no valid key yet), the log line does. Keys validated within the cache TTL keep working while the service is down.
+key; the 503 does not name the service (whoever gets it has no valid key yet), the log line does.
+Keys validated within the cache TTL keep working while the service is down. The service uses
+`client_ip` only when this gateway's address is one of its trusted proxies (HOKUSAI_FORWARDED_ALLOW_IPS).
 """
 
 from __future__ import annotations

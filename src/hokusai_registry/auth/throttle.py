@@ -12,7 +12,9 @@ from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.ops.audit import audit
 
 # Outcomes of a key check that failed (counted before the check starts: `Guard.authenticate`).
-KEY_CHECK_FAILURES = frozenset({Reason.MALFORMED_KEY, Reason.UNKNOWN_KEY, Reason.REVOKED_KEY, Reason.EXPIRED_KEY})
+KEY_CHECK_FAILURES = frozenset(
+    {Reason.MALFORMED_KEY, Reason.UNKNOWN_KEY, Reason.REVOKED_KEY, Reason.EXPIRED_KEY}
+)
 # Refusals of presented credentials, audited: failed key checks, and credentials sent so that no key
 # could be read (counted when refused). A request without any key is not one: browsers and clients
 # routinely try without credentials first.

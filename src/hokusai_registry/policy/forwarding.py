@@ -101,9 +101,7 @@ def forwarded_scheme(peer: str, forwarded_proto: bytes | None, scheme: str, prox
     return named if named in SCHEMES else scheme
 
 
-def resolve(
-    peer: str, headers: Headers, scheme: str, proxies: TrustedProxies
-) -> tuple[str, str] | None:
+def resolve(peer: str, headers: Headers, scheme: str, proxies: TrustedProxies) -> tuple[str, str] | None:
     """The client's address and scheme from the request's forwarding headers, or None when the peer
     is not a trusted proxy (the connection itself is the client)."""
     if not proxies.trusts(peer):
