@@ -141,9 +141,13 @@ class GatewayProcess:
             env={**os.environ, **(env or {})},
             preexec_fn=preexec_fn,
         )
-        self.url = eventually(self._reported_url, 30, 0.05, "the gateway to say where it listens")
-        self.port = int(self.url.rsplit(":", 1)[1])
-        eventually(self._healthy, 30, 0.1, "the gateway to answer /health")
+        try:
+            self.url = eventually(self._reported_url, 30, 0.05, "the gateway to say where it listens")
+            self.port = int(self.url.rsplit(":", 1)[1])
+            eventually(self._healthy, 30, 0.1, "the gateway to answer /health")
+        except BaseException:  # nobody else can stop it: the caller never gets the object
+            self.stop()
+            raise
 
     def _reported_url(self) -> str | None:
         found = self.URL_LINE.search(self.log_path.read_bytes())
@@ -154,7 +158,7 @@ class GatewayProcess:
     def _healthy(self) -> bool:
         try:
             return requests.get(self.url + "/health", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a loaded machine
             if self.process.poll() is not None:
                 raise RuntimeError("gateway did not start:\n" + self.log()) from None
             return False

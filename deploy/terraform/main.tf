@@ -3,6 +3,13 @@ locals {
   namespace = "${var.project}-${var.env}.local"
   # The gateway reaches MLflow by its Cloud Map name, never through the load balancer or a public URL.
   mlflow_url = "http://mlflow.${var.project}-${var.env}.local:5000"
+  # The proxies whose X-Forwarded-For/Proto the gateway believes: the load balancer's nodes, which live in
+  # the VPC; the client is the rightmost address outside it. Never "*" (the gateway refuses it).
+  trusted_proxies = join(",", data.aws_vpc.main.cidr_block_associations[*].cidr_block)
+}
+
+data "aws_vpc" "main" {
+  id = var.vpc_id
 }
 
 resource "aws_ecs_cluster" "main" {

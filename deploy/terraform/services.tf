@@ -81,7 +81,7 @@ resource "aws_ecs_task_definition" "gateway" {
     environment = [
       { name = "MLFLOW_SERVER_URL", value = local.mlflow_url },
       { name = "HOKUSAI_PUBLIC_URL", value = var.public_url },
-      { name = "HOKUSAI_FORWARDED_ALLOW_IPS", value = "*" },
+      { name = "HOKUSAI_FORWARDED_ALLOW_IPS", value = local.trusted_proxies },
       { name = "LOG_FORMAT", value = "json" },
     ]
     secrets = [

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hokusai_registry.core.net import is_internal_host, is_unspecified, redact_url, same_machine
+from hokusai_registry.policy.forwarding import TrustedProxies
 from hokusai_registry.policy.keys import SERVICE_ID
 
 
@@ -269,7 +270,9 @@ class Settings(BaseSettings):
         "127.0.0.1",
         "HOKUSAI_FORWARDED_ALLOW_IPS",
         None,
-        "Comma-separated proxy addresses whose `X-Forwarded-For/Proto` the gateway trusts.",
+        "Comma-separated addresses and CIDR networks of the proxies in front of the gateway (behind a load "
+        "balancer: its subnets). From them, the client is the rightmost `X-Forwarded-For` address that is "
+        "not one of them, and `X-Forwarded-Proto` is believed; empty trusts nobody. `*` is refused.",
     )
     mlflow_host: str = _setting(
         "127.0.0.1",
@@ -332,6 +335,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"expected redis://HOST:PORT/DB, rediss://... or unix://PATH, got {redact_url(value)!r}"
             )
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        TrustedProxies.parse(value)
         return value
 
     @field_validator("service_id")
@@ -424,6 +433,10 @@ class Settings(BaseSettings):
                 env = (field.json_schema_extra or {}).get("env", name) if field else name  # type: ignore[union-attr]
                 problems.append(f"{env}: {error['msg'].removeprefix('Value error, ')}")
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+    @property
+    def trusted_proxies(self) -> TrustedProxies:
+        return TrustedProxies.parse(self.forwarded_allow_ips)
 
     @property
     def resolved_key_store_url(self) -> str:

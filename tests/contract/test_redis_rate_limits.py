@@ -3,6 +3,7 @@ these talk to servers, so they are not unit tests (and the unit layer never impo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -81,3 +82,22 @@ def test_failed_authentications_are_counted_across_instances(redis_url: str) -> 
         return second.blocked(client)
 
     assert run(scenario()) is not None
+
+
+def test_key_checks_at_once_on_two_instances_are_counted_atomically(redis_url: str) -> None:
+    """200 checks from one address started at once, half on each instance: exactly the limit go ahead
+    (Redis counts them in one script each), and those counted back free their slot again."""
+
+    async def scenario() -> tuple[list[float | None], list[float | None]]:
+        first, second = (limits(auth_failures=30, redis_url=redis_url) for _ in range(2))
+        client = f"test-{uuid.uuid4().hex}"
+        started = await asyncio.gather(*(rate.start_check(client) for rate in [first, second] * 100))
+        passed = [rate for rate, wait in zip([first, second] * 100, started, strict=True) if wait is None]
+        for rate in passed[:10]:  # ten of them were valid keys
+            await rate.end_check(client, failed=False)
+        again = [await first.start_check(client) for _ in range(11)]
+        return started, again
+
+    started, again = run(scenario())
+    assert sum(wait is None for wait in started) == 30
+    assert [wait is None for wait in again] == [True] * 10 + [False]

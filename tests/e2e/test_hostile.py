@@ -72,6 +72,7 @@ REQUIRED_TOPICS = {
         "host-spoofing",
         "x-forwarded-spoofing",
         "identity-headers",
+        "request-id",
     },
     "credential": {
         "malformed",

@@ -1,5 +1,5 @@
 """The real gateway in this process: `build_gateway` on a real SQLite key store in front of a stub
-upstream, wrapped and started exactly as uvicorn runs it (proxy-headers middleware, lifespan), and
+upstream, wrapped and started exactly as uvicorn runs it (its configured app, lifespan), and
 driven through an httpx client whose transport performs the ASGI exchange without a socket.
 
 httpx's own ASGITransport normalises the URL (`/a/../b` becomes `/b`) and builds `path` from it; this
@@ -118,7 +118,7 @@ class InProcessGateway:
     async def _start(self, upstream_url: str) -> tuple[Gateway, Any, LifespanOn]:
         gateway = build_gateway(self.settings, self.store, upstream_url)
         config = GatewayServer(gateway, self.settings).config
-        config.load()  # the app uvicorn serves: the gateway behind its proxy-headers middleware
+        config.load()  # the app uvicorn serves, as it configures it
         lifespan = LifespanOn(config)
         await lifespan.startup()
         assert not lifespan.startup_failed

@@ -66,6 +66,17 @@ def test_gateway_forwards_to_mlflow_by_its_internal_name(tf: dict[str, Any]) -> 
     assert "public_url" not in definitions.split("MLFLOW_SERVER_URL", 1)[1].split("}", 1)[0]
 
 
+def test_gateway_trusts_only_the_vpc_as_its_proxies(tf: dict[str, Any]) -> None:
+    """The client is the rightmost X-Forwarded-For address outside the load balancer's network; `*`
+    would make it the client's own leftmost entry (issue 15, defect 11)."""
+    definitions = resource(tf, "aws_ecs_task_definition", "gateway")["container_definitions"]
+    assert '{name = "HOKUSAI_FORWARDED_ALLOW_IPS", value = local.trusted_proxies}' in definitions
+    assert (
+        tf["locals"]["trusted_proxies"]
+        == '${join(",", data.aws_vpc.main.cidr_block_associations[*].cidr_block)}'
+    )
+
+
 def test_only_the_gateway_is_behind_the_load_balancer(tf: dict[str, Any]) -> None:
     groups = tf["resource"]["aws_lb_target_group"]
     assert list(groups) == ["gateway"] and groups["gateway"]["port"] == 8000

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 
 import swagger_ui_bundle  # type: ignore[import-untyped]
 from fastapi import FastAPI, Request
@@ -28,6 +27,7 @@ from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.auth.throttle import Guard
 from hokusai_registry.core.refusals import ORIGIN_HEADER, Reason, Refusal
 from hokusai_registry.policy import keys
+from hokusai_registry.policy.forwarding import TrustedProxies, parse_address
 from hokusai_registry.policy.routes import DOCS_ASSETS, VALIDATE_PATH
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
 
@@ -41,7 +41,12 @@ class ValidateRequest(BaseModel):
         max_length=100,
         description="The calling service's id; a key limited to other services is refused with 403.",
     )
-    client_ip: str | None = Field(default=None, max_length=64, description="The end client's address.")
+    client_ip: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The end client's address. Used only from a trusted caller (an address in "
+        "HOKUSAI_FORWARDED_ALLOW_IPS); failed validations are otherwise counted against the caller's own.",
+    )
 
 
 class Validated(BaseModel):
@@ -68,18 +73,21 @@ def _actor(request: Request) -> str:
     return f"key:{identity.key_id}"
 
 
-def throttle_address(client_ip: str | None, peer: str) -> str:
-    """Whom failed validations are counted against: the end client as the calling service reports it,
-    qualified by the caller, so nobody can get another caller's clients throttled."""
-    if client_ip:
-        try:
-            return f"{peer}>{ipaddress.ip_address(client_ip)}"
-        except ValueError:
-            pass
-    return peer
+def throttle_address(client_ip: str | None, caller: str, proxies: TrustedProxies) -> str:
+    """Whom failed validations are counted against: the caller's own address; for a trusted caller (in
+    the trusted proxies' networks, as a gateway validating through this one is) the end client it
+    reports, qualified by the caller so that nobody can get another caller's clients throttled. Anyone
+    else naming a new `client_ip` with each guess would get unlimited guesses."""
+    if client_ip and proxies.trusts(caller):
+        address = parse_address(client_ip)
+        if address is not None:
+            return f"{caller}>{address}"
+    return caller
 
 
-def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) -> FastAPI:
+def build_keys_api(
+    admin: KeyAdmin, authenticator: Authenticator, guard: Guard, proxies: TrustedProxies
+) -> FastAPI:
     app = FastAPI(
         title="Hokusai Registry admin API",
         version=__version__,
@@ -167,8 +175,9 @@ def build_keys_api(admin: KeyAdmin, authenticator: Authenticator, guard: Guard) 
         responses={401: {"description": "Bad key"}, 403: {"description": "Key not allowed for service_id"}},
     )
     async def validate(body: ValidateRequest, request: Request) -> Validated:
-        peer = request.client.host if request.client else "-"
-        client = throttle_address(body.client_ip, peer)
+        # The scope's client is the caller as the trusted proxies report it (gateway/app.py).
+        caller = request.client.host if request.client else "-"
+        client = throttle_address(body.client_ip, caller, proxies)
         presented = ""
         try:
             presented = presented_key(request.scope["headers"])

@@ -35,6 +35,7 @@ from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, Caller, client_address
 from hokusai_registry.auth.cookies import set_cookie
 from hokusai_registry.auth.sessions import csrf_token, csrf_valid
+from hokusai_registry.auth.throttle import KEY_CHECK_FAILURES
 from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.bodies import read_body
 from hokusai_registry.core.record import RequestRecord
@@ -114,13 +115,11 @@ class WebPages:
         access: Access,
         key_admin: KeyAdmin | None,
         *,
-        keys_managed_by: str | None,
         public_url: str | None,
     ) -> None:
         self.access = access
         # None when keys live in a remote auth service: they are managed there.
         self.key_admin = key_admin
-        self.keys_managed_by = keys_managed_by
         self.public_url = public_url
         # No slash redirects: the gateway sends only page paths here (its route table). Anything
         # else a route raises propagates to the gateway as before (no ServerErrorMiddleware here).
@@ -404,8 +403,9 @@ class WebPages:
             raise PageError(
                 404,
                 "Keys are managed elsewhere",
-                "This gateway validates keys through the auth service at "
-                f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage keys there.",
+                # Not its address: this is shown before anyone signs in.
+                "This gateway validates keys through an auth service (its AUTH_SERVICE_URL); manage keys "
+                "there.",
             )
         return self.key_admin
 
@@ -470,7 +470,9 @@ class WebPages:
             f"{session_key_id}) entered again in the form, and the key entered is not it. Failed attempts "
             "count towards the failed-authentication throttle (HOKUSAI_AUTH_FAILURE_LIMIT).",
         )
-        await self.access.refused(scope, record, failed)
+        # A key that failed its own check was counted by it: one failed step-up counts once.
+        counted = isinstance(checked, Refusal) and checked.reason in KEY_CHECK_FAILURES
+        await self.access.refused(scope, record, failed, counted=counted)
         return failed
 
     @staticmethod

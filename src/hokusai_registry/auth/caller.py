@@ -62,11 +62,15 @@ class Access:
     def clear_cookie(self, scope: Scope) -> tuple[bytes, bytes]:
         return clear_cookie(self.cookie_name(scope), self.secure(scope))
 
-    async def refused(self, scope: Scope, record: RequestRecord, error: Refusal) -> None:
+    async def refused(
+        self, scope: Scope, record: RequestRecord, error: Refusal, *, counted: bool = False
+    ) -> None:
         """What happens to every refusal: reported in the access line, audited, counted for the
-        failure throttle."""
+        failure throttle (unless a failed key check behind it was already: `counted`)."""
         record.auth_failure = error.reason.value if error.reason.caller else None
-        await self.guard.refused(client_address(scope), scope["method"], scope["path"], record.key_id, error)
+        await self.guard.refused(
+            client_address(scope), scope["method"], scope["path"], record.key_id, error, counted=counted
+        )
 
     async def check_key(self, presented: str, scope: Scope, record: RequestRecord) -> Identity:
         """The key's identity, if it is valid for this service (no rate limit counted)."""

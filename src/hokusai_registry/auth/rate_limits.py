@@ -24,7 +24,9 @@ from hokusai_registry.core.refusals import Reason, Refusal
 log = logging.getLogger(__name__)
 
 BREAKER_SECONDS = 5.0
-REDIS_TIMEOUT = 0.25
+REDIS_TIMEOUT = 1.0
+REDIS_CONNECTIONS = 8
+REDIS_POOL_WAIT = 2.0  # seconds a request waits for a free Redis connection before counting locally
 _WINDOWS = ((RateLimitItemPerMinute, "minute"), (RateLimitItemPerHour, "hour"))
 
 
@@ -60,14 +62,23 @@ class RateLimits:
         self._shared: SlidingWindowCounterRateLimiter | None = None
         self._redis_display = redact_url(redis_url) if redis_url else ""
         if redis_url:
+            from redis.asyncio import BlockingConnectionPool  # only a gateway that counts in Redis loads it
+
             # limits names a Unix socket `redis+unix://`.
             scheme, rest = redis_url.split("://", 1)
             storage: Storage = RedisStorage(
                 f"async+{'redis+unix' if scheme == 'unix' else scheme}://{rest}",
                 wrap_exceptions=True,
                 implementation="redispy",
-                socket_timeout=REDIS_TIMEOUT,
-                socket_connect_timeout=REDIS_TIMEOUT,
+                # A burst (200 guesses at once) waits for a few connections instead of opening one per
+                # request, which took longer than REDIS_TIMEOUT and dropped the count to local.
+                connection_pool=BlockingConnectionPool.from_url(  # type: ignore[arg-type]  # passed on to redis
+                    redis_url,
+                    max_connections=REDIS_CONNECTIONS,
+                    timeout=REDIS_POOL_WAIT,
+                    socket_timeout=REDIS_TIMEOUT,
+                    socket_connect_timeout=REDIS_TIMEOUT,
+                ),
             )
             self._shared = SlidingWindowCounterRateLimiter(storage)
         self._shared_down_until = 0.0
@@ -75,6 +86,8 @@ class RateLimits:
         # Addresses refused for failing to authenticate, until when (monotonic): checked per request
         # without touching storage.
         self._blocked: dict[str, float] = {}
+        # Key checks under way in this process, per address (counted by `start_check`).
+        self._checking: dict[str, int] = {}
 
     @property
     def active(self) -> bool:
@@ -140,8 +153,8 @@ class RateLimits:
         return left
 
     async def auth_failed(self, client: str) -> None:
-        """Counts a failed authentication; the one that reaches the limit blocks the address, so at most
-        `auth_failures_per_minute` guesses per window are checked."""
+        """Counts a failed authentication that needed no key check (credentials sent so that no key
+        could be read); the one that reaches the limit blocks the address."""
         if self._auth_failures <= 0:
             return
         item = self._item(0, self._auth_failures)
@@ -149,9 +162,48 @@ class RateLimits:
         if allowed:
             allowed, reset = await self._has_room(item, "auth-failure", client)
         if not allowed:
-            if len(self._blocked) > 100_000:  # bounded under a distributed flood
-                self._blocked.clear()
-            self._blocked[client] = time.monotonic() + max(1.0, reset - time.time())
+            self._block(client, reset)
+
+    async def start_check(self, client: str) -> float | None:
+        """Counts a key check from this address as a failure before it starts (one atomic hit, in Redis
+        too), so that however many arrive at once, at most `auth_failures_per_minute` are checked per
+        window; None if this one may go ahead (then `end_check` follows), else the seconds to wait.
+        Over the limit with none of this address's checks under way here, the count is failures: the
+        address is blocked for the rest of the window. Otherwise checks that may yet be counted back
+        fill it, and only this one is refused."""
+        if self._auth_failures <= 0:
+            return None
+        allowed, reset = await self._hit(self._item(0, self._auth_failures), "auth-failure", client)
+        if allowed:
+            self._checking[client] = self._checking.get(client, 0) + 1
+            return None
+        if self._checking.get(client):
+            return 1.0
+        return self._block(client, reset)
+
+    async def end_check(self, client: str, *, failed: bool) -> None:
+        """The check counted by `start_check` is over: a failure stays counted; a valid key (or a check
+        that could not decide) is counted back, so users sharing an address with nobody guessing never
+        use up its allowance."""
+        if self._auth_failures <= 0:
+            return
+        left = self._checking.pop(client, 1) - 1
+        if left:
+            self._checking[client] = left
+        if failed:
+            return
+        try:
+            # A negative hit takes one off the window's count, atomically (tests/contract pin this).
+            await self._strategy().hit(self._item(0, self._auth_failures), "auth-failure", client, cost=-1)
+        except Exception:  # Redis went away meanwhile: the count lapses with its window
+            log.debug("could not count back a key check from %s", client)
+
+    def _block(self, client: str, reset: float) -> float:
+        if len(self._blocked) > 100_000:  # bounded under a distributed flood
+            self._blocked.clear()
+        wait = max(1.0, reset - time.time())
+        self._blocked[client] = time.monotonic() + wait
+        return wait
 
     async def _has_room(self, item: RateLimitItem, *identifiers: str) -> tuple[bool, float]:
         """Whether one more hit would be allowed, and when the window resets."""

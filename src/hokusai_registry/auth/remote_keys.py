@@ -4,7 +4,9 @@ The contract is `POST <url>/api/v1/keys/validate` with `Authorization: Bearer <k
 `{"service_id", "client_ip"}` (see `admin/api.py` for the server side). 200 is an identity, 401 a
 refused key, 403 a key not allowed for this service id; anything else, or no answer in time, means
 the service is unavailable, which the gateway reports as 503 with Retry-After and never as an invalid
-key. Keys validated within the cache TTL keep working while the service is down.
+key; the 503 does not name the service (whoever gets it has no valid key yet), the log line does.
+Keys validated within the cache TTL keep working while the service is down. The service uses
+`client_ip` only when this gateway's address is one of its trusted proxies (HOKUSAI_FORWARDED_ALLOW_IPS).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class RemoteKeys:
             )
         except (UpstreamError, TimeoutError) as exc:
             log.warning("auth service %s did not answer: %s", self.display, exc or type(exc).__name__)
-            return unavailable(f"the auth service at {self.display} did not answer", UNAVAILABLE)
+            return unavailable("the auth service did not answer", UNAVAILABLE)
         return self._verdict(status, answer)
 
     def _verdict(self, status: int, answer: bytes) -> Identity | Refusal:
@@ -109,11 +111,11 @@ class RemoteKeys:
         log.warning("auth service %s answered %d to a key check", self.display, status)
         if status == 404:
             return unavailable(
-                f"the auth service at {self.display} has no {VALIDATE_PATH} (HTTP 404): check that "
-                "AUTH_SERVICE_URL is a Hokusai Registry gateway",
+                f"the auth service has no {VALIDATE_PATH} (HTTP 404): check that AUTH_SERVICE_URL is a "
+                "Hokusai Registry gateway",
                 UNAVAILABLE,
             )
-        return unavailable(f"the auth service at {self.display} failed (HTTP {status})", UNAVAILABLE)
+        return unavailable(f"the auth service failed (HTTP {status})", UNAVAILABLE)
 
 
 def _strip_origin(message: str) -> str:

@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-import random
-import re
-
 from hokusai_registry.core.asgi import Message, Send
-
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
-
-
-def request_id(offered: bytes | None) -> bytes:
-    """The client's X-Request-ID if it is well-formed (1-128 of A-Z a-z 0-9 . _ : -), else a new one."""
-    if offered is not None and _REQUEST_ID.fullmatch(offered):
-        return offered
-    # Ids only need to be unique, not unguessable: this avoids a getrandom() system call per request.
-    return b"%032x" % random.getrandbits(128)  # nosec B311
 
 
 class RequestRecord:

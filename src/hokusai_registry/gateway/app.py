@@ -25,7 +25,7 @@ from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, client_address
 from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.bodies import read_body, replay, with_length
-from hokusai_registry.core.record import RequestRecord, counted, request_id
+from hokusai_registry.core.record import RequestRecord, counted
 from hokusai_registry.core.refusals import Reason, Refusal, send_body, send_json, send_refusal
 from hokusai_registry.gateway.checks import (
     BEFORE_TARGET,
@@ -40,7 +40,9 @@ from hokusai_registry.ops.audit import audit
 from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.logs import flush_periodically, log_access
 from hokusai_registry.ops.metrics import Metrics
-from hokusai_registry.policy.headers import SAFE_METHODS
+from hokusai_registry.policy.forwarding import TrustedProxies
+from hokusai_registry.policy.forwarding import resolve as resolve_forwarded
+from hokusai_registry.policy.headers import SAFE_METHODS, request_id
 from hokusai_registry.policy.inspection import MAX_INSPECTED_BODY, Inspection, inspect, inspection
 from hokusai_registry.policy.navigation import login_location
 from hokusai_registry.policy.paths import Redirect, Target
@@ -72,18 +74,20 @@ class Gateway:
         health: Health,
         metrics: Metrics,
         keys_api: Endpoint,
-        keys_managed_by: str | None,
+        keys_elsewhere: bool,
         direct_transfers: bool,
         public_url: str | None,
         graphql_max_tokens: int,
+        proxies: TrustedProxies,
     ) -> None:
         self.access = access
+        self.proxies = proxies
         self.pages = pages
         self.forwarder = forwarder
         self.bodies = bodies
         self.metrics = metrics
         # Set when keys are validated by a remote auth service, which then also manages them.
-        self.keys_managed_by = keys_managed_by
+        self.keys_elsewhere = keys_elsewhere
         self.policy = Policy(forwarder.mark.encode(), public_url, direct_transfers, graphql_max_tokens)
         self._log_flusher: asyncio.Future[None] | None = None
         # What answers each of the gateway's own routes (the table is `policy/routes.py`).
@@ -129,6 +133,7 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        self._behind_proxies(scope)
         request = parse_request(scope)
         record = RequestRecord(request_id(request.header(b"x-request-id")))
         self.metrics.in_flight.inc()
@@ -147,6 +152,17 @@ class Gateway:
                 (time.perf_counter() - started) * 1000,
             )
             self.metrics.observe(record, scope["method"])
+
+    def _behind_proxies(self, scope: Scope) -> None:
+        """The client and scheme as the trusted proxies in front report them, put in the scope that
+        everything downstream reads (throttle, access and audit lines, what MLflow is told)."""
+        client = scope.get("client")
+        if client is None:
+            return
+        resolved = resolve_forwarded(client[0], scope["headers"], scope["scheme"], self.proxies)
+        if resolved is not None:
+            address, scope["scheme"] = resolved
+            scope["client"] = (address, client[1] if address == client[0] else 0)
 
     async def _dispatch(
         self, request: Request, scope: Scope, receive: Receive, send: Send, record: RequestRecord
@@ -171,11 +187,12 @@ class Gateway:
             with body:
                 await self.pages(body.scope, body.receive, counted(send, record), record)
             return
-        if route.local_keys_only and self.keys_managed_by:
+        if route.local_keys_only and self.keys_elsewhere:
             raise Refusal(
                 Reason.KEYS_MANAGED_ELSEWHERE,
-                "this gateway validates keys through the auth service at "
-                f"{self.keys_managed_by} (AUTH_SERVICE_URL); manage and validate keys there.",
+                # Not its address: this is answered before any key is checked.
+                "this gateway validates keys through an auth service (its AUTH_SERVICE_URL); manage and "
+                "validate keys there.",
             )
         if route.handler is Handler.NO_SUCH_API:
             raise Refusal(Reason.NO_SUCH_ENDPOINT, f"no API endpoint {scope['path']}.")

@@ -75,14 +75,14 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         service_id=settings.service_id,
         public_url=settings.public_url,
     )
-    keys_managed_by = redact_url(settings.auth_service_url) if settings.auth_service_url else None
+    keys_elsewhere = settings.auth_service_url is not None
+    proxies = settings.trusted_proxies
     key_admin = KeyAdmin(store, settings.key_environment)
     return Gateway(
         access=access,
         pages=WebPages(
             access,
-            None if keys_managed_by else key_admin,
-            keys_managed_by=keys_managed_by,
+            None if keys_elsewhere else key_admin,
             public_url=settings.public_url,
         ),
         forwarder=forwarder,
@@ -93,11 +93,12 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         ),
         health=health,
         metrics=Metrics(),
-        keys_api=build_keys_api(key_admin, authenticator, guard),
-        keys_managed_by=keys_managed_by,
+        keys_api=build_keys_api(key_admin, authenticator, guard, proxies),
+        keys_elsewhere=keys_elsewhere,
         direct_transfers=settings.direct_artifact_transfers,
         public_url=settings.public_url,
         graphql_max_tokens=settings.graphql_max_tokens,
+        proxies=proxies,
     )
 
 

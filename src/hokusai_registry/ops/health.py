@@ -2,6 +2,7 @@
 
 - `/health`: the process is alive (no upstream call) — for load-balancer liveness.
 - `/ready`: the key store answers and MLflow's `/health` answers `OK`; 503 with the reason otherwise.
+  It needs no key, so, like the summary below, it never names an internal address.
 - `/mlflow/health/mlflow` (and under `/api/mlflow`): one valid MLflow request per API family, sent through
   the same forwarder, pool and path translation users' requests take. A check passes only on the expected
   status *and* an MLflow-shaped body, so a 404 or an HTML page is never healthy.
@@ -28,6 +29,7 @@ from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.net import is_internal_host
 from hokusai_registry.core.refusals import send_json
 from hokusai_registry.policy.headers import LOOP_MARK
+from hokusai_registry.policy.routes import MLFLOW_HEALTH_PATHS
 from hokusai_registry.transport.upstream import UpstreamError
 
 LIVENESS_BODY = b'{"status": "ok"}'
@@ -137,7 +139,8 @@ class Health:
             problems.append(f"key store: {report['key_store']}")
         mlflow = report["checks"]["mlflow"]
         if mlflow.status != "ok":
-            problems.append(f"MLflow at {self._prober.upstream_display}: {mlflow.detail}")
+            seen = "no answer" if mlflow.http_status is None else f"answered HTTP {mlflow.http_status}"
+            problems.append(f"MLflow: {seen} (the reason: {MLFLOW_HEALTH_PATHS[0]}/detailed, with a key)")
         body = {"status": "ready" if not problems else "not ready", "problems": problems}
         await send_json(send, 200 if not problems else 503, json.dumps(body).encode())
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from hokusai_registry.core.asgi import Headers
+from hokusai_registry.policy.keys import looks_like_key
 
 # RFC 9110 section 7.6.1, plus the names still seen in the wild.
 HOP_BY_HOP = frozenset(
@@ -56,6 +59,16 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOOP_MARK = b"x-hokusai-gateway"
 KEY_ID_HEADER = b"x-hokusai-key-id"
 _DROP_UPSTREAM = HOP_BY_HOP | CREDENTIALS | GATEWAY_OWNED
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(offered: bytes | None) -> bytes:
+    """The client's X-Request-ID if it is well-formed (1-128 of A-Z a-z 0-9 . _ : -) and cannot carry
+    a key (it is logged, echoed and sent to MLflow), else a new one."""
+    if offered is not None and _REQUEST_ID.fullmatch(offered) and not looks_like_key(offered):
+        return offered
+    # Ids only need to be unique, not unguessable: this avoids a getrandom() system call per request.
+    return b"%032x" % random.getrandbits(128)  # nosec B311
 
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:

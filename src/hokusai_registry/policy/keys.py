@@ -25,6 +25,9 @@ _KEY = re.compile(
     rf"hk_(live|test)_([0-9A-Za-z]{{{KEY_ID_LENGTH}}})_([0-9A-Za-z]{{{SECRET_LENGTH + CHECKSUM_LENGTH}}})"
 )
 _KEY_ID = re.compile(rf"[0-9A-Za-z]{{{KEY_ID_LENGTH}}}")
+# What may carry a key or its secret: the prefix in any case, or a run of base62 characters longer
+# than any id the gateway makes (32 hex digits); a key's secret and checksum are 38.
+_KEY_LIKE = re.compile(rb"(?i:hk_(?:live|test)_)|[0-9A-Za-z]{33,}")
 EXAMPLE = "hk_live_<12-character id>_<38 characters>"
 # What a service id (AUTH_SERVICE_ID, a key's allowed services) may look like.
 SERVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
@@ -61,6 +64,11 @@ def generate(environment: Environment) -> ParsedKey:
     key_id = _random_base62(KEY_ID_LENGTH)
     body = f"hk_{environment}_{key_id}_{_random_base62(SECRET_LENGTH)}"
     return ParsedKey(environment, key_id, body + checksum(body))
+
+
+def looks_like_key(text: bytes) -> bool:
+    """Whether text (a header value the gateway would pass on or log) may carry a key."""
+    return _KEY_LIKE.search(text) is not None
 
 
 def is_key_id(text: str) -> bool:

@@ -61,8 +61,8 @@ class GatewayServer(uvicorn.Server):
                     HeadLimits(settings.max_header_kb * 1024, settings.header_timeout)
                 ),
                 lifespan="on",
-                proxy_headers=True,
-                forwarded_allow_ips=settings.forwarded_allow_ips,
+                # The gateway finds the client behind its trusted proxies itself (policy/forwarding.py).
+                proxy_headers=False,
                 server_header=False,
                 date_header=False,
                 access_log=False,
