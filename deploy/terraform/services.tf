@@ -82,6 +82,9 @@ resource "aws_ecs_task_definition" "gateway" {
       { name = "MLFLOW_SERVER_URL", value = local.mlflow_url },
       { name = "HOKUSAI_PUBLIC_URL", value = var.public_url },
       { name = "HOKUSAI_FORWARDED_ALLOW_IPS", value = local.trusted_proxies },
+      # Longer than the ALB's idle timeout (main.tf): the ALB must close idle connections first, or it may
+      # send a request on one the gateway is closing and answer 502.
+      { name = "HOKUSAI_KEEPALIVE_TIMEOUT", value = tostring(aws_lb.public.idle_timeout + 5) },
       { name = "LOG_FORMAT", value = "json" },
     ]
     secrets = [

@@ -116,3 +116,13 @@ def test_database_bucket_and_alarms(tf: dict[str, Any]) -> None:
         _unquote(alarm["metric_name"]) for alarm in tf["resource"]["aws_cloudwatch_metric_alarm"].values()
     }
     assert {"HTTPCode_Target_5XX_Count", "UnHealthyHostCount"} <= metrics
+
+
+def test_the_gateway_keeps_idle_connections_longer_than_the_load_balancer(tf: dict[str, Any]) -> None:
+    """AWS: a target's keep-alive must outlast the ALB's idle timeout, or the ALB may reuse a connection
+    the gateway is closing and answer 502 (the gateway's default is 5 s, the ALB's here 900 s)."""
+    definitions = resource(tf, "aws_ecs_task_definition", "gateway")["container_definitions"]
+    assert (
+        '{name = "HOKUSAI_KEEPALIVE_TIMEOUT", value = tostring(aws_lb.public.idle_timeout + 5)}' in definitions
+    )
+    assert int(resource(tf, "aws_lb", "public")["idle_timeout"]) > 5
