@@ -210,6 +210,14 @@ class Settings(BaseSettings):
         "Seconds of silence allowed while an API request body arrives (the gateway reads these whole "
         "before contacting MLflow): then 408 and the connection is closed.",
     )
+    body_min_rate_kb: int = _setting(
+        16,
+        "HOKUSAI_BODY_MIN_RATE_KB",
+        None,
+        "Slowest average rate, in KiB/s, at which an API request body may arrive: after "
+        "HOKUSAI_BODY_IDLE_TIMEOUT, each KiB received buys 1/rate s more, so a body dripped byte by byte "
+        "cannot hold its memory for long; then 408 and the connection is closed.",
+    )
     body_buffer_mb: int = _setting(
         32,
         "HOKUSAI_BODY_BUFFER_MB",
@@ -366,6 +374,7 @@ class Settings(BaseSettings):
         "keepalive_timeout",
         "graphql_max_tokens",
         "body_buffer_mb",
+        "body_min_rate_kb",
     )
     @classmethod
     def _at_least_one(cls, value: int) -> int:

@@ -238,6 +238,47 @@ def test_slow_api_bodies_hold_no_upstream_connection_and_time_out(
         assert closed_after < IDLE_TIMEOUT + 3, f"a slow body stayed open {closed_after:.1f} s"
 
 
+def test_a_body_dripped_faster_than_the_idle_timeout_is_still_cut_off(
+    deployment: Deployment, canary: Canary
+) -> None:
+    """A byte every half second never trips the idle timeout, so alone it would hold its buffered bytes
+    (and its share of the byte budget) for as long as it likes: below the minimum average rate it gets 408
+    soon after the idle timeout."""
+    with attack(deployment) as (bystander, sampler):
+        sock = socket.create_connection(("127.0.0.1", deployment.port), timeout=IDLE_TIMEOUT + 10)
+        sock.sendall(
+            head(
+                "POST",
+                "/mlflow/api/2.0/mlflow/experiments/search",
+                deployment.port,
+                deployment.read_key,
+                {"Content-Type": "application/json", "Content-Length": "1000", "X-Request-Id": "drip"},
+            )
+        )
+        started = time.monotonic()
+        answered = b""
+        with contextlib.suppress(OSError):
+            sock.settimeout(0.5)
+            while time.monotonic() - started < IDLE_TIMEOUT + 10 and not answered:
+                sock.sendall(b" ")
+                with contextlib.suppress(TimeoutError):
+                    answered = sock.recv(1 << 16)
+        cut_after = time.monotonic() - started
+        with contextlib.suppress(OSError):  # the rest of the answer, up to the close
+            sock.settimeout(5)
+            while chunk := sock.recv(1 << 16):
+                answered += chunk
+        sock.close()
+    bystander.check()
+    assert sampler.peak_mb < RSS_LIMIT_MB
+    assert answered, f"a dripped body was still being read after {cut_after:.0f} s"
+    status, headers, payload = answer_of(answered)
+    assert status == 408 and payload["reason"] == "body_timeout", (status, payload)
+    assert "HOKUSAI_BODY_MIN_RATE_KB" in payload["message"]
+    assert cut_after < IDLE_TIMEOUT + 3, f"a dripped body was cut after {cut_after:.1f} s"
+    assert arrivals(canary, "drip") == []
+
+
 def test_api_bodies_in_memory_stay_within_the_byte_budget(deployment: Deployment, canary: Canary) -> None:
     """Twelve clients send 16 MiB API bodies at once: the gateway holds at most its byte budget (32 MiB
     by default), answers the others 503 with Retry-After, and stays under 150 MB."""

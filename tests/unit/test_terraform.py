@@ -123,6 +123,7 @@ def test_the_gateway_keeps_idle_connections_longer_than_the_load_balancer(tf: di
     the gateway is closing and answer 502 (the gateway's default is 5 s, the ALB's here 900 s)."""
     definitions = resource(tf, "aws_ecs_task_definition", "gateway")["container_definitions"]
     assert (
-        '{name = "HOKUSAI_KEEPALIVE_TIMEOUT", value = tostring(aws_lb.public.idle_timeout + 5)}' in definitions
+        '{name = "HOKUSAI_KEEPALIVE_TIMEOUT", value = tostring(aws_lb.public.idle_timeout + 5)}'
+        in definitions
     )
     assert int(resource(tf, "aws_lb", "public")["idle_timeout"]) > 5

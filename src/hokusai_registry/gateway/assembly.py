@@ -90,6 +90,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             max_api_body=settings.max_api_body_mb << 20,
             buffer_limit=settings.body_buffer_mb << 20,
             idle_timeout=settings.body_idle_timeout,
+            min_rate=settings.body_min_rate_kb * 1024,
         ),
         health=health,
         metrics=Metrics(),

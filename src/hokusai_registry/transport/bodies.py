@@ -3,7 +3,9 @@ bodies the gateway holds whole before anything else happens.
 
 Capped bodies (MLflow API calls, and every body of the gateway's own routes) are read whole before an
 upstream connection is taken, so a client that sends its body slowly, or never, holds no connection to
-MLflow. While one arrives, silence longer than the idle timeout is a 408 (and the connection is closed).
+MLflow. While one arrives, silence longer than the idle timeout is a 408 (and the connection is closed), and
+so is an average rate below the minimum once the idle timeout has passed (Apache's mod_reqtimeout rule: a
+body dripped a byte at a time would otherwise hold its share of memory for as long as it likes).
 All bodies held at once share one byte budget: a body that would overrun it is refused with 503 and
 `Retry-After` (the MLflow client retries), so any number of concurrent clients cannot make the gateway hold
 more than the budget. Bodies are held in the pieces the server delivered them in, never joined (no second
@@ -96,10 +98,11 @@ def _framing(headers: Headers) -> tuple[int | None, bool, list[bytes]]:
 
 
 class RequestBodies:
-    def __init__(self, *, max_api_body: int, buffer_limit: int, idle_timeout: float) -> None:
+    def __init__(self, *, max_api_body: int, buffer_limit: int, idle_timeout: float, min_rate: int) -> None:
         self.max_api_body = max_api_body
         self.budget = ByteBudget(buffer_limit)
         self.idle_timeout = idle_timeout
+        self.min_rate = min_rate  # bytes per second, on average, once the idle timeout has passed
 
     def _api_too_large(self) -> Refusal:
         return Refusal(
@@ -164,6 +167,8 @@ class RequestBodies:
         pieces: list[bytes] = []
         size = 0
         loop = asyncio.get_running_loop()
+        started = loop.time()
+        received = 0  # as sent: the rate is the client's, whatever the coding
         try:
             async with asyncio.timeout(self.idle_timeout) as deadline:
                 while True:
@@ -171,8 +176,14 @@ class RequestBodies:
                     if message["type"] == "http.disconnect":
                         body.release()
                         return None
-                    deadline.reschedule(loop.time() + self.idle_timeout)
                     data: bytes = message.get("body", b"")
+                    received += len(data)
+                    deadline.reschedule(
+                        min(
+                            loop.time() + self.idle_timeout,
+                            started + self.idle_timeout + received / self.min_rate,
+                        )
+                    )
                     if data:
                         try:
                             decoded = decoder.decode(data) if decoder else [data]
@@ -191,10 +202,13 @@ class RequestBodies:
                 decoder.finish()
         except TimeoutError:
             body.release()
+            elapsed = loop.time() - started
             raise Refusal(
                 Reason.BODY_TIMEOUT,
-                f"the request body stopped arriving: nothing for {self.idle_timeout:g} s "
-                f"(HOKUSAI_BODY_IDLE_TIMEOUT) after {size} bytes. The connection is closed.",
+                f"the request body came too slowly: {received} bytes in {elapsed:.0f} s, with nothing "
+                f"for up to {self.idle_timeout:g} s (HOKUSAI_BODY_IDLE_TIMEOUT) and at least "
+                f"{self.min_rate >> 10} KiB/s on average after that (HOKUSAI_BODY_MIN_RATE_KB). The "
+                "connection is closed.",
                 _CLOSE,
             ) from None
         except BaseException:
