@@ -275,6 +275,7 @@ def test_a_body_dripped_faster_than_the_idle_timeout_is_still_cut_off(
     status, headers, payload = answer_of(answered)
     assert status == 408 and payload["reason"] == "body_timeout", (status, payload)
     assert "HOKUSAI_BODY_MIN_RATE_KB" in payload["message"]
+    assert headers.get("connection") == "close"
     assert cut_after < IDLE_TIMEOUT + 3, f"a dripped body was cut after {cut_after:.1f} s"
     assert arrivals(canary, "drip") == []
 
