@@ -41,6 +41,16 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
                 results.gateway_peak_rss_mb <= 150,
             )
         )
+    keepalive = results.keepalive
+    if "1 worker" in keepalive and "2 workers" in keepalive:
+        one, two = (keepalive[label]["gateway kept-alive"].p50_ms for label in ("1 worker", "2 workers"))
+        rows.append(
+            (
+                "kept-alive experiments/get via the gateway, MLflow 2 workers: within 2 ms of 1 worker",
+                f"{two:.2f} ms vs {one:.2f} ms",
+                abs(two - one) <= 2,
+            )
+        )
     if results.auth_us:
         rows.append(
             (
@@ -132,6 +142,33 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "MLflow is CPU-bound here and its worker processes share one listening socket, so how a proxy's "
             "kept-alive connections happen to spread over MLflow's workers moves these figures more than the "
             "proxy's own cost; nginx, also a keep-alive pool, is the reference for that effect.",
+            "",
+        ]
+    if results.keepalive:
+        out += [
+            "## Kept-alive connections to MLflow",
+            "",
+            "`experiments/get` on one connection (c=1), kept alive or new for every request "
+            "(`Connection: close`), direct and through the gateway, to MLflows running side by side: the "
+            "product's (`mlflow_command`, SQLite) with one and two workers, and one that leaves Nagle's "
+            "algorithm on as MLflow does when someone else starts it with several workers on uvicorn <= 0.54 "
+            "and the asyncio loop (tests/support/legacy_listener).",
+            "",
+            "| MLflow | Path | kept-alive p50 ms | fresh p50 ms | kept-alive − fresh ms |",
+            "|---|---|---|---|---|",
+        ]
+        for label, rates in results.keepalive.items():
+            for path in ("direct", "gateway"):
+                kept, fresh = rates[f"{path} kept-alive"], rates[f"{path} fresh"]
+                out.append(
+                    f"| {label} | {path} | {kept.p50_ms:.2f} | {fresh.p50_ms:.2f} "
+                    f"| {kept.p50_ms - fresh.p50_ms:+.2f} |"
+                )
+        out += [
+            "",
+            "A fresh connection through the gateway still reaches MLflow on a pooled, kept-alive one. Why "
+            "kept-alive connections can be ~40 ms slower, and what removes it: "
+            "[Kept-alive connections and Nagle's algorithm](#kept-alive-connections-and-nagles-algorithm).",
             "",
         ]
     if results.artifacts:
