@@ -7,6 +7,51 @@ from typing import Any
 
 from bench.model import Plan, Results
 
+# Measured once by hand (2026-12-02, 2 cores under other load, loopback, SQLite, `experiments/get`, medians
+# of 30-60 requests on one connection): the figures a bench run cannot make, because the stall needs an
+# environment the product no longer creates.
+NAGLE_NOTE = [
+    "### Kept-alive connections and Nagle's algorithm",
+    "",
+    "MLflow answers each request in more than one write (head, then body). When its socket has Nagle's "
+    "algorithm on, the second write waits until the first is acknowledged, and on a kept-alive connection "
+    "Linux delays that ACK by ~40 ms (a new connection acknowledges at once for its first segments). uvicorn "
+    "0.54 and older bind the listening socket of `--workers N` without `IPPROTO_TCP` (Kludex/uvicorn#3149, "
+    "fixed in 0.55); accepted sockets inherit protocol 0, and the asyncio loop sets `TCP_NODELAY` only on "
+    "sockets of protocol `IPPROTO_TCP`. uvloop sets it on every TCP connection, whatever the listener.",
+    "",
+    "| MLflow 3.17.2, 2 workers | kept-alive p50 ms | fresh p50 ms |",
+    "|---|---|---|",
+    "| uvicorn 0.54.0, asyncio loop (issue 20, on PostgreSQL: 52 vs 11; 1 worker 8) | 55.5 | 13.4 |",
+    "| uvicorn 0.54.0, uvloop | 21.4 | 37.2 |",
+    "| uvicorn 0.55.0, uvloop (`serve`, `hokusai-registry mlflow`, the image) | 11.8 | 14.0 |",
+    "",
+    "What removes it:",
+    "",
+    "- **The MLflow the product starts** (`serve`, `hokusai-registry mlflow`, and so the image, compose and "
+    'Terraform) runs uvicorn with `--uvicorn-opts "--loop uvloop"`: `TCP_NODELAY` on every accepted '
+    "connection with any uvicorn. `--fd` is no alternative (uvicorn takes the descriptor for a Unix "
+    "socket, and neither loop then sets `TCP_NODELAY`); no other uvicorn option sets it.",
+    "- **The gateway, in front of an MLflow someone else started**, enters quick-ack mode (`TCP_QUICKACK`, "
+    "Linux) on its upstream connection once each request is out, so the first write is acknowledged at "
+    "once and the rest follows without waiting. Measured with a plain client against the stalling MLflow "
+    "above: 56.0 ms without, 60.1 ms with `TCP_QUICKACK` set once at connect (the kernel leaves quick-ack "
+    "mode when the connection sends), 15.4 ms with it set after each request. Through the gateway "
+    "(tests/e2e/test_mlflow_stall.py, `/version`): kept-alive 51.9 ms before (MLflow direct: 52.0 "
+    "kept-alive, 19.8 fresh), 8.6 ms after (direct: 48.0 and 5.5).",
+    "- **`doctor`** compares `/health` on one kept-alive connection with new connections and names the stall "
+    "and the fix for the server it talks to.",
+    "",
+    "A note for MLflow and uvicorn: *`mlflow server --workers N` (N > 1) on uvicorn <= 0.54 with the "
+    "asyncio loop answers every kept-alive request ~40 ms late on Linux: uvicorn's `Config.bind_socket()` "
+    "creates the listener as `socket.socket(family=family)` (protocol 0), accepted sockets inherit it, "
+    "and asyncio's `_set_nodelay` skips them, so Nagle's algorithm meets the client's delayed ACK whenever a "
+    "response goes out in two writes. uvicorn 0.55 passes `proto=IPPROTO_TCP` (Kludex/uvicorn#3149). "
+    "MLflow could require `uvicorn>=0.55` for its server, or pass `--loop uvloop` where uvloop is "
+    "installed; `--fd` does not help (it is taken as `AF_UNIX`).*",
+    "",
+]
+
 
 def _mark(ok: bool) -> str:
     return "✅" if ok else "❌"
@@ -166,11 +211,10 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
                 )
         out += [
             "",
-            "A fresh connection through the gateway still reaches MLflow on a pooled, kept-alive one. Why "
-            "kept-alive connections can be ~40 ms slower, and what removes it: "
-            "[Kept-alive connections and Nagle's algorithm](#kept-alive-connections-and-nagles-algorithm).",
+            "A fresh connection through the gateway still reaches MLflow on a pooled, kept-alive one.",
             "",
         ]
+        out += NAGLE_NOTE
     if results.artifacts:
         a = results.artifacts
         out += [
