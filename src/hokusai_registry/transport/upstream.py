@@ -105,6 +105,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
+        self._quick_ack()
         if self._timer is not None:
             self._arm_timer()
         try:
@@ -173,6 +174,13 @@ class _Connection(asyncio.Protocol):
 
     # helpers
 
+    def _quick_ack(self) -> None:
+        """Acknowledge what arrives at once. Not sticky (the kernel leaves quick-ack mode when this side
+        sends, or on its own after a few segments): set when the request is out and after each read."""
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)  # type: ignore[arg-type]
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -219,10 +227,7 @@ class _Connection(asyncio.Protocol):
 
     def start_reading(self, read_timeout: float | None) -> None:
         """The request is out: from now on, silence longer than `read_timeout` is a timeout."""
-        if self._socket is not None:
-            # Not sticky: the kernel leaves quick-ack mode whenever this side sends, so once per request.
-            with contextlib.suppress(OSError):
-                self._socket.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)  # type: ignore[arg-type]
+        self._quick_ack()
         self._read_timeout = read_timeout
         if read_timeout and not self.message_complete:
             self._arm_timer()
