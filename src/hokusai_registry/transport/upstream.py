@@ -31,9 +31,11 @@ LOW_WATER = 64 * 1024
 WRITE_HIGH_WATER = 1024 * 1024
 # Linux only. An upstream that leaves Nagle's algorithm on (uvicorn <= 0.54 with several workers on the
 # asyncio loop) holds the rest of each response until the first part is acknowledged, and on a kept-alive
-# connection Linux delays that ACK by ~40 ms; quick-ack mode, entered once the request is out, sends it
-# at once (docs/benchmarks.md, "Kept-alive connections to MLflow").
+# connection Linux delays that ACK by ~40 ms; in quick-ack mode it goes out when the data is read
+# (docs/benchmarks.md, "Kept-alive connections and Nagle's algorithm"). Past the first bytes of a response
+# a stall no longer matters, and ACKs for every segment would slow bulk downloads.
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+QUICKACK_BYTES = 64 * 1024
 
 
 class UpstreamError(Exception):
@@ -86,6 +88,7 @@ class _Connection(asyncio.Protocol):
         self.head_complete = False
         self.message_complete = False
         self.received_any = False
+        self._received = 0
         self.error: UpstreamError | None = None
         self._framed = False
         self._body: collections.deque[bytes] = collections.deque()
@@ -105,7 +108,9 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
-        self._quick_ack()
+        if self._received < QUICKACK_BYTES:
+            self._received += len(data)
+            self._quick_ack()
         if self._timer is not None:
             self._arm_timer()
         try:
@@ -175,8 +180,8 @@ class _Connection(asyncio.Protocol):
     # helpers
 
     def _quick_ack(self) -> None:
-        """Acknowledge what arrives at once. Not sticky (the kernel leaves quick-ack mode when this side
-        sends, or on its own after a few segments): set when the request is out and after each read."""
+        """Acknowledge what arrives as soon as it is read. Not sticky (the kernel leaves quick-ack mode when
+        this side sends, and on its own): set when the request is out and after each early read."""
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)  # type: ignore[arg-type]
