@@ -49,7 +49,7 @@ def _serve_once(data_dir: Path, port: int, token: str | None) -> tuple[str, dict
     finally:
         assert running.terminate() == 0
     assert processes_using(data_dir) == []
-    return token, answer.json(), command_lines + ["".join(running.seen)]
+    return token, answer.json(), [*command_lines, "".join(running.seen)]
 
 
 def test_serve_gives_mlflow_a_kept_passphrase_of_its_own(tmp_path: Path) -> None:

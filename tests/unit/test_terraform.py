@@ -112,10 +112,8 @@ def test_mlflow_gets_its_secrets_passphrase_from_secrets_manager(tf: dict[str, A
     MLflow shares (its /gateway/secrets/config says so to any read key)."""
     definitions = resource(tf, "aws_ecs_task_definition", "mlflow")["container_definitions"]
     secrets = definitions.split("secrets = [", 1)[1].split("]", 1)[0]
-    assert (
-        '{name = "MLFLOW_CRYPTO_KEK_PASSPHRASE", valueFrom = aws_secretsmanager_secret.mlflow_kek_passphrase.arn}'
-        in secrets
-    )
+    passphrase = "aws_secretsmanager_secret.mlflow_kek_passphrase.arn"
+    assert f'{{name = "MLFLOW_CRYPTO_KEK_PASSPHRASE", valueFrom = {passphrase}}}' in secrets
     # A secret of the task, never a plain environment value.
     assert "MLFLOW_CRYPTO_KEK_PASSPHRASE" not in definitions.split("secrets = [", 1)[0]
     version = resource(tf, "aws_secretsmanager_secret_version", "mlflow_kek_passphrase")
