@@ -120,14 +120,76 @@ def small_requests(plan: Plan, results: Results, workdir: Path) -> None:
         results.workers = {int(name): rate for name, rate in workers.items()}
 
 
-def start_mlflow(workdir: Path) -> tuple[str, MlflowProcess]:
-    settings = Settings.load(data_dir=workdir / "mlflow")
+def start_mlflow(
+    workdir: Path, name: str = "mlflow", workers: int | None = None
+) -> tuple[str, MlflowProcess]:
+    """MLflow started the way `serve` starts it (`workers` overrides HOKUSAI_MLFLOW_WORKERS)."""
+    settings = Settings.load(
+        data_dir=workdir / name, **({} if workers is None else {"mlflow_workers": workers})
+    )
     port = free_port()
-    process = MlflowProcess(mlflow_command(settings, port), workdir / "mlflow.log", "127.0.0.1", port)
+    command = mlflow_command(settings, port)
+    process = MlflowProcess(command, workdir / f"{name}.log", "127.0.0.1", port)
     process.start()
-    say("  starting MLflow (15-30 s) ...")
+    say(f"  starting {name} (15-30 s) ...")
     asyncio.run(wait_until_healthy(process, 300))
     return process.url, process
+
+
+# On an MLflow's PYTHONPATH: uvicorn binds its listener as uvicorn <= 0.54 did (no IPPROTO_TCP).
+LEGACY_LISTENER = ROOT / "tests" / "support" / "legacy_listener"
+
+
+def keepalive(plan: Plan, results: Results, workdir: Path) -> None:
+    """experiments/get on one connection, kept alive or fresh for every request (`Connection: close`),
+    direct and through the gateway, to MLflows side by side so drift hits all alike: the product's with
+    one and with two workers, and one started by someone else that leaves Nagle's algorithm on (two
+    workers, uvicorn's listener as in <= 0.54, the asyncio loop)."""
+    own: list[MlflowProcess] = []
+    with running(workdir) as processes:
+        try:
+            upstreams: dict[str, str] = {}
+            for workers in (1, 2):
+                url, process = start_mlflow(workdir, f"mlflow-{workers}-worker", workers)
+                upstreams[f"{workers} worker{'s' if workers > 1 else ''}"] = url
+                own.append(process)
+            port = free_port()
+            command = mlflow_command(Settings.load(data_dir=workdir / "mlflow-nagle", mlflow_workers=2), port)
+            if "--uvicorn-opts" in command:  # the product's choice of loop, replaced
+                at = command.index("--uvicorn-opts")
+                del command[at : at + 2]
+            say("  starting an MLflow with Nagle's algorithm on (15-30 s) ...")
+            legacy = f"http://127.0.0.1:{port}"
+            pythonpath = os.pathsep.join([str(LEGACY_LISTENER), os.environ.get("PYTHONPATH", "")])
+            processes.start(
+                "mlflow-nagle", [*command, "--uvicorn-opts", "--loop asyncio"], {"PYTHONPATH": pythonpath}
+            )
+            wait_http(legacy + "/health", timeout=300)
+            upstreams["2 workers, Nagle on (not the product's)"] = legacy
+            data_dir = workdir / "gateway-keepalive"
+            key = make_key(data_dir)
+            api = "/api/2.0/mlflow"
+            targets: dict[str, str] = {}
+            for label, url in upstreams.items():
+                created = requests.post(
+                    f"{url}{api}/experiments/create", json={"name": f"bench-{time.time_ns()}"}, timeout=30
+                )
+                path = f"{api}/experiments/get?experiment_id={created.json()['experiment_id']}"
+                gateway_url, _ = gateway(processes, f"gateway-{len(targets)}", url, data_dir)
+                targets[f"{label}|direct"] = url + path
+                targets[f"{label}|gateway"] = gateway_url + "/mlflow" + path
+            auth = {"Authorization": f"Bearer {key}"}
+            say("  kept-alive connections to MLflow ...")
+            kept = rounds(plan, targets, 1, auth)
+            say("  fresh connections to MLflow ...")
+            fresh = rounds(plan, targets, 1, {**auth, "Connection": "close"})
+            for name in targets:
+                label, path = name.split("|")
+                results.keepalive.setdefault(label, {})[f"{path} kept-alive"] = kept[name]
+                results.keepalive[label][f"{path} fresh"] = fresh[name]
+        finally:
+            for process in own:
+                process.stop()
 
 
 def real_mlflow(plan: Plan, results: Results, workdir: Path) -> None:
@@ -294,6 +356,11 @@ def main() -> None:
             small_requests(plan, results, workdir)
             say("Real MLflow and artifacts ...")
             real_mlflow(plan, results, workdir)
+            if plan.mlflow_url:
+                results.skipped.append("kept-alive and fresh connections to MLflow: --mlflow-url given")
+            else:
+                say("Kept-alive and fresh connections to MLflow ...")
+                keepalive(plan, results, workdir)
     plan.output.parent.mkdir(parents=True, exist_ok=True)
     chart = plan.output.with_suffix(".png")
     report.chart(results, chart)

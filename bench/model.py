@@ -24,6 +24,8 @@ class Results:
     small: dict[str, dict[int, Rate]] = field(default_factory=dict)
     workers: dict[int, Rate] = field(default_factory=dict)
     mlflow: dict[str, dict[str, Rate]] = field(default_factory=dict)
+    # MLflow label ("1 worker", ...) -> path ("direct kept-alive", "gateway fresh", ...) -> rate at c=1
+    keepalive: dict[str, dict[str, Rate]] = field(default_factory=dict)
     artifacts: dict[str, dict[str, float]] = field(default_factory=dict)
     gateway_peak_rss_mb: float = 0.0
     auth_us: dict[str, float] = field(default_factory=dict)

@@ -7,6 +7,53 @@ from typing import Any
 
 from bench.model import Plan, Results
 
+# Measured once by hand (2026-12-02, 2 cores under other load, loopback, SQLite, `experiments/get`, medians
+# of 30-60 requests on one connection): the figures a bench run cannot make, because the stall needs an
+# environment the product no longer creates.
+NAGLE_NOTE = [
+    "### Kept-alive connections and Nagle's algorithm",
+    "",
+    "MLflow answers each request in more than one write (head, then body). When its socket has Nagle's "
+    "algorithm on, the second write waits until the first is acknowledged, and on a kept-alive connection "
+    "Linux delays that ACK by ~40 ms (a new connection acknowledges at once for its first segments). uvicorn "
+    "0.54 and older bind the listening socket of `--workers N` without `IPPROTO_TCP` (Kludex/uvicorn#3149, "
+    "fixed in 0.55); accepted sockets inherit protocol 0, and the asyncio loop sets `TCP_NODELAY` only on "
+    "sockets of protocol `IPPROTO_TCP`. uvloop sets it on every TCP connection, whatever the listener.",
+    "",
+    "| MLflow 3.17.2, 2 workers | kept-alive p50 ms | fresh p50 ms |",
+    "|---|---|---|",
+    "| uvicorn 0.54.0, asyncio loop (issue 20, on PostgreSQL: 52 vs 11; 1 worker 8) | 55.5 | 13.4 |",
+    "| uvicorn 0.54.0, uvloop | 21.4 | 37.2 |",
+    "| uvicorn 0.55.0, uvloop (`serve`, `hokusai-registry mlflow`, the image) | 11.8 | 14.0 |",
+    "",
+    "What removes it:",
+    "",
+    "- **The MLflow the product starts** (`serve`, `hokusai-registry mlflow`, and so the image, compose and "
+    'Terraform) runs uvicorn with `--uvicorn-opts "--loop uvloop"`: `TCP_NODELAY` on every accepted '
+    "connection with any uvicorn. `--fd` is no alternative (uvicorn takes the descriptor for a Unix "
+    "socket, and neither loop then sets `TCP_NODELAY`); no other uvicorn option sets it.",
+    "- **The gateway, in front of an MLflow someone else started**, enters quick-ack mode (`TCP_QUICKACK`, "
+    "Linux) on its upstream connection once each request is out, so the first write is acknowledged at "
+    "once and the rest follows without waiting. Measured with a plain client against the stalling MLflow "
+    "above: 56.0 ms without, 60.1 ms with `TCP_QUICKACK` set once at connect (the kernel leaves quick-ack "
+    "mode when the connection sends), 15.4 ms with it set after each request. Through the gateway "
+    "(tests/e2e/test_mlflow_stall.py, `/version`): kept-alive 51.9 ms before (MLflow direct: 52.0 "
+    "kept-alive, 19.8 fresh), 8.6 ms after (direct: 48.0 and 5.5); in this section's scenario run with the "
+    "gateway of before the change: 60.05 ms kept-alive, 59.80 ms fresh (every request waits: the gateway's "
+    "upstream connection is pooled).",
+    "- **`doctor`** compares `/health` on one kept-alive connection with new connections and names the stall "
+    "and the fix for the server it talks to.",
+    "",
+    "A note for MLflow and uvicorn: *`mlflow server --workers N` (N > 1) on uvicorn <= 0.54 with the "
+    "asyncio loop answers every kept-alive request ~40 ms late on Linux: uvicorn's `Config.bind_socket()` "
+    "creates the listener as `socket.socket(family=family)` (protocol 0), accepted sockets inherit it, "
+    "and asyncio's `_set_nodelay` skips them, so Nagle's algorithm meets the client's delayed ACK whenever a "
+    "response goes out in two writes. uvicorn 0.55 passes `proto=IPPROTO_TCP` (Kludex/uvicorn#3149). "
+    "MLflow could require `uvicorn>=0.55` for its server, or pass `--loop uvloop` where uvloop is "
+    "installed; `--fd` does not help (it is taken as `AF_UNIX`).*",
+    "",
+]
+
 
 def _mark(ok: bool) -> str:
     return "✅" if ok else "❌"
@@ -39,6 +86,16 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
                 "gateway peak RSS during the transfer: ≤ 150 MB",
                 f"{results.gateway_peak_rss_mb:.0f} MB",
                 results.gateway_peak_rss_mb <= 150,
+            )
+        )
+    keepalive = results.keepalive
+    if "1 worker" in keepalive and "2 workers" in keepalive:
+        one, two = (keepalive[label]["gateway kept-alive"].p50_ms for label in ("1 worker", "2 workers"))
+        rows.append(
+            (
+                "kept-alive experiments/get via the gateway, MLflow 2 workers: within 2 ms of 1 worker",
+                f"{two:.2f} ms vs {one:.2f} ms",
+                abs(two - one) <= 2,
             )
         )
     if results.auth_us:
@@ -149,6 +206,32 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "proxy's own cost; nginx, also a keep-alive pool, is the reference for that effect.",
             "",
         ]
+    if results.keepalive:
+        out += [
+            "## Kept-alive connections to MLflow",
+            "",
+            "`experiments/get` on one connection (c=1), kept alive or new for every request "
+            "(`Connection: close`), direct and through the gateway, to MLflows running side by side: the "
+            "product's (`mlflow_command`, SQLite) with one and two workers, and one that leaves Nagle's "
+            "algorithm on as MLflow does when someone else starts it with several workers on uvicorn <= 0.54 "
+            "and the asyncio loop (tests/support/legacy_listener).",
+            "",
+            "| MLflow | Path | kept-alive p50 ms | fresh p50 ms | kept-alive − fresh ms |",
+            "|---|---|---|---|---|",
+        ]
+        for label, rates in results.keepalive.items():
+            for path in ("direct", "gateway"):
+                kept, fresh = rates[f"{path} kept-alive"], rates[f"{path} fresh"]
+                out.append(
+                    f"| {label} | {path} | {kept.p50_ms:.2f} | {fresh.p50_ms:.2f} "
+                    f"| {kept.p50_ms - fresh.p50_ms:+.2f} |"
+                )
+        out += [
+            "",
+            "A fresh connection through the gateway still reaches MLflow on a pooled, kept-alive one.",
+            "",
+        ]
+        out += NAGLE_NOTE
     if results.artifacts:
         a = results.artifacts
         out += [

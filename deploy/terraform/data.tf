@@ -40,6 +40,25 @@ resource "aws_secretsmanager_secret" "database_urls" {
   description = "DATABASE_URL (keys) and the MLflow backend store URI; filled in after the instance exists"
 }
 
+# MLflow encrypts its AI-gateway secrets with this passphrase (MLFLOW_CRYPTO_KEK_PASSPHRASE). Its value is
+# in the Terraform state too: keep the state as private as the secret.
+resource "random_password" "mlflow_kek" {
+  length  = 48
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "mlflow_kek_passphrase" {
+  #checkov:skip=CKV_AWS_149:encrypted with the AWS-managed key; a customer key is an account policy choice
+  #checkov:skip=CKV2_AWS_57:changing it means re-encrypting MLflow's secrets (mlflow crypto rotate-kek), not a rotation Lambda
+  name        = "${local.name}/mlflow-kek-passphrase"
+  description = "MLFLOW_CRYPTO_KEK_PASSPHRASE: the passphrase MLflow encrypts its AI-gateway secrets with"
+}
+
+resource "aws_secretsmanager_secret_version" "mlflow_kek_passphrase" {
+  secret_id     = aws_secretsmanager_secret.mlflow_kek_passphrase.id
+  secret_string = random_password.mlflow_kek.result
+}
+
 resource "aws_s3_bucket" "artifacts" {
   #checkov:skip=CKV_AWS_18:only MLflow's task role reads or writes it; use CloudTrail data events for an audit
   #checkov:skip=CKV2_AWS_62:nothing consumes bucket events

@@ -30,7 +30,7 @@ resource "aws_iam_role_policy_attachment" "execution" {
 data "aws_iam_policy_document" "read_secrets" {
   statement {
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.database_urls.arn]
+    resources = [aws_secretsmanager_secret.database_urls.arn, aws_secretsmanager_secret.mlflow_kek_passphrase.arn]
   }
 }
 
@@ -128,6 +128,7 @@ resource "aws_ecs_task_definition" "mlflow" {
         name      = "HOKUSAI_MLFLOW_BACKEND_STORE_URI"
         valueFrom = "${aws_secretsmanager_secret.database_urls.arn}:mlflow::"
       },
+      { name = "MLFLOW_CRYPTO_KEK_PASSPHRASE", valueFrom = aws_secretsmanager_secret.mlflow_kek_passphrase.arn },
     ]
     logConfiguration = {
       logDriver = "awslogs"

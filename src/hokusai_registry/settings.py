@@ -315,6 +315,14 @@ class Settings(BaseSettings):
         None,
         "MLflow's `--allowed-hosts`; set it to `NAME,NAME:*` when the gateway reaches MLflow by a DNS name.",
     )
+    mlflow_kek_passphrase_file: Path | None = _setting(
+        None,
+        "HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE",
+        None,
+        "File with the passphrase MLflow encrypts its AI-gateway secrets with (`serve` and `mlflow` pass it "
+        "as `MLFLOW_CRYPTO_KEK_PASSPHRASE`, which wins when already set); created once with a random one "
+        "(mode 0600) when missing. Default: `DATA_DIR/mlflow-kek-passphrase`.",
+    )
     mlflow_startup_timeout: float = _setting(
         300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."
     )

@@ -60,3 +60,14 @@ def test_compose_publishes_only_the_gateway_and_wires_mlflow_by_name() -> None:
     assert mlflow["HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     assert "mlflow" in mlflow["HOKUSAI_MLFLOW_ALLOWED_HOSTS"].split(",")
     assert not any("DEFAULT_ARTIFACT_ROOT" in name for name in mlflow)  # clients would bypass the gateway
+
+
+def test_compose_gives_mlflow_its_secrets_passphrase_from_a_secret() -> None:
+    stack = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    mlflow = stack["services"]["mlflow"]
+    assert "MLFLOW_CRYPTO_KEK_PASSPHRASE" not in mlflow["environment"]  # no value in the file itself
+    (name,) = mlflow["secrets"]
+    assert mlflow["environment"]["HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE"] == f"/run/secrets/{name}"
+    assert stack["secrets"][name]["file"] == "./mlflow-kek-passphrase"
+    ignored = (DEPLOY.parent / ".gitignore").read_text().splitlines()
+    assert "deploy/mlflow-kek-passphrase" in ignored

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from hokusai_registry.doctor.diagnosis import Context, artifact_location, auth_is_off, diagnose
-from hokusai_registry.doctor.evidence import Answer
+from hokusai_registry.doctor.diagnosis import (
+    Context,
+    Diagnosis,
+    artifact_location,
+    auth_is_off,
+    diagnose,
+    keep_alive_stall,
+)
+from hokusai_registry.doctor.evidence import Answer, KeepAlive
 from hokusai_registry.doctor.steps import gateway_root, parse_size
 
 URL = "http://gw.example:8000/mlflow"
@@ -170,3 +177,34 @@ def test_sizes() -> None:
     for bad in ("", "MB", "-5MB", "0", "12 parsecs"):
         with pytest.raises(ValueError, match="size"):
             parse_size(bad)
+
+
+def stall(kept: list[float], fresh: list[float], *, from_gateway: bool = False) -> Diagnosis | None:
+    return keep_alive_stall(KeepAlive(kept, fresh), "http://mlflow:5000", from_gateway=from_gateway)
+
+
+def test_kept_alive_requests_waiting_for_delayed_acks_are_named_with_the_fix_for_mlflow() -> None:
+    found = stall([52, 48, 55, 47, 51, 49, 60, 50], [11, 9, 12, 10, 14, 9, 10, 11])
+    assert found is not None
+    assert "Nagle's algorithm" in found.cause and "40 ms more than on a new connection" in found.cause
+    assert "--uvicorn-opts '--loop uvloop'" in found.next_check and "uvicorn 0.55" in found.next_check
+
+
+def test_a_stall_in_front_of_the_gateway_points_at_the_proxy() -> None:
+    found = stall([48] * 8, [8] * 8, from_gateway=True)
+    assert found is not None and "in front of the gateway" in found.cause
+    assert "tcp_nodelay" in found.next_check
+
+
+@pytest.mark.parametrize(
+    ("kept", "fresh"),
+    [
+        ([9, 8, 10, 9, 11, 8, 9, 10], [11, 9, 12, 10, 14, 9, 10, 11]),  # healthy: kept-alive is faster
+        ([9, 8, 60, 9, 11, 70, 9, 10], [11, 9, 12, 10, 14, 9, 10, 11]),  # two slow requests are not a pattern
+        ([52, 48, 55, 47, 51, 49, 60, 8], [11, 9, 12, 10, 14, 9, 10, 11][:0]),  # nothing to compare with
+        ([52, 48], [11, 9]),  # too few to call it consistent
+        ([90, 95, 92, 91], [80, 85, 79, 82]),  # a slow server, slow either way
+    ],
+)
+def test_no_stall_is_reported_without_a_consistent_delay(kept: list[float], fresh: list[float]) -> None:
+    assert stall(kept, fresh) is None

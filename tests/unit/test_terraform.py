@@ -127,3 +127,26 @@ def test_the_gateway_keeps_idle_connections_longer_than_the_load_balancer(tf: di
         in definitions
     )
     assert int(resource(tf, "aws_lb", "public")["idle_timeout"]) > 5
+
+
+def test_mlflow_gets_its_secrets_passphrase_from_secrets_manager(tf: dict[str, Any]) -> None:
+    """Without MLFLOW_CRYPTO_KEK_PASSPHRASE, MLflow encrypts its AI-gateway secrets with a passphrase every
+    MLflow shares (its /gateway/secrets/config says so to any read key)."""
+    definitions = resource(tf, "aws_ecs_task_definition", "mlflow")["container_definitions"]
+    secrets = definitions.split("secrets = [", 1)[1].split("]", 1)[0]
+    passphrase = "aws_secretsmanager_secret.mlflow_kek_passphrase.arn"
+    assert f'{{name = "MLFLOW_CRYPTO_KEK_PASSPHRASE", valueFrom = {passphrase}}}' in secrets
+    # A secret of the task, never a plain environment value.
+    assert "MLFLOW_CRYPTO_KEK_PASSPHRASE" not in definitions.split("secrets = [", 1)[0]
+    version = resource(tf, "aws_secretsmanager_secret_version", "mlflow_kek_passphrase")
+    assert version["secret_string"] == "${random_password.mlflow_kek.result}"
+    assert resource(tf, "random_password", "mlflow_kek")["length"] >= 32
+    with (TERRAFORM / "services.tf").open() as handle:
+        documents: dict[str, Any] = {}
+        for block in hcl2.load(handle)["data"]:
+            documents.update(block.get('"aws_iam_policy_document"', {}))
+    read_secrets = documents['"read_secrets"']
+    # The task's execution role fetches it when the task starts.
+    assert (
+        "${aws_secretsmanager_secret.mlflow_kek_passphrase.arn}" in read_secrets["statement"][0]["resources"]
+    )

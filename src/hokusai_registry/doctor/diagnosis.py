@@ -8,11 +8,15 @@ and message, the network layer that failed, and what the gateway's detailed heal
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
 from hokusai_registry.core.refusals import Reason
-from hokusai_registry.doctor.evidence import Answer
+from hokusai_registry.doctor.evidence import Answer, KeepAlive
+
+# A delayed ACK costs ~40 ms on Linux: kept-alive requests this much slower than fresh ones wait for one.
+STALL_MS = 25.0
 
 # The gateway's refusals of a key, by their `reason`.
 _KEY_FAILURES = {
@@ -253,4 +257,34 @@ def auth_is_off(answer: Answer) -> Diagnosis:
     return Diagnosis(
         "the gateway accepted a key that does not exist: authentication is not enforced",
         "check what answers at this URL; it must be `hokusai-registry gateway` or `serve`",
+    )
+
+
+def keep_alive_stall(timings: KeepAlive, url: str, *, from_gateway: bool) -> Diagnosis | None:
+    """Requests on a kept-alive connection consistently ~40 ms slower than on new ones: the server sends its
+    responses in more than one piece with Nagle's algorithm on (no TCP_NODELAY), so each waits for the
+    delayed ACK of the first piece, which Linux sends at once only early in a connection."""
+    if len(timings.kept_ms) < 3 or not timings.fresh_ms:
+        return None
+    fresh = statistics.median(timings.fresh_ms)
+    slower = [kept - fresh for kept in timings.kept_ms]
+    # Consistently: every kept-alive request but at most one is that much slower.
+    if sum(delay >= STALL_MS for delay in slower) < len(slower) - 1:
+        return None
+    kept = statistics.median(timings.kept_ms)
+    cause = (
+        f"requests on a kept-alive connection to {url} take {kept:.0f} ms, {kept - fresh:.0f} ms more than "
+        f"on a new connection ({fresh:.0f} ms): the server leaves Nagle's algorithm on (no TCP_NODELAY) and "
+        "each response waits for a delayed ACK"
+    )
+    if from_gateway:
+        return Diagnosis(
+            cause + " — something in front of the gateway (a proxy or load balancer)",
+            "turn on TCP_NODELAY in that proxy towards its clients (nginx: tcp_nodelay on, the default)",
+        )
+    return Diagnosis(
+        cause + " — likely MLflow under uvicorn with several workers (uvicorn 0.54 or older, asyncio loop)",
+        "start MLflow with --uvicorn-opts '--loop uvloop' (as `hokusai-registry mlflow` and `serve` do), or "
+        "with uvicorn 0.55 or newer, or with --workers 1; a Hokusai gateway in front acknowledges at once "
+        "(TCP_QUICKACK), so clients of the gateway do not wait",
     )

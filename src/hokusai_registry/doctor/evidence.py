@@ -146,6 +146,39 @@ class Http:
         return answer
 
 
+@dataclass(frozen=True)
+class KeepAlive:
+    """Milliseconds per GET of one URL: on one kept-alive connection, and on a new connection each."""
+
+    kept_ms: list[float]
+    fresh_ms: list[float]
+
+
+def keep_alive_timings(url: str, count: int, timeout: float) -> KeepAlive | None:
+    """`count` GETs of `url` back to back on one kept-alive connection (as clients send them: a pause
+    would change how the kernel acknowledges), then `count` on a new connection each; None if any fails."""
+    timings = KeepAlive([], [])
+
+    def timed(session: requests.Session, into: list[float], **headers: str) -> None:
+        started = time.perf_counter()
+        session.get(url, timeout=timeout, headers=headers)  # reads the whole answer
+        into.append((time.perf_counter() - started) * 1000)
+
+    try:
+        with requests.Session() as kept:
+            kept.trust_env = False
+            kept.get(url, timeout=timeout)  # opens the connection the others reuse
+            for _ in range(count):
+                timed(kept, timings.kept_ms)
+        for _ in range(count):
+            with requests.Session() as fresh:
+                fresh.trust_env = False
+                timed(fresh, timings.fresh_ms, Connection="close")
+    except requests.RequestException:
+        return None
+    return timings
+
+
 @dataclass
 class Connection:
     """DNS, TCP and TLS to the gateway, each on its own, so a failure names its layer."""

@@ -30,8 +30,9 @@ from hokusai_registry.doctor.diagnosis import (
     artifact_location,
     auth_is_off,
     diagnose,
+    keep_alive_stall,
 )
-from hokusai_registry.doctor.evidence import Answer, Http, connect
+from hokusai_registry.doctor.evidence import Answer, Http, connect, keep_alive_timings
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.routes import MOUNTS
 
@@ -39,6 +40,7 @@ Status = Literal["pass", "fail", "warn", "skip"]
 SMALL_BYTES = 64 * 1024
 ARTIFACTS_PATH = "/api/2.0/mlflow-artifacts/artifacts"
 CHUNK = 1 << 20
+KEEP_ALIVE_SAMPLES = 8
 
 
 @dataclass
@@ -376,8 +378,18 @@ class Doctor:
             self.warnings.append(
                 f"{self.root}/health is not answered by a Hokusai gateway (no X-Hokusai-Origin)"
             )
-        detailed = self.http.request("GET", self.root + "/mlflow/health/mlflow/detailed")
         facts = [connection.detail + (f" ({connection.tls_version})" if connection.tls_version else "")]
+        timings = keep_alive_timings(self.root + "/health", KEEP_ALIVE_SAMPLES, self.timeout)
+        if timings is not None:
+            stall = keep_alive_stall(timings, self.root, from_gateway=live.from_gateway)
+            if stall is not None:
+                result.status = "warn"
+                result.diagnosis = stall
+                result.evidence.append(
+                    f"GET /health, ms: kept-alive {[round(ms) for ms in timings.kept_ms]}, "
+                    f"new connections {[round(ms) for ms in timings.fresh_ms]}"
+                )
+        detailed = self.http.request("GET", self.root + "/mlflow/health/mlflow/detailed")
         if detailed.data and "checks" in detailed.data:
             self.health = detailed.data
             self.versions = {

@@ -123,17 +123,18 @@ def gateway(**flags: Any) -> None:
 @click.option("--port", "mlflow_port", type=int, default=None, help="Port MLflow listens on (default 5000).")
 def mlflow_server(**flags: Any) -> None:
     """Run only MLflow, configured the way the gateway needs it (what a container image runs)."""
-    from hokusai_registry.run.mlflow_process import mlflow_command
+    from hokusai_registry.run.mlflow_process import mlflow_command, mlflow_environment
 
     settings = load_settings(**flags)
     try:
         command = mlflow_command(settings, settings.mlflow_port or 5000)
+        environment = mlflow_environment(settings)
     except ConfigError as exc:
         config_failure(exc)
     # The database URL may hold a password.
     click.echo("Running: " + " ".join(redact_url(arg) if "://" in arg else arg for arg in command), err=True)
     # Replaces this process, as a container entrypoint should; the argv is built by mlflow_command.
-    os.execv(command[0], command)  # noqa: S606  # nosec B606
+    os.execve(command[0], command, environment)  # noqa: S606  # nosec B606
 
 
 @main.group()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 
@@ -27,6 +28,10 @@ from hokusai_registry.transport.request import UpstreamRequest
 from hokusai_registry.transport.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
+
+# MLflow 3.17's `mlflow.utils.crypto.CRYPTO_KEK_PASSPHRASE_ENV_VAR`: without it MLflow encrypts its AI-gateway
+# secrets with a passphrase every MLflow installation shares.
+KEK_PASSPHRASE_ENV = "MLFLOW_CRYPTO_KEK_PASSPHRASE"  # noqa: S105  # nosec B105
 
 
 def mlflow_executable() -> str:
@@ -58,17 +63,69 @@ def mlflow_command(settings: Settings, port: int) -> list[str]:
         "--serve-artifacts",
         "--artifacts-destination",
         artifacts,
+        # uvloop sets TCP_NODELAY on every accepted connection. On the asyncio loop, uvicorn <= 0.54 with
+        # several workers leaves Nagle's algorithm on, and every kept-alive request then waits ~40 ms for
+        # a delayed ACK (docs/benchmarks.md, "Kept-alive connections to MLflow").
+        "--uvicorn-opts",
+        "--loop uvloop",
     ]
     if settings.mlflow_allowed_hosts:
         command += ["--allowed-hosts", settings.mlflow_allowed_hosts]
     return command
 
 
+def kek_passphrase_file(settings: Settings) -> Path:
+    return settings.mlflow_kek_passphrase_file or settings.data_dir / "mlflow-kek-passphrase"
+
+
+def _kek_passphrase(settings: Settings) -> str:
+    """The passphrase in the setting's file, created once with a random one when missing."""
+    path = kek_passphrase_file(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ConfigError(
+            f"HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE ({path}) cannot be created: {exc.strerror}"
+        ) from None
+    else:
+        with os.fdopen(descriptor, "w") as created:
+            created.write(secrets.token_urlsafe(32) + "\n")
+        log.warning(
+            "Created %s: MLflow encrypts its AI-gateway secrets with the passphrase in it. Keep it with the "
+            "data directory; without it those secrets cannot be decrypted.",
+            path,
+        )
+    try:
+        passphrase = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE ({path}) cannot be read: {exc.strerror}"
+        ) from None
+    if not passphrase:
+        raise ConfigError(f"HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE ({path}) is empty")
+    return passphrase
+
+
+def mlflow_environment(settings: Settings) -> dict[str, str]:
+    """MLflow's environment: this one, with the passphrase for its secrets (in the environment only, never
+    on a command line): MLFLOW_CRYPTO_KEK_PASSPHRASE as set (a secret of the platform), else the file's."""
+    environment = dict(os.environ)
+    if not environment.get(KEK_PASSPHRASE_ENV):
+        environment[KEK_PASSPHRASE_ENV] = _kek_passphrase(settings)
+    return environment
+
+
 class MlflowProcess:
     """`mlflow server` as a child in its own process group, so stopping it stops all its workers."""
 
-    def __init__(self, command: list[str], log_path: Path, host: str, port: int) -> None:
+    def __init__(
+        self, command: list[str], log_path: Path, host: str, port: int, env: dict[str, str] | None = None
+    ) -> None:
         self.command = command
+        self.env = env
         self.log_path = log_path
         self.host = host
         self.port = port
@@ -84,6 +141,7 @@ class MlflowProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=self.env,
             start_new_session=True,
         )
 

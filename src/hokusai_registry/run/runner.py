@@ -21,7 +21,13 @@ from hokusai_registry.core.net import redact_url
 from hokusai_registry.gateway.assembly import build_gateway, open_key_store
 from hokusai_registry.ops.audit import configure_audit
 from hokusai_registry.ops.logs import configure_logging
-from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_command, supervise, wait_until_healthy
+from hokusai_registry.run.mlflow_process import (
+    MlflowProcess,
+    mlflow_command,
+    mlflow_environment,
+    supervise,
+    wait_until_healthy,
+)
 from hokusai_registry.run.server import GatewayServer, bind_socket, raise_file_limit
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
@@ -112,6 +118,7 @@ async def serve_embedded(settings: Settings) -> None:
         settings.data_dir.resolve() / "mlflow.log",
         settings.mlflow_host,
         mlflow_port,
+        mlflow_environment(settings),
     )
     mlflow_url = mlflow.url
     settings.check_upstream_is_not_self(mlflow_url)
