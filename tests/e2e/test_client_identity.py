@@ -23,28 +23,27 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
 import hokusai_registry
+from bench.load import RssSampler
 from hokusai_registry.policy import keys
 from hokusai_registry.store.key_store import DEFAULT_SCOPES
 from tests.helpers import HOKUSAI, FrontProxy, GatewayProcess, clear_of_minute_edge, free_port, key_store
+from tests.support.bystander import Bystander
 
 StartGateway = Callable[..., GatewayProcess]
 SEARCH = "/mlflow/api/2.0/mlflow/experiments/search?max_results=1"
 LOAD_BALANCER_NETWORK = "127.0.0.0/8"  # where the test's load balancer (loopback) lives
 ATTACKER = "203.0.113.77"  # the address the load balancer saw
-OTHER_CLIENT_DEADLINE = 2.0
-MAX_RSS = 150 << 20
+MAX_RSS_MB = 150
 
 
 def shipped_trust() -> str:
@@ -268,60 +267,16 @@ def guesses(gateway: GatewayProcess, count: int, client: str) -> list[bytes]:
     ]
 
 
-class Bystander:
-    """Another client, meanwhile: `/health` and an authenticated `experiments/get`, again and again;
-    the slowest answer of each, and the gateways' largest RSS."""
-
-    def __init__(self, gateways: list[GatewayProcess], key: str) -> None:
-        self.gateways = gateways
-        self.key = key
-        self.slowest = {"health": 0.0, "experiments/get": 0.0}
-        self.statuses: Counter[int] = Counter()
-        self.rss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        session = requests.Session()
-        while not self._stop.is_set():
-            for gateway in self.gateways:
-                for name, target, headers in (
-                    ("health", "/health", {}),
-                    (
-                        "experiments/get",
-                        "/mlflow/api/2.0/mlflow/experiments/get?experiment_id=0",
-                        bearer(self.key),
-                    ),
-                ):
-                    started = time.perf_counter()
-                    response = session.get(gateway.url + target, headers=headers, timeout=30)
-                    self.slowest[name] = max(self.slowest[name], time.perf_counter() - started)
-                    self.statuses[response.status_code] += 1
-                self.rss = max(self.rss, psutil.Process(gateway.pid).memory_info().rss)
-
-    def __enter__(self) -> Bystander:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    def check(self) -> None:
-        assert self.statuses and set(self.statuses) == {200}, self.statuses
-        assert max(self.slowest.values()) < OTHER_CLIENT_DEADLINE, self.slowest
-        assert self.rss < MAX_RSS, f"gateway RSS {self.rss >> 20} MiB"
-
-
 def test_200_guesses_at_once_from_one_address_check_only_the_limit(start_gateway: StartGateway) -> None:
     gateway = start_gateway("gateway")
     key = gateway.create_key("bystander")  # before the attack: a key change empties the key cache
     requests.get(gateway.url + "/health", timeout=30)
     clear_of_minute_edge(15)
-    with Bystander([gateway], key) as bystander:
+    with Bystander(gateway.url, key) as bystander, RssSampler(gateway.pid) as sampler:
         statuses = Counter(asyncio.run(_exchange(gateway.port, guesses(gateway, 200, ATTACKER))))
     assert statuses == Counter({401: 30, 429: 170}), statuses
     bystander.check()
+    assert sampler.peak_mb < MAX_RSS_MB, f"gateway RSS {sampler.peak_mb:.0f} MB"
 
 
 def test_200_guesses_at_once_on_two_gateways_sharing_redis_check_only_the_limit(
@@ -346,11 +301,16 @@ def test_200_guesses_at_once_on_two_gateways_sharing_redis_check_only_the_limit(
         )
         return halves[0] + halves[1]
 
-    with Bystander([first, second], key) as bystander:
+    with (
+        Bystander([first.url, second.url], key) as bystander,
+        RssSampler(first.pid) as first_rss,
+        RssSampler(second.pid) as second_rss,
+    ):
         statuses = Counter(asyncio.run(both()))
     assert statuses == Counter({401: 30, 429: 170}), statuses
     assert "unavailable for rate limits" not in first.log() + second.log()
     bystander.check()
+    assert max(first_rss.peak_mb, second_rss.peak_mb) < MAX_RSS_MB
 
 
 # 14: request ids

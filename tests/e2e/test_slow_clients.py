@@ -12,10 +12,8 @@ import json
 import resource
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ import requests
 
 from bench.load import RssSampler
 from tests.helpers import GatewayProcess
+from tests.support.bystander import Bystander
 
 MIB = 1 << 20
 
@@ -30,47 +29,6 @@ MIB = 1 << 20
 def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
     with capsys.disabled():
         print(f"\n[slow clients] {text}")
-
-
-@dataclass
-class Bystander:
-    """Another client, asking `/health` and `experiments/get` in turn while an attack runs."""
-
-    url: str
-    key: str
-    latencies: list[float] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def _run(self) -> None:
-        paths = ["/health", "/mlflow/api/2.0/mlflow/experiments/get?experiment_id=0"]
-        headers = {"Authorization": f"Bearer {self.key}"}
-        while not self._stop.is_set():
-            for path in paths:
-                started = time.monotonic()
-                try:
-                    # A fresh connection each time: an attack on connections must not be hidden by a pool.
-                    status = requests.get(self.url + path, headers=headers, timeout=10).status_code
-                    if status != 200:
-                        self.failures.append(f"{path}: {status}")
-                except requests.RequestException as exc:
-                    self.failures.append(f"{path}: {type(exc).__name__}")
-                self.latencies.append(time.monotonic() - started)
-            self._stop.wait(0.2)
-
-    @contextlib.contextmanager
-    def watching(self) -> Iterator[Bystander]:
-        thread = threading.Thread(target=self._run, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            thread.join(30)
-
-    def check(self) -> None:
-        assert self.latencies and not self.failures, f"other clients failed: {self.failures[:5]}"
-        assert max(self.latencies) < 2, f"other clients waited {max(self.latencies):.1f} s"
 
 
 @pytest.fixture
@@ -111,7 +69,7 @@ def test_an_oversized_head_is_cut_off_at_the_limit(
     before = _rss_mb(gateway.pid)
     sent, answer = 0, b""
     started = time.monotonic()
-    with bystander.watching(), RssSampler(gateway.pid) as sampler:
+    with bystander, RssSampler(gateway.pid) as sampler:
         attacker = socket.create_connection(("127.0.0.1", gateway.port), timeout=60)
         try:
             attacker.sendall(start)
@@ -131,8 +89,7 @@ def test_an_oversized_head_is_cut_off_at_the_limit(
         capsys,
         f"{size // MIB} MiB {part}: the gateway took {sent / MIB:.1f} MiB in {elapsed:.1f} s, answered "
         f"{status_line or 'nothing (reset)'}; RSS {before:.0f} -> "
-        f"{sampler.peak_mb:.0f} MB; other clients' slowest answer {max(bystander.latencies):.2f} s "
-        f"({len(bystander.latencies)} requests, {len(bystander.failures)} failed)",
+        f"{sampler.peak_mb:.0f} MB; {bystander.summary()}",
     )
     assert sent < 16 * MIB, "the gateway kept reading an oversized head"
     if answer:
@@ -198,7 +155,7 @@ def test_slow_and_silent_connections_are_closed_while_others_are_served(
     answers: dict[str, list[bytes]] = {kind: [] for kind in kinds}
     observe = KEEPALIVE_TIMEOUT + 9.0  # after that, whatever is still open was held
     try:
-        with bystander.watching(), selectors.DefaultSelector() as selector:
+        with bystander, selectors.DefaultSelector() as selector:
             started = time.monotonic()
             for kind, first in kinds.items():
                 for _ in range(per_kind):
