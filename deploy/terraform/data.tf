@@ -45,6 +45,9 @@ resource "aws_secretsmanager_secret" "database_urls" {
 resource "random_password" "mlflow_kek" {
   length  = 48
   special = false
+  lifecycle {
+    prevent_destroy = true # a new passphrase makes every secret MLflow stored undecryptable
+  }
 }
 
 resource "aws_secretsmanager_secret" "mlflow_kek_passphrase" {
@@ -57,6 +60,10 @@ resource "aws_secretsmanager_secret" "mlflow_kek_passphrase" {
 resource "aws_secretsmanager_secret_version" "mlflow_kek_passphrase" {
   secret_id     = aws_secretsmanager_secret.mlflow_kek_passphrase.id
   secret_string = random_password.mlflow_kek.result
+  lifecycle {
+    # After `mlflow crypto rotate-kek` the secret is updated by hand: apply must not put the old one back.
+    ignore_changes = [secret_string]
+  }
 }
 
 resource "aws_s3_bucket" "artifacts" {

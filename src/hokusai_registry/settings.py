@@ -320,8 +320,9 @@ class Settings(BaseSettings):
         "HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE",
         None,
         "File with the passphrase MLflow encrypts its AI-gateway secrets with (`serve` and `mlflow` pass it "
-        "as `MLFLOW_CRYPTO_KEK_PASSPHRASE`, which wins when already set); created once with a random one "
-        "(mode 0600) when missing. Default: `DATA_DIR/mlflow-kek-passphrase`.",
+        "as `MLFLOW_CRYPTO_KEK_PASSPHRASE`, which wins when already set). Default: "
+        "`DATA_DIR/mlflow-kek-passphrase`, created once with a random one (mode 0600) when missing; a file "
+        "named here must exist (a missing one is a start-up error, never a new passphrase).",
     )
     mlflow_startup_timeout: float = _setting(
         300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."

@@ -192,3 +192,9 @@ def test_a_key_is_never_a_request_id(environment: keys.Environment, shape: str) 
 )
 def test_ordinary_request_ids_are_kept(offered: bytes) -> None:
     assert request_id(offered) == offered
+
+
+@pytest.mark.parametrize("everyone", ["0.0.0.0/0", "::/0", "10.0.0.0/16, 0.0.0.0/0"])
+def test_trusting_every_address_by_a_cidr_is_refused_as_star_is(everyone: str) -> None:
+    with pytest.raises(ValueError, match="would trust every client"):
+        TrustedProxies.parse(everyone)

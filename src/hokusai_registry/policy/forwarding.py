@@ -38,6 +38,12 @@ def parse_address(text: str) -> Address | None:
     return address
 
 
+STAR_PROBLEM = (
+    "would trust every client's own X-Forwarded-For (any caller could choose its address); list the "
+    "load balancer's addresses or subnets, e.g. 10.0.0.0/16"
+)
+
+
 class TrustedProxies:
     """The proxies (load balancers) in front of the gateway, as addresses and CIDR networks."""
 
@@ -54,16 +60,16 @@ class TrustedProxies:
             if not item:
                 continue
             if item == "*":
-                raise ValueError(
-                    "'*' would trust every client's own X-Forwarded-For (any caller could choose its "
-                    "address); list the load balancer's addresses or subnets, e.g. 10.0.0.0/16"
-                )
+                raise ValueError(f"'*' {STAR_PROBLEM}")
             try:
-                networks.append(ipaddress.ip_network(item, strict=False))
+                network = ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ValueError(
                     f"{item[:60]!r} is not an IP address or CIDR network (e.g. 10.0.0.0/16, 192.0.2.7)"
                 ) from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{item!r} {STAR_PROBLEM}")  # '*' by another name
+            networks.append(network)
         return cls(networks)
 
     def _compute(self, text: str) -> bool:

@@ -18,6 +18,7 @@ import signal
 # Starts `mlflow server` with an argv built in this module, never through a shell.
 import subprocess  # nosec B404
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,25 +80,12 @@ def kek_passphrase_file(settings: Settings) -> Path:
 
 
 def _kek_passphrase(settings: Settings) -> str:
-    """The passphrase in the setting's file, created once with a random one when missing."""
+    """The passphrase in the setting's file. Only the default file (in the data directory) is created,
+    once, with a random passphrase: a named file that is missing is a mistake (a secret not mounted, a
+    typo), and a new passphrase there would make every secret MLflow has stored undecryptable."""
     path = kek_passphrase_file(settings)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise ConfigError(
-            f"HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE ({path}) cannot be created: {exc.strerror}"
-        ) from None
-    else:
-        with os.fdopen(descriptor, "w") as created:
-            created.write(secrets.token_urlsafe(32) + "\n")
-        log.warning(
-            "Created %s: MLflow encrypts its AI-gateway secrets with the passphrase in it. Keep it with the "
-            "data directory; without it those secrets cannot be decrypted.",
-            path,
-        )
+    if settings.mlflow_kek_passphrase_file is None and not path.exists():
+        _create_passphrase_file(path)
     try:
         passphrase = path.read_text().strip()
     except OSError as exc:
@@ -107,6 +95,31 @@ def _kek_passphrase(settings: Settings) -> str:
     if not passphrase:
         raise ConfigError(f"HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE ({path}) is empty")
     return passphrase
+
+
+def _create_passphrase_file(path: Path) -> None:
+    """Written whole beside it, then linked into place: a concurrent start or a crash never leaves an
+    empty or half-written file, and a file that appeared meanwhile is kept."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(descriptor, "w") as created:
+                created.write(secrets.token_urlsafe(32) + "\n")
+                created.flush()
+                os.fsync(created.fileno())
+            os.link(draft, path)
+        finally:
+            os.unlink(draft)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"{path} (MLflow's secrets passphrase) cannot be created: {exc.strerror}") from None
+    log.warning(
+        "Created %s: MLflow encrypts its AI-gateway secrets with the passphrase in it. Keep it with the "
+        "data directory; without it those secrets cannot be decrypted.",
+        path,
+    )
 
 
 def mlflow_environment(settings: Settings) -> dict[str, str]:
