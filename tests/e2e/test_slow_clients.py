@@ -237,3 +237,26 @@ def test_a_kept_alive_connection_idle_past_the_header_timeout_still_serves(
             assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), answers
     finally:
         gateway.stop()
+
+
+def test_a_request_refused_before_its_body_is_closed_not_read_for_ever(fresh_gateway: GatewayProcess) -> None:
+    """A refusal answered before the body (here 401, no key) used to leave uvicorn reading and discarding
+    a declared gigabyte, a byte now and then keeping the connection, with no deadline running."""
+    with socket.create_connection(("127.0.0.1", fresh_gateway.port), timeout=10) as connection:
+        connection.sendall(
+            b"POST /mlflow/api/2.0/mlflow/runs/search HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{"
+        )
+        answer = connection.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
+        held_for = 0.0
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            while held_for < 15:
+                connection.sendall(b" ")
+                connection.settimeout(1)
+                with contextlib.suppress(TimeoutError):
+                    if connection.recv(65536) == b"":
+                        break
+                held_for = time.monotonic() - started
+        assert held_for < 3, f"the connection was still read after {held_for:.0f} s"

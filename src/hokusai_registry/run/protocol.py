@@ -102,6 +102,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._next_head()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._in_head and not self.transport.is_closing():
+            # Answered before its body ended (a refusal): the rest would be read only to be thrown away,
+            # with no deadline while it is (a byte now and then would hold the connection for ever).
+            self.transport.close()
+
     def _arm_deadline(self) -> None:
         self._disarm_deadline()
         self._deadline = self.loop.call_later(self.limits.timeout, self._deadline_passed)

@@ -128,7 +128,7 @@ class RequestBodies:
                 "Send the parameters in the query string.",
             )
         coding = request_coding(codings, target.path)
-        if coding is None and length is not None and length > self.max_api_body:
+        if length is not None and length > self.max_api_body:  # coded or not: sent bytes count too
             raise self._api_too_large()
         # Decoded, or "identity": what goes on is identity-coded.
         drop = (b"content-encoding",) if codings else ()
@@ -178,6 +178,8 @@ class RequestBodies:
                         return None
                     data: bytes = message.get("body", b"")
                     received += len(data)
+                    if received > limit:  # as sent, too: empty deflate blocks decode to nothing
+                        raise too_large()
                     deadline.reschedule(
                         min(
                             loop.time() + self.idle_timeout,
