@@ -43,7 +43,7 @@ from hokusai_registry.ops.metrics import Metrics
 from hokusai_registry.policy.forwarding import TrustedProxies
 from hokusai_registry.policy.forwarding import resolve as resolve_forwarded
 from hokusai_registry.policy.headers import SAFE_METHODS, request_id
-from hokusai_registry.policy.inspection import MAX_INSPECTED_BODY, Inspection, inspect, inspection
+from hokusai_registry.policy.inspection import Inspection, inspect, inspection
 from hokusai_registry.policy.navigation import login_location
 from hokusai_registry.policy.paths import Redirect, Target
 from hokusai_registry.policy.request import Request
@@ -318,7 +318,7 @@ class Gateway:
     ) -> tuple[Scope, Receive, dict[str, str]] | None:
         """Reads a small JSON body and lets `policy/inspection.py` judge it (attribution, reserved
         tags, GraphQL operations)."""
-        body = await read_body(receive, MAX_INSPECTED_BODY)
+        body = await read_body(receive, found.max_body)
         if body is None:
             return None
         inspected = inspect(

@@ -59,6 +59,7 @@ class Inspection:
     creates: tuple[Place, ...] = ()  # set to the key's owner
     reserved: tuple[Place, ...] = ()  # refused when they name CREATOR_KEY
     graphql: bool = False  # mutations need `write`
+    max_body: int = MAX_INSPECTED_BODY  # parsed whole as JSON: bounded by what the call needs
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ _TRACE_INFO = ("trace", "trace_info")
 _RUN_CREATED = Inspection(creates=(Place(("user_id",), Kind.FIELD), _TAGS))
 _TAGS_SET = Inspection(reserved=(_TAGS,))
 _ONE_TAG = Inspection(reserved=(_KEY,))  # set-tag, delete-tag: the key in the body
-_GRAPHQL = Inspection(graphql=True)
+# The parser stops at HOKUSAI_GRAPHQL_MAX_TOKENS; the UI's queries and variables are a few KiB.
+_GRAPHQL = Inspection(graphql=True, max_body=64 << 10)
 
 # (method, route after "/mlflow/") -> what to do; a dict lookup, so other requests pay almost nothing.
 _TABLE = {
