@@ -38,6 +38,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._draining: asyncio.TimerHandle | None = None  # closes a connection answered mid-body
         self._next_head()
 
     def _next_head(self) -> None:
@@ -57,6 +58,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_deadline()
+        if self._draining is not None:
+            self._draining.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -101,13 +104,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._next_head()
+        if self._draining is not None:  # the client has sent all and can read its answer: done
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self._in_head and not self.transport.is_closing():
-            # Answered before its body ended (a refusal): the rest would be read only to be thrown away,
-            # with no deadline while it is (a byte now and then would hold the connection for ever).
-            self.transport.close()
+            # Answered before its body ended (a refusal, MLflow lost mid-upload): the rest is read and
+            # thrown away so that the client gets to read the answer (a lingering close), but for the head
+            # timeout at most; then, or when the body ends, the connection closes. Unbounded, a byte now
+            # and then would hold it for ever.
+            self._draining = self.loop.call_later(self.limits.timeout, self.transport.close)
 
     def _arm_deadline(self) -> None:
         self._disarm_deadline()
