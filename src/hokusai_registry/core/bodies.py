@@ -8,6 +8,11 @@ from hokusai_registry.core.asgi import Message, Receive, Scope
 from hokusai_registry.core.refusals import Reason, Refusal
 
 
+def size_text(limit: int) -> str:
+    """A body limit as people read it: MiB from 1 MiB up, else KiB."""
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+
+
 async def read_body(receive: Receive, limit: int) -> bytes | None:
     """A whole (small) request body, or None if the client left first. Over `limit` bytes is a 413."""
     body = bytearray()
@@ -19,9 +24,7 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
         if len(body) > limit:
             raise Refusal(
                 Reason.BODY_TOO_LARGE,
-                f"the request body is over "
-                f"{f'{limit >> 20} MiB' if limit >= 1 << 20 else f'{limit >> 10} KiB'}, more than this "
-                "call takes.",
+                f"the request body is over {size_text(limit)}, more than this call takes.",
             )
         if not message.get("more_body", False):
             return bytes(body)

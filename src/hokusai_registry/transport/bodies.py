@@ -8,8 +8,9 @@ so is an average rate below the minimum once the idle timeout has passed (Apache
 body dripped a byte at a time would otherwise hold its share of memory for as long as it likes).
 All bodies held at once share one byte budget: a body that would overrun it is refused with 503 and
 `Retry-After` (the MLflow client retries), so any number of concurrent clients cannot make the gateway hold
-more than the budget. Bodies are held in the pieces the server delivered them in, never joined (no second
-copy), and bytes are counted as they arrive, so a chunked body cannot go past a limit either.
+more than the budget. Bodies are held in the pieces the server delivered them in, not joined here (the
+few the gateway inspects, at most 4 MiB, are joined once more for parsing), and bytes are counted as they
+arrive, so a chunked body cannot go past a limit either.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from hokusai_registry.core.asgi import Headers, Receive, Scope
-from hokusai_registry.core.bodies import replay, with_length
+from hokusai_registry.core.bodies import replay, size_text, with_length
 from hokusai_registry.core.codings import DecodedTooLarge, Decoder
 from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.policy.bodies import BodyRule, body_rule, request_coding
@@ -28,10 +29,6 @@ from hokusai_registry.policy.paths import Target
 # Every body the gateway parses itself (admin API, key validation, sign-in and admin forms) is small.
 OWN_BODY_LIMIT = 64 * 1024
 _CLOSE = ((b"connection", b"close"),)
-
-
-def _size(limit: int) -> str:
-    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
 
 
 class ByteBudget:
@@ -107,7 +104,7 @@ class RequestBodies:
     def _api_too_large(self) -> Refusal:
         return Refusal(
             Reason.BODY_TOO_LARGE,
-            f"the request body is over {_size(self.max_api_body)}, the limit for MLflow API calls "
+            f"the request body is over {size_text(self.max_api_body)}, the limit for MLflow API calls "
             "(HOKUSAI_MAX_API_BODY_MB, counted after decompression; artifact uploads have none).",
         )
 
@@ -145,7 +142,7 @@ class RequestBodies:
         def too_large() -> Refusal:
             return Refusal(
                 Reason.BODY_TOO_LARGE,
-                f"the request body is over {_size(OWN_BODY_LIMIT)}, more than the gateway's own "
+                f"the request body is over {size_text(OWN_BODY_LIMIT)}, more than the gateway's own "
                 "endpoints (admin API, key validation, sign-in and admin forms) take.",
             )
 
@@ -224,6 +221,6 @@ class RequestBodies:
         raise Refusal(
             Reason.BODY_BUFFER_FULL,
             " holds as many request bodies in memory as it may right now "
-            f"({_size(self.budget.limit)}, HOKUSAI_BODY_BUFFER_MB). Try again in a moment.",
+            f"({size_text(self.budget.limit)}, HOKUSAI_BODY_BUFFER_MB). Try again in a moment.",
             ((b"retry-after", b"1"),),
         )
