@@ -29,7 +29,12 @@ from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.rate_limits import RateLimits
 from hokusai_registry.auth.throttle import Guard
-from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_command, wait_until_healthy
+from hokusai_registry.run.mlflow_process import (
+    MlflowProcess,
+    mlflow_command,
+    mlflow_environment,
+    wait_until_healthy,
+)
 from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
 
@@ -129,7 +134,9 @@ def start_mlflow(
     )
     port = free_port()
     command = mlflow_command(settings, port)
-    process = MlflowProcess(command, workdir / f"{name}.log", "127.0.0.1", port)
+    process = MlflowProcess(
+        command, workdir / f"{name}.log", "127.0.0.1", port, env=mlflow_environment(settings)
+    )
     process.start()
     say(f"  starting {name} (15-30 s) ...")
     asyncio.run(wait_until_healthy(process, 300))

@@ -3,13 +3,24 @@ neither). The MLflow server, gateway processes and S3 live in `tests/e2e/conftes
 
 from __future__ import annotations
 
+import os
+import secrets
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 
 from tests.helpers import REDIS_URL
+
+# One assertion secret for every MLflow and gateway the tests start (they run on different data
+# directories): the way replicas share one secret in a deployment.
+if not os.environ.get("HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE"):
+    _secret_file = Path(tempfile.mkdtemp(prefix="hokusai-tests-")) / "mlflow-assertion-secret"
+    _secret_file.write_text(secrets.token_urlsafe(32))
+    os.environ["HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE"] = str(_secret_file)
 
 # Property tests share the machine with live servers: a per-example deadline would be a timing assertion.
 hypothesis_settings.register_profile("hokusai", deadline=None)

@@ -23,7 +23,8 @@ from typing import Any
 import psutil
 import requests
 
-from hokusai_registry.run.mlflow_process import MlflowProcess, wait_until_healthy
+from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_environment, wait_until_healthy
+from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyStore
 from tests.support.polling import eventually
 
@@ -64,8 +65,10 @@ def key_store(data_dir: Path) -> KeyStore:
 
 @contextlib.contextmanager
 def running_mlflow(command: list[str], data_dir: Path, port: int) -> Iterator[str]:
-    """An `mlflow server` child for the tests, stopped with all its workers afterwards; yields its URL."""
-    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port)
+    """An `mlflow server` child for the tests, stopped with all its workers afterwards; yields its URL.
+    Its environment is the one `serve` gives it (auth app configuration, secrets) for this data dir."""
+    environment = mlflow_environment(Settings.load(data_dir=data_dir))
+    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port, env=environment)
     process.start()
     try:
         asyncio.run(wait_until_healthy(process, 180))

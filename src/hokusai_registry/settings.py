@@ -327,8 +327,39 @@ class Settings(BaseSettings):
     mlflow_startup_timeout: float = _setting(
         300.0, "HOKUSAI_MLFLOW_STARTUP_TIMEOUT", None, "Seconds `serve` waits for MLflow's `/health`."
     )
+    permissions: bool = _setting(
+        True,
+        "HOKUSAI_PERMISSIONS",
+        None,
+        "Per-resource permissions (`docs/permissions.md`): MLflow's auth app decides what each owner may "
+        "read and change, and accepts only requests a gateway signed. `off` keeps every `write` key able to "
+        "change everything (the behaviour before permissions); gateways and MLflow must agree.",
+    )
+    default_permission: Literal["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"] = _setting(
+        "READ",
+        "HOKUSAI_DEFAULT_PERMISSION",
+        None,
+        "What an owner may do with a resource nobody granted them anything on (MLflow's "
+        "`default_permission`, set when `serve` and `mlflow` start MLflow). `NO_PERMISSIONS` hides other "
+        "owners' experiments and models completely.",
+    )
+    mlflow_assertion_secret_file: Path | None = _setting(
+        None,
+        "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE",
+        None,
+        "File with the secret the gateways sign MLflow requests with and MLflow checks them with (with "
+        "permissions on). Default: `DATA_DIR/mlflow-assertion-secret`, created once (mode 0600) when "
+        "missing; a file named here must exist. Gateway replicas and MLflow need the same file.",
+    )
+    mlflow_auth_database_uri: str | None = _setting(
+        None,
+        "HOKUSAI_MLFLOW_AUTH_DATABASE_URI",
+        None,
+        "Database of MLflow's auth app (users, roles, grants) in `serve` and `mlflow`, e.g. "
+        "`postgresql://USER:PASSWORD@HOST:5432/mlflow_auth`. Default: `sqlite:///DATA_DIR/mlflow-auth.db`.",
+    )
 
-    @field_validator("key_store_url", "mlflow_backend_store_uri")
+    @field_validator("key_store_url", "mlflow_backend_store_uri", "mlflow_auth_database_uri")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
         if not value:
@@ -451,6 +482,10 @@ class Settings(BaseSettings):
                 env = (field.json_schema_extra or {}).get("env", name) if field else name  # type: ignore[union-attr]
                 problems.append(f"{env}: {error['msg'].removeprefix('Value error, ')}")
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+    @property
+    def assertion_secret_path(self) -> Path:
+        return self.mlflow_assertion_secret_file or self.data_dir / "mlflow-assertion-secret"
 
     @property
     def trusted_proxies(self) -> TrustedProxies:

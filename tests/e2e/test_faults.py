@@ -48,7 +48,12 @@ import psutil
 import pytest
 import requests
 
-from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_command, wait_until_healthy
+from hokusai_registry.run.mlflow_process import (
+    MlflowProcess,
+    mlflow_command,
+    mlflow_environment,
+    wait_until_healthy,
+)
 from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
 from tests.helpers import GatewayProcess, TcpServer, free_port
@@ -257,8 +262,11 @@ def own_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowProce
     os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # as conftest: a faster start
     data_dir = tmp_path_factory.mktemp("faults-mlflow")
     port = free_port()
-    command = mlflow_command(Settings.load(data_dir=data_dir, mlflow_workers=1), port)
-    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port)
+    settings = Settings.load(data_dir=data_dir, mlflow_workers=1)
+    command = mlflow_command(settings, port)
+    process = MlflowProcess(
+        command, data_dir / "mlflow.log", "127.0.0.1", port, env=mlflow_environment(settings)
+    )
     process.start()
     try:
         asyncio.run(wait_until_healthy(process, 180))

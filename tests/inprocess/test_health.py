@@ -42,11 +42,33 @@ def test_healthy_through_the_gateway(path: str, gateway: InProcessGateway) -> No
     assert summary == {
         "status": "healthy",
         "checks": {
-            name: {"status": "ok", "http_status": 200}
-            for name in ("mlflow", "experiments", "registered_models", "artifacts")
+            **{
+                name: {"status": "ok", "http_status": 200}
+                for name in ("mlflow", "experiments", "registered_models", "artifacts")
+            },
+            "permissions": {"status": "ok", "http_status": 401},
         },
     }
     assert headers["x-hokusai-origin"] == "gateway"
+
+
+def test_not_ready_in_front_of_an_mlflow_that_does_not_enforce_permissions(
+    new_upstream: UpstreamFactory, new_gateway: GatewayFactory
+) -> None:
+    answers = dict(MLFLOW_HEALTH_ANSWERS)
+    answers["/api/2.0/mlflow/experiments/get"] = (200, "application/json", b'{"experiment": {}}')
+    upstream = new_upstream(answers=answers)
+    gateway = new_gateway(upstream.url)
+    status, _, ready = get(gateway, "/ready")
+    assert status == 503
+    assert ready["problems"] == [
+        "MLflow: answered 200 to a request the gateway did not sign: this MLflow does not enforce permissions. "
+        "Start it with `hokusai-registry mlflow` (MLflow's auth app with the gateway's authorization function "
+        "and HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE), or set HOKUSAI_PERMISSIONS=off on every gateway"
+    ]
+    assert get(gateway, "/mlflow/health/mlflow")[2]["status"] == "unhealthy"
+    # Without permissions the same MLflow is fine.
+    assert get(new_gateway(upstream.url, permissions=False), "/ready")[0] == 200
 
 
 def test_liveness_and_readiness_with_mlflow_up(gateway: InProcessGateway) -> None:
@@ -95,7 +117,9 @@ def test_checks_use_the_forwarders_translation_and_are_cached(
         get(gateway, "/mlflow/health/mlflow")
     targets = [r.target for r in upstream.requests]
     # One round of checks for ten calls (the result is cached for HOKUSAI_HEALTH_CACHE_SECONDS).
-    assert len(targets) == 5
+    # The enforcement check (permissions on) is the sixth, sent without the gateway's assertion.
+    assert len(targets) == 6
+    assert "/ajax-api/2.0/mlflow/experiments/get?experiment_id=0" in targets
     assert "/ajax-api/2.0/mlflow/experiments/search" in targets
     assert "/ajax-api/2.0/mlflow-artifacts/artifacts" in targets
     # The recording upstream answers JSON to everything, so only MLflow's plain-text /health fails.

@@ -24,6 +24,13 @@ MLFLOW_HEALTH_ANSWERS: dict[str, Canned] = {
     "/api/2.0/mlflow/experiments/search": (200, "application/json", b'{"experiments": []}'),
     "/api/2.0/mlflow/registered-models/search": (200, "application/json", b"{}"),
     "/api/2.0/mlflow-artifacts/artifacts": (200, "application/json", b"{}"),
+    # The enforcement probe (sent unsigned): an MLflow with permissions on refuses it.
+    "/api/2.0/mlflow/experiments/get": (
+        401,
+        "application/json",
+        b'{"error_code": "UNAUTHENTICATED", "message": "MLflow accepts only requests a Hokusai Registry '
+        b'gateway authenticated: the request carries no gateway assertion."}',
+    ),
 }
 
 

@@ -42,6 +42,8 @@ def test_caller_reasons_keep_the_values_audit_lines_and_metrics_carry() -> None:
         "service",
         "scope",
         "transfer_policy",
+        "identity_by_gateway",
+        "permission",
         "throttled",
         "rate_limited",
         "store_unavailable",

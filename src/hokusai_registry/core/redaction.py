@@ -6,7 +6,9 @@ import re
 
 REDACTED = "[redacted]"
 # Header names whose values are credentials; shown as [redacted] in debug output.
-SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"x-api-key", b"cookie", b"set-cookie"})
+SECRET_HEADERS = frozenset(
+    {b"authorization", b"proxy-authorization", b"x-api-key", b"cookie", b"set-cookie", b"x-hokusai-assertion"}
+)
 _SECRETS = re.compile(
     r"hk_(live|test)_[0-9A-Za-z_]+"  # Hokusai keys, whole or cut
     r"|(?i:\b(bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"  # credentials after an auth scheme

@@ -91,6 +91,8 @@ class Reason(enum.Enum):
     SERVICE = ("service", "PERMISSION_DENIED", None, True)
     SCOPE = ("scope", "PERMISSION_DENIED", None, True)
     TRANSFER_POLICY = ("transfer_policy", "PERMISSION_DENIED", None, True)
+    IDENTITY_BY_GATEWAY = ("identity_by_gateway", "PERMISSION_DENIED", None, True)
+    PERMISSION = ("permission", "PERMISSION_DENIED", None, True)
     THROTTLED = ("throttled", "RESOURCE_EXHAUSTED", None, True)
     RATE_LIMITED = ("rate_limited", "RESOURCE_EXHAUSTED", None, True)
     STORE_UNAVAILABLE = ("store_unavailable", "TEMPORARILY_UNAVAILABLE", None, True)
@@ -102,6 +104,7 @@ class Reason(enum.Enum):
     # MLflow, behind the gateway
     UPSTREAM_REFUSED = ("upstream_refused", "TEMPORARILY_UNAVAILABLE", 502)
     UPSTREAM_LOST = ("upstream_lost", "TEMPORARILY_UNAVAILABLE", 502)
+    ASSERTION_REFUSED = ("assertion_refused", "INTERNAL_ERROR", 502)
     UPSTREAM_CONNECT_TIMEOUT = ("upstream_connect_timeout", "DEADLINE_EXCEEDED")
     UPSTREAM_TIMEOUT = ("upstream_timeout", "DEADLINE_EXCEEDED")
     TRANSFER_TIMEOUT = ("transfer_timeout", "DEADLINE_EXCEEDED")

@@ -40,6 +40,7 @@ from hokusai_registry.ops.audit import audit
 from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.logs import flush_periodically, log_access
 from hokusai_registry.ops.metrics import Metrics
+from hokusai_registry.policy.assertions import mlflow_user
 from hokusai_registry.policy.forwarding import TrustedProxies
 from hokusai_registry.policy.forwarding import resolve as resolve_forwarded
 from hokusai_registry.policy.headers import SAFE_METHODS, request_id
@@ -272,7 +273,7 @@ class Gateway:
             return
         found = inspection(method, target.path)
         if found is None:
-            await self.forwarder.forward(scope, receive, send, target, record)
+            await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity))
             return
         await self._forward_inspected(scope, receive, send, record, target, found, identity)
 
@@ -291,7 +292,7 @@ class Gateway:
             record.status = 499  # the client left while sending its body
             return
         scope, receive, fields = inspected
-        await self.forwarder.forward(scope, receive, send, target, record)
+        await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity))
         if found.event is not None:
             audit(
                 found.event,
@@ -338,6 +339,10 @@ class Gateway:
                 inspected.needs,
             )
         return with_length(scope, len(inspected.body)), replay(inspected.body, receive), inspected.fields
+
+
+def _acts_as(identity: Identity) -> str:
+    return mlflow_user(identity.user_id, admin=grants(identity.scopes, "admin"))
 
 
 async def _redirect(send: Send, location: str, query: bytes) -> None:

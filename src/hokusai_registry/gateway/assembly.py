@@ -12,6 +12,7 @@ from hokusai_registry.auth.caller import Access
 from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.rate_limits import RateLimits
 from hokusai_registry.auth.remote_keys import RemoteKeys
+from hokusai_registry.auth.secret_files import SecretFileError, read_secret
 from hokusai_registry.auth.sessions import Sessions
 from hokusai_registry.auth.throttle import Guard
 from hokusai_registry.core.net import redact_url
@@ -25,6 +26,20 @@ from hokusai_registry.transport.bodies import RequestBodies
 from hokusai_registry.transport.forward import Forwarder
 
 
+def assertion_secret(settings: Settings) -> bytes:
+    """The key gateways sign MLflow requests with (permissions on); the default file is created on first
+    use, by whichever of MLflow and the gateway starts first."""
+    try:
+        return read_secret(
+            settings.assertion_secret_path,
+            setting="HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE",
+            create=settings.mlflow_assertion_secret_file is None,
+            purpose="the gateways sign requests to MLflow with the key in it, and MLflow accepts no others",
+        ).encode()
+    except SecretFileError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gateway:
     forwarder = Forwarder(
         upstream_url,
@@ -34,6 +49,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         transfer_idle_timeout=settings.artifact_read_timeout,
         pool_size=settings.upstream_pool_size,
         mark=store.gateway_mark() if not settings.auth_service_url else secrets.token_hex(12),
+        assertion_secret=assertion_secret(settings) if settings.permissions else None,
     )
     source: KeySource
     if settings.auth_service_url:

@@ -9,16 +9,18 @@ refusal that needs no key comes before authentication, so it costs no key lookup
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.core.refusals import Reason, Refusal
+from hokusai_registry.policy.assertions import RESERVED_PREFIX, reserved_user
 from hokusai_registry.policy.headers import LOOP_MARK, is_cross_origin_write
 from hokusai_registry.policy.paths import Target, unsafe_path_parameter
 from hokusai_registry.policy.request import Request
-from hokusai_registry.policy.routes import FORWARDED_METHODS
+from hokusai_registry.policy.routes import API_ROOT, FORWARDED_METHODS
 from hokusai_registry.policy.scopes import grants, required_scope
 from hokusai_registry.policy.transfers import mints_urls
 
@@ -32,6 +34,9 @@ class Policy:
     direct_transfers: bool  # HOKUSAI_DIRECT_ARTIFACT_TRANSFERS
     graphql_max_tokens: int  # HOKUSAI_GRAPHQL_MAX_TOKENS
 
+
+# MLflow's auth routes that change who is an administrator or how one signs in to MLflow itself.
+GATEWAY_DECIDED = re.compile(rf"{API_ROOT}/mlflow/users/update-(?:admin|password)")
 
 Check = Callable[[Request, Policy], Refusal | None]
 CallerCheck = Callable[[Request, Target, Identity, Policy], Refusal | None]
@@ -135,6 +140,32 @@ def scope_granted(request: Request, target: Target, identity: Identity, policy: 
     return permission_refusal(identity.key_id, identity.scopes, request.method, target.path, needed)
 
 
+def owner_not_reserved(
+    request: Request, target: Target, identity: Identity, policy: Policy
+) -> Refusal | None:
+    """An owner named like MLflow's administrator would act as it; such keys are refused (the admin API
+    does not create them, a remote auth service might)."""
+    if not reserved_user(identity.user_id):
+        return None
+    return Refusal(
+        Reason.SCOPE,
+        f"key {identity.key_id} has the owner {identity.user_id!r}, a name reserved for the gateway "
+        f"(it starts with {RESERVED_PREFIX!r}). Ask an admin for a key with another owner.",
+    )
+
+
+def admins_by_scope(request: Request, target: Target, identity: Identity, policy: Policy) -> Refusal | None:
+    """Who is MLflow's administrator follows from key scopes, and nobody signs in to MLflow with a
+    password: MLflow's update-admin and update-password are refused."""
+    if not GATEWAY_DECIDED.fullmatch(target.path):
+        return None
+    return Refusal(
+        Reason.IDENTITY_BY_GATEWAY,
+        f" decides identities: {target.path.rsplit('/', 1)[-1]} does not apply. Administrators are the "
+        "keys with the 'admin' scope, and nobody signs in to MLflow with a password.",
+    )
+
+
 def transfers_allowed(request: Request, target: Target, identity: Identity, policy: Policy) -> Refusal | None:
     if policy.direct_transfers or not mints_urls(target.path):
         return None
@@ -149,7 +180,7 @@ def transfers_allowed(request: Request, target: Target, identity: Identity, poli
 
 BEFORE_TARGET: tuple[Check, ...] = (not_looped, path_resolved)
 ON_TARGET: tuple[Check, ...] = (method_forwarded, no_key_in_url, same_origin, safe_path_parameter)
-ON_CALLER: tuple[CallerCheck, ...] = (scope_granted, transfers_allowed)
+ON_CALLER: tuple[CallerCheck, ...] = (scope_granted, owner_not_reserved, admins_by_scope, transfers_allowed)
 
 
 def first_refusal(checks: tuple[Check, ...], request: Request, policy: Policy) -> Refusal | None:

@@ -28,6 +28,7 @@ from hokusai_registry import __version__
 from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.net import is_internal_host
 from hokusai_registry.core.refusals import send_json
+from hokusai_registry.policy.assertions import ASSERTION_REFUSAL_MARK
 from hokusai_registry.policy.headers import LOOP_MARK
 from hokusai_registry.policy.routes import MLFLOW_HEALTH_PATHS
 from hokusai_registry.transport.upstream import UpstreamError
@@ -43,7 +44,12 @@ class Prober(Protocol):
     @property
     def upstream_display(self) -> str: ...
 
-    async def probe(self, method: str, path: str, query: bytes, body: bytes | None) -> tuple[int, bytes]: ...
+    @property
+    def signs(self) -> bool: ...
+
+    async def probe(
+        self, method: str, path: str, query: bytes, body: bytes | None, *, signed: bool = True
+    ) -> tuple[int, bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Probe:
     query: bytes
     body: bytes | None
     expect: Callable[[int, bytes], str | None]  # None when the answer is right, else what is wrong
+    signed: bool = True
 
 
 def _mlflow_json(status: int, body: bytes) -> str | None:
@@ -98,6 +105,30 @@ PROBES = (
 CRITICAL = ("mlflow", "experiments", "registered_models")
 
 
+def _refuses_unsigned(status: int, body: bytes) -> str | None:
+    if status == 401 and ASSERTION_REFUSAL_MARK in body:
+        return None
+    return (
+        f"answered {status} to a request the gateway did not sign: this MLflow does not enforce "
+        "permissions. Start it with `hokusai-registry mlflow` (MLflow's auth app with the gateway's "
+        "authorization function and HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE), or set HOKUSAI_PERMISSIONS=off "
+        "on every gateway"
+    )
+
+
+# With permissions on: MLflow must refuse what the gateway did not sign (anyone on its network could
+# otherwise act as anyone).
+ENFORCEMENT = Probe(
+    "permissions",
+    "GET",
+    "/api/2.0/mlflow/experiments/get",
+    b"experiment_id=0",
+    None,
+    _refuses_unsigned,
+    signed=False,
+)
+
+
 class Health:
     def __init__(
         self,
@@ -111,6 +142,8 @@ class Health:
         public_url: str | None,
     ) -> None:
         self._prober = prober
+        self._probes = (*PROBES, ENFORCEMENT) if prober.signs else PROBES
+        self._critical = (*CRITICAL, ENFORCEMENT.name) if prober.signs else CRITICAL
         self._store_check = store_check
         self._timeout = timeout
         self._cache_seconds = cache_seconds
@@ -141,6 +174,10 @@ class Health:
         if mlflow.status != "ok":
             seen = "no answer" if mlflow.http_status is None else f"answered HTTP {mlflow.http_status}"
             problems.append(f"MLflow: {seen} (the reason: {MLFLOW_HEALTH_PATHS[0]}/detailed, with a key)")
+        enforcement = report["checks"].get(ENFORCEMENT.name)
+        if mlflow.status == "ok" and enforcement is not None and enforcement.status != "ok":
+            # Says nothing internal: no address, only what to run.
+            problems.append(f"MLflow: {enforcement.detail}")
         body = {"status": "ready" if not problems else "not ready", "problems": problems}
         await send_json(send, 200 if not problems else 503, json.dumps(body).encode())
 
@@ -187,10 +224,15 @@ class Health:
 
     async def _run_checks(self) -> dict[str, Any]:
         all_checks, version, key_store = await asyncio.gather(
-            asyncio.gather(*(self._check(probe) for probe in PROBES)), self._version(), self._key_store()
+            asyncio.gather(*(self._check(probe) for probe in self._probes)),
+            self._version(),
+            self._key_store(),
         )
-        checks = dict(zip((probe.name for probe in PROBES), all_checks, strict=True))
-        if any(checks[name].status != "ok" for name in CRITICAL) or checks["artifacts"].status == "failed":
+        checks = dict(zip((probe.name for probe in self._probes), all_checks, strict=True))
+        if (
+            any(checks[name].status != "ok" for name in self._critical)
+            or checks["artifacts"].status == "failed"
+        ):
             status = "unhealthy"
         elif checks["artifacts"].status == "disabled":
             status = "degraded"
@@ -208,7 +250,8 @@ class Health:
         started = time.perf_counter()
         try:
             status, body = await asyncio.wait_for(
-                self._prober.probe(probe.method, probe.path, probe.query, probe.body), self._timeout
+                self._prober.probe(probe.method, probe.path, probe.query, probe.body, signed=probe.signed),
+                self._timeout,
             )
         except TimeoutError:
             return Check("failed", None, _ms(started), f"no answer within {self._timeout:g} s")

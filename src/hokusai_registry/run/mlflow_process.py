@@ -8,7 +8,10 @@ never `--static-prefix` (the gateway owns the mount; MLflow stays at the root of
 from __future__ import annotations
 
 import asyncio
+import configparser
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -18,12 +21,14 @@ import signal
 # Starts `mlflow server` with an argv built in this module, never through a shell.
 import subprocess  # nosec B404
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from hokusai_registry.auth.secret_files import SecretFileError, read_secret
+from hokusai_registry.gateway.assembly import assertion_secret
+from hokusai_registry.policy.assertions import ADMIN_USER, SECRET_FILE_ENV
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.transport.request import UpstreamRequest
 from hokusai_registry.transport.upstream import UpstreamError, UpstreamPool
@@ -72,7 +77,30 @@ def mlflow_command(settings: Settings, port: int) -> list[str]:
     ]
     if settings.mlflow_allowed_hosts:
         command += ["--allowed-hosts", settings.mlflow_allowed_hosts]
+    if settings.permissions:
+        # MLflow's own auth app decides permissions; `auth_config_file` points it at our function.
+        command += ["--app-name", "basic-auth"]
     return command
+
+
+def auth_config_file(settings: Settings) -> Path:
+    """MLflow's auth app configuration (rewritten at every start): this package's authorization
+    function, the auth database, the default permission, and the administrator admin-scope keys act as."""
+    data_dir = settings.data_dir.resolve()
+    database = settings.mlflow_auth_database_uri or f"sqlite:///{data_dir / 'mlflow-auth.db'}"
+    path = data_dir / "mlflow-auth.ini"
+    config = configparser.ConfigParser(interpolation=None)
+    config["mlflow"] = {
+        "default_permission": settings.default_permission,
+        "database_uri": database,
+        "admin_username": ADMIN_USER,
+        "authorization_function": "hokusai_registry.mlflow_app.authorization:authenticate",
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the database URL
+    with os.fdopen(descriptor, "w") as written:
+        config.write(written)
+    return path
 
 
 def kek_passphrase_file(settings: Settings) -> Path:
@@ -80,46 +108,16 @@ def kek_passphrase_file(settings: Settings) -> Path:
 
 
 def _kek_passphrase(settings: Settings) -> str:
-    """The passphrase in the setting's file. Only the default file (in the data directory) is created,
-    once, with a random passphrase: a named file that is missing is a mistake (a secret not mounted, a
-    typo), and a new passphrase there would make every secret MLflow has stored undecryptable."""
-    path = kek_passphrase_file(settings)
-    if settings.mlflow_kek_passphrase_file is None and not path.exists():
-        _create_passphrase_file(path)
     try:
-        passphrase = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE ({path}) cannot be read: {exc.strerror}"
-        ) from None
-    if not passphrase:
-        raise ConfigError(f"HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE ({path}) is empty")
-    return passphrase
-
-
-def _create_passphrase_file(path: Path) -> None:
-    """Written whole beside it, then linked into place: a concurrent start or a crash never leaves an
-    empty or half-written file, and a file that appeared meanwhile is kept."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-        try:
-            with os.fdopen(descriptor, "w") as created:
-                created.write(secrets.token_urlsafe(32) + "\n")
-                created.flush()
-                os.fsync(created.fileno())
-            os.link(draft, path)
-        finally:
-            os.unlink(draft)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise ConfigError(f"{path} (MLflow's secrets passphrase) cannot be created: {exc.strerror}") from None
-    log.warning(
-        "Created %s: MLflow encrypts its AI-gateway secrets with the passphrase in it. Keep it with the "
-        "data directory; without it those secrets cannot be decrypted.",
-        path,
-    )
+        return read_secret(
+            kek_passphrase_file(settings),
+            setting="HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE",
+            create=settings.mlflow_kek_passphrase_file is None,
+            purpose="MLflow encrypts its AI-gateway secrets with the passphrase in it; without it those "
+            "secrets cannot be decrypted",
+        )
+    except SecretFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def mlflow_environment(settings: Settings) -> dict[str, str]:
@@ -128,6 +126,14 @@ def mlflow_environment(settings: Settings) -> dict[str, str]:
     environment = dict(os.environ)
     if not environment.get(KEK_PASSPHRASE_ENV):
         environment[KEK_PASSPHRASE_ENV] = _kek_passphrase(settings)
+    if settings.permissions:
+        secret = assertion_secret(settings)
+        environment["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config_file(settings))
+        environment[SECRET_FILE_ENV] = str(settings.assertion_secret_path.resolve())
+        # Used once, to create the administrator in an empty auth database; nobody signs in with it.
+        environment["MLFLOW_AUTH_ADMIN_PASSWORD"] = secrets.token_urlsafe(24)
+        # The auth app's CSRF key must be the same in every worker and replica: derived from the secret.
+        environment["MLFLOW_FLASK_SERVER_SECRET_KEY"] = hmac.new(secret, b"flask", hashlib.sha256).hexdigest()
     return environment
 
 

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlsplit
@@ -19,7 +20,8 @@ from hokusai_registry.core.asgi import Receive, Scope, Send
 from hokusai_registry.core.net import redact_url
 from hokusai_registry.core.record import RequestRecord, counted
 from hokusai_registry.core.redaction import redact_headers
-from hokusai_registry.core.refusals import Reason, Refusal, send_refusal
+from hokusai_registry.core.refusals import Reason, Refusal, send_body, send_refusal
+from hokusai_registry.policy.assertions import ADMIN_USER, ASSERTION_HEADER, ASSERTION_REFUSAL_MARK, sign
 from hokusai_registry.policy.headers import (
     LOOP_MARK,
     client_response_headers,
@@ -27,6 +29,7 @@ from hokusai_registry.policy.headers import (
     upstream_request_headers,
 )
 from hokusai_registry.policy.paths import Target, upstream_path
+from hokusai_registry.policy.permissions import MLFLOW_DENIAL, denial_message
 from hokusai_registry.policy.routes import Family
 from hokusai_registry.transport.request import Header, UpstreamRequest
 from hokusai_registry.transport.upstream import (
@@ -98,6 +101,7 @@ class Forwarder:
         transfer_idle_timeout: float,
         pool_size: int,
         mark: str,
+        assertion_secret: bytes | None = None,
     ) -> None:
         parts = urlsplit(upstream_url)
         # Everything every request to MLflow carries besides its own headers: Host (the pool's) and,
@@ -118,6 +122,8 @@ class Forwarder:
         self.upstream_display = redact_url(upstream_url)
         self._api_prefix = api_prefix
         self.mark = mark
+        # With permissions on, every forwarded request carries the gateway's assertion of its user.
+        self._assertion_secret = assertion_secret
         self._probe_headers = ((LOOP_MARK, mark.encode()), (b"user-agent", b"hokusai-registry-health-check"))
         self._probe_json_headers = (*self._probe_headers, (b"content-type", b"application/json"))
         # Read once: the level is set before the gateway is built (MLFLOW_PROXY_DEBUG).
@@ -138,8 +144,27 @@ class Forwarder:
         path = (self._base_path + upstream_path(target.path, self._api_prefix)).encode("ascii")
         return path + b"?" + query if query else path
 
+    def assertion(self, method: str, target: bytes, user: str) -> Header:
+        """The header asserting that `user` sends this request (`policy/assertions.py`)."""
+        assert self._assertion_secret is not None  # nosec B101 - callers check `signs`
+        path, _, query = target.partition(b"?")
+        value = sign(
+            self._assertion_secret,
+            user,
+            method,
+            path.decode("ascii"),
+            query.decode("latin-1"),
+            now=time.time(),
+            nonce=secrets.token_urlsafe(12),
+        )
+        return (ASSERTION_HEADER, value)
+
+    @property
+    def signs(self) -> bool:
+        return self._assertion_secret is not None
+
     def _request(
-        self, scope: Scope, receive: Receive, target: Target, record: RequestRecord
+        self, scope: Scope, receive: Receive, target: Target, record: RequestRecord, user: str
     ) -> UpstreamRequest:
         """The request for MLflow: the client's headers as `upstream_request_headers` leaves them, and
         its body streamed (framed as the client framed it) when it has one."""
@@ -157,6 +182,9 @@ class Forwarder:
         has_body = chunked or (length is not None and length.strip() != b"0")
         upstream_target = self.target_bytes(target, scope["query_string"])
         record.upstream = upstream_target.decode("ascii")
+        method = scope["method"]
+        if self._assertion_secret is not None:
+            headers.append(self.assertion(method, upstream_target, user))
         if self._debug:
             log.debug(
                 "%s rewrite: %s -> mount %r, MLflow path %s -> upstream %s%s",
@@ -172,7 +200,6 @@ class Forwarder:
                 record.request_id.decode(),
                 redact_headers(self.pool.fixed_headers + headers),
             )
-        method = scope["method"]
         # Positional: keywords cost about 0.1 us each here, on every forwarded request.
         return UpstreamRequest(
             method,
@@ -185,14 +212,21 @@ class Forwarder:
             method == "HEAD",  # head_only
         )
 
-    async def probe(self, method: str, path: str, query: bytes, body: bytes | None) -> tuple[int, bytes]:
+    async def probe(
+        self, method: str, path: str, query: bytes, body: bytes | None, *, signed: bool = True
+    ) -> tuple[int, bytes]:
         """A request of the gateway's own (health checks), sent through the same pool, path translation
-        and fixed headers as users' requests. Reads at most PROBE_LIMIT bytes of the answer."""
+        and fixed headers as users' requests, as MLflow's administrator (unless not `signed`: the check
+        that MLflow refuses such requests). Reads at most PROBE_LIMIT bytes of the answer."""
         target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
+        target = target + b"?" + query if query else target
+        headers = self._probe_headers if body is None else self._probe_json_headers
+        if signed and self._assertion_secret is not None:
+            headers = (*headers, self.assertion(method, target, ADMIN_USER))
         request = UpstreamRequest(
             method,
-            target + b"?" + query if query else target,
-            self._probe_headers if body is None else self._probe_json_headers,
+            target,
+            headers,
             body,
             idempotent=method == "GET",
             read_timeout=self._read_timeouts[Family.REST],
@@ -200,11 +234,11 @@ class Forwarder:
         return await self.pool.exchange(request, PROBE_LIMIT)
 
     async def forward(
-        self, scope: Scope, receive: Receive, send: Send, target: Target, record: RequestRecord
+        self, scope: Scope, receive: Receive, send: Send, target: Target, record: RequestRecord, user: str
     ) -> None:
-        """Forward one request and stream the answer back."""
+        """Forward one request for MLflow's `user` and stream the answer back."""
         method = scope["method"]
-        request = self._request(scope, receive, target, record)
+        request = self._request(scope, receive, target, record, user)
         started = time.perf_counter()
         read_timeout = request.read_timeout
         try:
@@ -233,6 +267,9 @@ class Forwarder:
             await send_refusal(counted(send, record), error)
             return
         record.upstream_ms = (time.perf_counter() - started) * 1000
+        if self._assertion_secret is not None and response.status in (401, 403):
+            await self._refused_by_mlflow(response, method, target, user, counted(send, record), record)
+            return
         try:
             record.status = response.status
             headers = client_response_headers(
@@ -255,6 +292,51 @@ class Forwarder:
                     (time.perf_counter() - started) * 1000,
                     redact_headers(response.headers),
                 )
+
+    async def _refused_by_mlflow(
+        self,
+        response: UpstreamResponse,
+        method: str,
+        target: Target,
+        user: str,
+        send: Send,
+        record: RequestRecord,
+    ) -> None:
+        """MLflow's permission refusal, said as MLflow error JSON that names what is needed; MLflow
+        refusing the gateway's own assertion, said as the misconfiguration it is; any other 401 or 403
+        relayed as it was (they are small: read whole)."""
+        body = b""
+        try:
+            async for chunk in response.chunks():
+                body += chunk
+                if len(body) > PROBE_LIMIT:
+                    raise UpstreamError("MLflow's refusal is longer than 1 MiB")
+        except UpstreamError as exc:
+            record.upstream_error = _error_kind(exc)
+            await send_refusal(send, self._upstream_error(exc, target, None))
+            return
+        finally:
+            response.release()
+        if response.status == 403 and body.strip() == MLFLOW_DENIAL:
+            await send_refusal(send, Refusal(Reason.PERMISSION, denial_message(user, method, target.path)))
+            return
+        if response.status == 401 and ASSERTION_REFUSAL_MARK in body:
+            log.error("MLflow refused this gateway's assertion: %s", body[:300].decode("utf-8", "replace"))
+            await send_refusal(
+                send,
+                Refusal(
+                    Reason.ASSERTION_REFUSED,
+                    f": MLflow at {self.upstream_display} refused this gateway's signature. Its "
+                    "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE must hold the same secret as every gateway's, and "
+                    "their clocks must agree within seconds.",
+                ),
+            )
+            return
+        headers = client_response_headers(
+            response.headers, upstream_base=self._upstream_base, mount=target.mount
+        )
+        headers = [(name, value) for name, value in headers if name != b"content-length"]
+        await send_body(send, response.status, body, [*headers, (b"x-request-id", record.request_id)])
 
     async def _stream(
         self, response: UpstreamResponse, send: Send, target: Target, record: RequestRecord
