@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 import requests
 
+from hokusai_registry.policy.assertions import ADMIN_USER, sign
 from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_environment, wait_until_healthy
 from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyStore
@@ -427,3 +428,16 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
         sink.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+
+
+def assertion_secret() -> bytes:
+    """The secret every process of the suite signs and checks MLflow requests with (tests/conftest.py)."""
+    return Path(os.environ["HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE"]).read_bytes().strip()
+
+
+def signed(method: str, target: str, user: str = ADMIN_USER) -> dict[str, str]:
+    """Headers a gateway would add for `user` to `target` (path and query) sent straight to MLflow, with
+    the secret every process of the suite shares (tests/conftest.py)."""
+    path, _, query = target.partition("?")
+    value = sign(assertion_secret(), user, method, path, query, now=time.time(), nonce=os.urandom(9).hex())
+    return {"X-Hokusai-Assertion": value.decode()}

@@ -13,7 +13,7 @@ import requests
 
 from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
-from tests.helpers import HOKUSAI, Running, free_port, key_store, processes_using
+from tests.helpers import HOKUSAI, Running, free_port, key_store, processes_using, signed
 from tests.support.stub import ThreadedStub
 
 
@@ -86,8 +86,11 @@ def test_mlflow_command_serves_artifacts(tmp_path: Path) -> None:
                 pass
             assert running.process.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
-        listing = requests.get(f"http://127.0.0.1:{port}/api/2.0/mlflow-artifacts/artifacts", timeout=10)
+        target = "/api/2.0/mlflow-artifacts/artifacts"
+        listing = requests.get(f"http://127.0.0.1:{port}{target}", headers=signed("GET", target), timeout=10)
         assert listing.status_code == 200 and listing.headers["content-type"].startswith("application/json")
+        # With permissions on (the default), what no gateway signed is refused.
+        assert requests.get(f"http://127.0.0.1:{port}{target}", timeout=10).status_code == 401
     finally:
         assert running.terminate() == 0
     assert processes_using(tmp_path) == []

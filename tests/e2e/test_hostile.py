@@ -42,8 +42,9 @@ import pytest
 import yaml
 
 from hokusai_registry.policy import keys
+from hokusai_registry.policy.assertions import verify
 from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES
-from tests.helpers import GatewayProcess, key_store, raw_request
+from tests.helpers import GatewayProcess, assertion_secret, key_store, raw_request
 
 CASES_FILE = Path(__file__).with_name("hostile_cases.yaml")
 CLASSES = ("traversal", "method", "header", "credential", "body")
@@ -606,7 +607,12 @@ def check_arrival(arrival: Arrival, case: Mapping[str, Any], deployment: Deploym
     assert {name for name in names if name.startswith("x-hokusai-")} <= {
         "x-hokusai-key-id",
         "x-hokusai-gateway",
+        "x-hokusai-assertion",
     }
+    # Exactly the gateway's own assertion (permissions on): one, made for this very request.
+    (assertion,) = arrival.values("x-hokusai-assertion")
+    path, _, query = arrival.target.partition("?")
+    verify(assertion_secret(), assertion, arrival.method, path, query, now=time.time())
     for single in ("x-forwarded-for", "x-forwarded-proto", "x-request-id"):
         assert len(arrival.values(single)) == 1, (single, arrival.values(single))
     assert len(arrival.values("x-forwarded-host")) <= 1
