@@ -55,3 +55,9 @@ def test_hint_of_real_keys() -> None:
     assert keys.hint(generated.text) == generated.key_id
     assert keys.hint(generated.text[:20]) == "hk_live_"
     assert keys.hint("Bearer-ish junk") == "-"
+
+
+@pytest.mark.parametrize("fields", [{"name": "hokusai:admin"}, {"name": "ops", "owner": "hokusai:admin"}])
+def test_owners_cannot_take_the_gateways_reserved_names(fields: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="reserved for the gateway"):
+        KeySpec(**fields)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hokusai_registry.ops.audit import audit
 from hokusai_registry.policy import keys as key_format
+from hokusai_registry.policy.assertions import RESERVED_PREFIX, reserved_user
 from hokusai_registry.policy.scopes import expand
 from hokusai_registry.store.key_store import KeyNotFound, KeyRecord, KeyStore
 
@@ -88,6 +89,9 @@ class KeySpec(BaseModel):
         value = value.strip()
         if not value:
             raise ValueError("must not be blank")
+        if reserved_user(value):
+            # The owner (or else the name) is the MLflow user; `hokusai:admin` is MLflow's administrator.
+            raise ValueError(f"names starting with {RESERVED_PREFIX!r} are reserved for the gateway")
         return value
 
     @field_validator("expires_in")
