@@ -6,7 +6,7 @@ tests/e2e/test_audit.py.)"""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from tests.helpers import mistyped
 from tests.support.inprocess import InProcessGateway
 from tests.support.logs import Lines, captured
 from tests.support.polling import eventually
+from tests.support.stub import StubUpstream
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,3 +72,18 @@ def test_a_key_limited_to_another_service_is_refused_here(
     assert response.status_code == 403
     assert response.json()["error_code"] == "PERMISSION_DENIED" and "'mlflow'" in response.json()["message"]
     assert audit_lines(audit_log, "permission.denied", reason="service")
+
+
+def test_permission_refusals_of_mlflow_are_audited(
+    new_upstream: Callable[..., StubUpstream], new_gateway: Callable[..., InProcessGateway], audit_log: Lines
+) -> None:
+    upstream = new_upstream(answers={"/api/2.0/mlflow/runs/delete": (403, "text/plain", b"Permission denied")})
+    gateway = new_gateway(upstream.url)
+    key_id, key = gateway.create_key_with_id("trainer", owner="bob")
+    status, _, _ = gateway.raw(
+        "POST", "/api/2.0/mlflow/runs/delete", {"Authorization": f"Bearer {key}"}, b'{"run_id": "r1"}'
+    )
+    assert status == 403
+    assert audit_lines(
+        audit_log, "permission.denied", key_id=key_id, reason="permission", path="/api/2.0/mlflow/runs/delete"
+    )

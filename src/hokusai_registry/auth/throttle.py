@@ -19,7 +19,9 @@ KEY_CHECK_FAILURES = frozenset(
 # could be read (counted when refused). A request without any key is not one: browsers and clients
 # routinely try without credentials first.
 AUTH_FAILURES = KEY_CHECK_FAILURES | {Reason.BAD_BASIC, Reason.UNSUPPORTED_SCHEME, Reason.STEP_UP_FAILED}
-PERMISSION_DENIALS = frozenset({Reason.SCOPE, Reason.SERVICE, Reason.TRANSFER_POLICY})
+PERMISSION_DENIALS = frozenset(
+    {Reason.SCOPE, Reason.SERVICE, Reason.TRANSFER_POLICY, Reason.PERMISSION, Reason.IDENTITY_BY_GATEWAY}
+)
 
 
 class Guard:

@@ -268,7 +268,9 @@ class Forwarder:
             return
         record.upstream_ms = (time.perf_counter() - started) * 1000
         if self._assertion_secret is not None and response.status in (401, 403):
-            await self._refused_by_mlflow(response, method, target, user, counted(send, record), record)
+            # Raised (MLflow's permission refusal, or its refusal of our signature) for the gateway to
+            # answer, audit and count as it does its own refusals; other 401s and 403s are relayed.
+            await self._relay_refusal(response, method, target, user, counted(send, record), record)
             return
         try:
             record.status = response.status
@@ -293,7 +295,7 @@ class Forwarder:
                     redact_headers(response.headers),
                 )
 
-    async def _refused_by_mlflow(
+    async def _relay_refusal(
         self,
         response: UpstreamResponse,
         method: str,
@@ -302,9 +304,9 @@ class Forwarder:
         send: Send,
         record: RequestRecord,
     ) -> None:
-        """MLflow's permission refusal, said as MLflow error JSON that names what is needed; MLflow
-        refusing the gateway's own assertion, said as the misconfiguration it is; any other 401 or 403
-        relayed as it was (they are small: read whole)."""
+        """MLflow's 401 or 403 (small: read whole). Its permission refusal is raised as a Refusal that
+        names what is needed; its refusal of the gateway's own assertion as the misconfiguration it is;
+        anything else is relayed as it was."""
         body = b""
         try:
             async for chunk in response.chunks():
@@ -313,25 +315,19 @@ class Forwarder:
                     raise UpstreamError("MLflow's refusal is longer than 1 MiB")
         except UpstreamError as exc:
             record.upstream_error = _error_kind(exc)
-            await send_refusal(send, self._upstream_error(exc, target, None))
-            return
+            raise self._upstream_error(exc, target, None) from None
         finally:
             response.release()
         if response.status == 403 and body.strip() == MLFLOW_DENIAL:
-            await send_refusal(send, Refusal(Reason.PERMISSION, denial_message(user, method, target.path)))
-            return
+            raise Refusal(Reason.PERMISSION, denial_message(user, method, target.path))
         if response.status == 401 and ASSERTION_REFUSAL_MARK in body:
             log.error("MLflow refused this gateway's assertion: %s", body[:300].decode("utf-8", "replace"))
-            await send_refusal(
-                send,
-                Refusal(
-                    Reason.ASSERTION_REFUSED,
-                    f": MLflow at {self.upstream_display} refused this gateway's signature. Its "
-                    "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE must hold the same secret as every gateway's, and "
-                    "their clocks must agree within seconds.",
-                ),
+            raise Refusal(
+                Reason.ASSERTION_REFUSED,
+                f": MLflow at {self.upstream_display} refused this gateway's signature. Its "
+                "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE must hold the same secret as every gateway's, and "
+                "their clocks must agree within seconds.",
             )
-            return
         headers = client_response_headers(
             response.headers, upstream_base=self._upstream_base, mount=target.mount
         )
