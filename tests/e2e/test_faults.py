@@ -56,7 +56,7 @@ from hokusai_registry.run.mlflow_process import (
 )
 from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
-from tests.helpers import GatewayProcess, TcpServer, free_port
+from tests.helpers import GatewayProcess, TcpServer, free_port, signed
 from tests.support.stub import ThreadedStub
 
 CLIENT_TIMEOUT = 120  # generous: a hang fails the test, a slow machine does not
@@ -275,6 +275,18 @@ def own_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowProce
         process.stop()
 
 
+def own_experiment(gateway_url: str, key: str) -> str:
+    """A new experiment of the key's owner, who may then write artifacts under its id."""
+    created = requests.post(
+        f"{gateway_url}/mlflow/api/2.0/mlflow/experiments/create",
+        json={"name": f"faults-{uuid.uuid4().hex}"},
+        headers=auth(key),
+        timeout=60,
+    )
+    assert created.status_code == 200, created.text
+    return str(created.json()["experiment_id"])
+
+
 def artifacts_dir(mlflow: MlflowProcess) -> Path:
     return mlflow.log_path.parent / "artifacts"
 
@@ -313,12 +325,12 @@ def test_mlflow_killed_mid_upload_gives_502_no_listed_artifact_and_recovery_with
     own_mlflow: MlflowProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     size, kill_at = 64 << 20, 8 << 20
-    folder = f"faults/{uuid.uuid4().hex}"
-    staging = artifacts_dir(own_mlflow) / folder
     killed: dict[str, Any] = {}
+    folder = ""  # in an experiment of the uploader's own (permissions on), made below
 
     def kill_mlflow() -> None:
         # MLflow is really mid-body: its staging file for this upload already holds bytes.
+        staging = artifacts_dir(own_mlflow) / folder
         wait_for(
             lambda: any(p.stat().st_size > 0 for p in staging.glob(".artifact.uploading.*")),
             60,
@@ -332,6 +344,7 @@ def test_mlflow_killed_mid_upload_gives_502_no_listed_artifact_and_recovery_with
     try:
         with gateway_process(own_mlflow.url, tmp_path / "gateway") as gateway:
             key = gateway.create_key("uploader")
+            folder = f"{own_experiment(gateway.url, key)}/{uuid.uuid4().hex}"
             artifacts = f"{gateway.url}/mlflow/api/2.0/mlflow-artifacts/artifacts"
             body = SlowBody(size, kill_at, kill_mlflow)
             response = requests.put(
@@ -341,7 +354,7 @@ def test_mlflow_killed_mid_upload_gives_502_no_listed_artifact_and_recovery_with
             payload = assert_gateway_error(response, 502, "TEMPORARILY_UNAVAILABLE")
             assert "MLflow" in payload["message"] and own_mlflow.url in payload["message"]
             assert body.sent == size and body.fault_done_at is not None
-            leftovers = {p.name: p.stat().st_size for p in staging.iterdir()}
+            leftovers = {p.name: p.stat().st_size for p in (artifacts_dir(own_mlflow) / folder).iterdir()}
             report(
                 capsys,
                 f"MLflow killed after it had written {killed['written'] >> 20} MiB of a {size >> 20} MiB "
@@ -459,7 +472,7 @@ def test_clients_hanging_up_mid_download_release_the_upstream_connection(
     env = {"HOKUSAI_UPSTREAM_POOL_SIZE": "4", "HOKUSAI_UPSTREAM_CONNECT_TIMEOUT": "2"}
     with gateway_process(own_mlflow.url, tmp_path / "gateway", env=env) as gateway:
         key = gateway.create_key("downloader")
-        path = f"faults/{uuid.uuid4().hex}/big.bin"
+        path = f"{own_experiment(gateway.url, key)}/{uuid.uuid4().hex}/big.bin"
         url = f"{gateway.url}/mlflow/api/2.0/mlflow-artifacts/artifacts/{path}"
         data = os.urandom(16 << 20)
         assert requests.put(url, data=data, headers=auth(key), timeout=CLIENT_TIMEOUT).status_code == 200
@@ -560,6 +573,7 @@ def test_get_is_retried_once_on_a_stale_connection_and_post_runs_create_never_is
         runs = requests.post(
             f"{own_mlflow.url}/api/2.0/mlflow/runs/search",
             json={"experiment_ids": [experiment_id]},
+            headers=signed("POST", "/api/2.0/mlflow/runs/search"),
             timeout=60,
         ).json()
         assert len(runs.get("runs", [])) == 1  # one run, not two

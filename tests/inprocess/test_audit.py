@@ -77,7 +77,9 @@ def test_a_key_limited_to_another_service_is_refused_here(
 def test_permission_refusals_of_mlflow_are_audited(
     new_upstream: Callable[..., StubUpstream], new_gateway: Callable[..., InProcessGateway], audit_log: Lines
 ) -> None:
-    upstream = new_upstream(answers={"/api/2.0/mlflow/runs/delete": (403, "text/plain", b"Permission denied")})
+    upstream = new_upstream(
+        answers={"/api/2.0/mlflow/runs/delete": (403, "text/plain", b"Permission denied")}
+    )
     gateway = new_gateway(upstream.url)
     key_id, key = gateway.create_key_with_id("trainer", owner="bob")
     status, _, _ = gateway.raw(
