@@ -50,7 +50,7 @@ def test_every_forwarded_request_is_asserted_for_its_owner_and_only_for_itself(
     upstream = new_upstream()
     gateway = new_gateway(upstream.url)
     key = gateway.create_key("trainer", owner="alice")
-    body = b"{}" if method in ("POST", "PUT") else None
+    body = b"{}" if method in ("POST", "PUT") else b""
     gateway.raw(method, path, {"Authorization": f"Bearer {key}", "X-Hokusai-Assertion": "v1.forged"}, body)
     arrival = upstream.requests[-1]
     assert arrival.header("x-hokusai-assertion") != ["v1.forged"]  # the client's own never passes
