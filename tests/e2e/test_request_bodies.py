@@ -570,7 +570,16 @@ def otlp_request(trace_id: bytes) -> bytes:
 def test_gzip_otlp_reaches_mlflow_and_a_bomb_does_not(
     gateway: GatewayProcess, mlflow_server: str, api_key: str
 ) -> None:
-    headers = {**OTLP_HEADERS, "Authorization": f"Bearer {api_key}", "Content-Encoding": "gzip"}
+    auth = {"Authorization": f"Bearer {api_key}"}
+    created = requests.post(
+        gateway.url + "/mlflow/api/2.0/mlflow/experiments/create",
+        json={"name": f"otlp-{os.urandom(6).hex()}"},
+        headers=auth,
+        timeout=30,
+    )
+    # Traces go into an experiment of the key's owner (permissions on: the Default one is nobody's).
+    experiment = {"X-Mlflow-Experiment-Id": created.json()["experiment_id"]}
+    headers = {**OTLP_HEADERS, **experiment, **auth, "Content-Encoding": "gzip"}
     trace_id = os.urandom(16)
     answer = requests.post(
         gateway.url + "/mlflow/v1/traces",
