@@ -31,9 +31,13 @@ def problems(errors: Iterable[Mapping[str, Any]], flags: bool = False) -> str:
     described = []
     for problem in errors:
         name = ".".join(str(part) for part in problem["loc"] if part != "body")
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        if not name:  # the whole request's (a model validator's), which names its fields itself
+            described.append(message)
+            continue
         if flags:
             name = "--" + name.replace("_", "-")
-        described.append(f"{name}: {str(problem['msg']).removeprefix('Value error, ')}")
+        described.append(f"{name}: {message}")
     return "; ".join(described)
 
 

@@ -101,6 +101,11 @@ class Reason(enum.Enum):
     KEYS_MANAGED_ELSEWHERE = ("keys_managed_elsewhere", "ENDPOINT_NOT_FOUND")
     KEY_NOT_FOUND = ("key_not_found", "RESOURCE_DOES_NOT_EXIST")
     KEY_NAME_TAKEN = ("key_name_taken", "RESOURCE_ALREADY_EXISTS")
+    # Teams and grants managed through the admin API (they live in MLflow's auth app)
+    PERMISSIONS_OFF = ("permissions_off", "ENDPOINT_NOT_FOUND")
+    NOT_FOUND = ("not_found", "RESOURCE_DOES_NOT_EXIST")
+    ALREADY_EXISTS = ("already_exists", "RESOURCE_ALREADY_EXISTS")
+    MLFLOW_REFUSED = ("mlflow_refused", "INVALID_PARAMETER_VALUE")
     # MLflow, behind the gateway
     UPSTREAM_REFUSED = ("upstream_refused", "TEMPORARILY_UNAVAILABLE", 502)
     UPSTREAM_LOST = ("upstream_lost", "TEMPORARILY_UNAVAILABLE", 502)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -272,6 +273,276 @@ def keys_rotate(key_id: str, **flags: Any) -> None:
         raise click.UsageError(str(exc)) from None
     click.echo(f"Revoked {key_id}; its successor is {created.key_id}. It is shown only this once:", err=True)
     click.echo(created.key)
+
+
+# Teams and grants: MLflow's roles and permissions, changed through MLflow's REST API as its
+# administrator (admin/permissions.py), as the admin API and the /admin pages change them.
+
+MLFLOW_OPTIONS = ("mlflow_server_url", "data_dir", "upstream_api_prefix", "audit_log")
+
+
+def _mlflow_url(settings: Settings) -> tuple[str, str]:
+    """MLflow's internal URL and where it came from: the flag or MLFLOW_SERVER_URL, else the file a
+    running `serve` on the data directory writes."""
+    from hokusai_registry.run import mlflow_address
+
+    if settings.mlflow_server_url:
+        return settings.require_upstream(), "MLFLOW_SERVER_URL"
+    found = mlflow_address.read(settings.data_dir)
+    if found is None:
+        config_failure(
+            ConfigError(
+                "MLFLOW_SERVER_URL is not set and no `serve` runs on HOKUSAI_DATA_DIR "
+                f"({settings.data_dir}): pass --mlflow-url http://<internal-mlflow>:5000 (the address "
+                "`gateway` forwards to), or --data-dir of the running `serve`"
+            )
+        )
+    return found, f"{mlflow_address.path(settings.data_dir)} (written by `serve`: is it running?)"
+
+
+def _with_permissions(settings: Settings, work: Callable[[Any], Any]) -> Any:
+    """`work(PermissionAdmin)` on an event loop, against the settings' MLflow; a refusal ends the command
+    with MLflow's reason on one line, exit code 1."""
+    import asyncio
+
+    from hokusai_registry.admin.permission_models import ChangeRefused
+    from hokusai_registry.admin.permissions import PermissionAdmin
+    from hokusai_registry.core.refusals import Reason
+    from hokusai_registry.gateway.assembly import assertion_secret
+    from hokusai_registry.ops.audit import configure_audit
+    from hokusai_registry.transport.forward import Forwarder
+
+    url, source = _mlflow_url(settings)
+    try:
+        configure_audit(settings.audit_log)
+        secret = assertion_secret(settings) if settings.permissions else None
+    except ConfigError as exc:
+        config_failure(exc)
+
+    async def run() -> Any:
+        forwarder = Forwarder(
+            url,
+            api_prefix=settings.upstream_api_prefix,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            transfer_idle_timeout=settings.artifact_read_timeout,
+            pool_size=2,
+            mark=secrets.token_hex(12),
+            assertion_secret=secret,
+        )
+        try:
+            return await work(PermissionAdmin(forwarder))
+        finally:
+            await forwarder.close()
+
+    try:
+        return asyncio.run(run())
+    except ChangeRefused as exc:
+        where = (
+            f" (MLflow at {redact_url(url)}, from {source})" if exc.reason is Reason.UPSTREAM_REFUSED else ""
+        )
+        raise click.ClickException(exc.message + where) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _validated(schema: Any, fields: dict[str, Any], flags: bool = True) -> Any:
+    try:
+        return schema(**fields)
+    except ValidationError as exc:
+        raise click.UsageError(problems(exc.errors(), flags=flags)) from None
+
+
+@main.group()
+def teams() -> None:
+    """Teams of owners: grants to a team reach every member (MLflow roles)."""
+
+
+@teams.command("create")
+@click.argument("team")
+@setting_options(*MLFLOW_OPTIONS)
+def teams_create(team: str, **flags: Any) -> None:
+    """Create a team (an MLflow role of the same name)."""
+    from hokusai_registry.admin.permission_models import TeamSpec
+
+    spec = _validated(TeamSpec, {"name": team}, flags=False)
+    _with_permissions(load_settings(**flags), lambda admin: admin.create_team(spec, _actor()))
+    click.echo(f"Created team {spec.name}. Add owners with: hokusai-registry teams add {spec.name} OWNER")
+
+
+@teams.command("delete")
+@click.argument("team")
+@setting_options(*MLFLOW_OPTIONS)
+def teams_delete(team: str, **flags: Any) -> None:
+    """Delete a team: its members lose its grants at once (their own grants stay)."""
+    deleted = _with_permissions(load_settings(**flags), lambda admin: admin.delete_team(team, _actor()))
+    members = ", ".join(deleted.members) or "none"
+    click.echo(f"Deleted team {deleted.name} (members were: {members}).")
+
+
+@teams.command("add")
+@click.argument("team")
+@click.argument("owner")
+@setting_options(*MLFLOW_OPTIONS)
+def teams_add(team: str, owner: str, **flags: Any) -> None:
+    """Add an owner (a key's owner) to a team."""
+    from hokusai_registry.admin.permission_models import MemberSpec
+
+    spec = _validated(MemberSpec, {"owner": owner}, flags=False)
+    change = _with_permissions(load_settings(**flags), lambda admin: admin.add_member(team, spec, _actor()))
+    verb = "Added" if change.changed else "Already there:"
+    click.echo(f"{verb} {spec.owner} in team {team} (members: {', '.join(change.team.members)}).")
+
+
+@teams.command("remove")
+@click.argument("team")
+@click.argument("owner")
+@setting_options(*MLFLOW_OPTIONS)
+def teams_remove(team: str, owner: str, **flags: Any) -> None:
+    """Take an owner out of a team."""
+    from hokusai_registry.admin.permission_models import MemberSpec
+
+    spec = _validated(MemberSpec, {"owner": owner}, flags=False)
+    change = _with_permissions(
+        load_settings(**flags), lambda admin: admin.remove_member(team, spec, _actor())
+    )
+    members = ", ".join(change.team.members) or "none"
+    click.echo(f"Removed {spec.owner} from team {team} (members: {members}).")
+
+
+@teams.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array: each team's name and members.")
+@setting_options(*MLFLOW_OPTIONS)
+def teams_list(as_json: bool, **flags: Any) -> None:
+    """List teams and their members."""
+    found = _with_permissions(load_settings(**flags), lambda admin: admin.teams())
+    if as_json:
+        click.echo(json.dumps([team.model_dump(mode="json") for team in found], indent=2))
+        return
+    if not found:
+        click.echo("No teams yet. Create one with: hokusai-registry teams create TEAM")
+        return
+    click.echo(f"{'TEAM':<24}MEMBERS")
+    for team in found:
+        click.echo(f"{team.name:<24}{', '.join(team.members) or '-'}")
+
+
+@main.group()
+def grants() -> None:
+    """Per-resource permissions: who may read and change which experiment, model or prompt."""
+
+
+def grantee_options(function: F) -> F:
+    for option in reversed(
+        (
+            click.option("--owner", default=None, help="The owner (a key's owner) the grant is for."),
+            click.option("--team", default=None, help="The team the grant is for (every member)."),
+        )
+    ):
+        function = option(function)
+    return function
+
+
+def resource_options(function: F) -> F:
+    for option in reversed(
+        (
+            click.option(
+                "--experiment", default=None, help="An experiment: its id, else its name; * for all."
+            ),
+            click.option("--model", default=None, help="A registered model's name; * for all."),
+            click.option("--prompt", default=None, help="A prompt's name; * for all."),
+            click.option(
+                "--scorer",
+                default=None,
+                help="A scorer: EXPERIMENT/NAME (the experiment's id or name, the scorer's name); * for all.",
+            ),
+            click.option(
+                "--gateway-endpoint",
+                default=None,
+                help="An AI-gateway endpoint: its id, else its name; * for all.",
+            ),
+        )
+    ):
+        function = option(function)
+    return function
+
+
+def _one(flags: dict[str, str | None], what: str) -> None:
+    given = [name for name, value in flags.items() if value is not None]
+    if len(given) != 1:
+        named = " or ".join("--" + name.replace("_", "-") for name in flags)
+        raise click.UsageError(f"give exactly one {what}: {named}")
+
+
+def _grant_fields(flags: dict[str, Any]) -> dict[str, Any]:
+    grantee = {name: flags.pop(name) for name in ("owner", "team")}
+    resource = {
+        name: flags.pop(name) for name in ("experiment", "model", "prompt", "scorer", "gateway_endpoint")
+    }
+    _one(grantee, "grantee")
+    _one(resource, "resource")
+    return {**grantee, **resource}
+
+
+@grants.command("add")
+@grantee_options
+@resource_options
+@click.option(
+    "--level",
+    required=True,
+    type=click.Choice(("READ", "USE", "EDIT", "MANAGE", "DENY"), case_sensitive=False),
+    help="READ; USE: also invoke; EDIT: also change; MANAGE: also delete and grant; DENY: none of it, "
+    "whatever else is granted.",
+)
+@setting_options(*MLFLOW_OPTIONS)
+def grants_add(level: str, **flags: Any) -> None:
+    """Grant an owner or a team a level on one resource (or change the level it has)."""
+    from hokusai_registry.admin.permission_models import GrantSpec
+
+    spec = _validated(GrantSpec, {**_grant_fields(flags), "level": level.upper()})
+    change = _with_permissions(load_settings(**flags), lambda admin: admin.add_grant(spec, _actor()))
+    grant = change.grant
+    if not change.changed:
+        click.echo(f"Unchanged: {grant.grantee} already has {grant.level} on {grant.resource}.")
+        return
+    was = f" (was {change.previous})" if change.previous else ""
+    click.echo(f"Granted {grant.level} on {grant.resource} to {grant.grantee}{was}.")
+
+
+@grants.command("remove")
+@grantee_options
+@resource_options
+@setting_options(*MLFLOW_OPTIONS)
+def grants_remove(**flags: Any) -> None:
+    """Remove an owner's or a team's grant on one resource (MLflow's default permission applies again,
+    unless another grant does)."""
+    from hokusai_registry.admin.permission_models import GrantTarget
+
+    target = _validated(GrantTarget, _grant_fields(flags))
+    removed = _with_permissions(load_settings(**flags), lambda admin: admin.remove_grant(target, _actor()))
+    click.echo(f"Removed {removed.grantee}'s {removed.level} on {removed.resource}.")
+
+
+@grants.command("list")
+@grantee_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON array with every field.")
+@setting_options(*MLFLOW_OPTIONS)
+def grants_list(owner: str | None, team: str | None, as_json: bool, **flags: Any) -> None:
+    """List grants: all, an owner's (its own and its teams'), or a team's."""
+    if owner is not None and team is not None:
+        raise click.UsageError("give at most one of --owner and --team")
+    found = _with_permissions(load_settings(**flags), lambda admin: admin.grants(owner=owner, team=team))
+    if as_json:
+        click.echo(json.dumps([grant.model_dump(mode="json") for grant in found], indent=2))
+        return
+    if not found:
+        click.echo(
+            "No grants. Make one with: hokusai-registry grants add --owner OWNER --experiment ID --level EDIT"
+        )
+        return
+    click.echo(f"{'GRANTEE':<32}{'LEVEL':<8}RESOURCE")
+    for grant in found:
+        click.echo(f"{grant.grantee[:31]:<32}{grant.level:<8}{grant.resource}")
 
 
 @main.command()

@@ -21,6 +21,7 @@ from hokusai_registry.core.net import redact_url
 from hokusai_registry.gateway.assembly import build_gateway, open_key_store
 from hokusai_registry.ops.audit import configure_audit
 from hokusai_registry.ops.logs import configure_logging
+from hokusai_registry.run import mlflow_address
 from hokusai_registry.run.mlflow_process import (
     MlflowProcess,
     mlflow_command,
@@ -127,6 +128,8 @@ async def serve_embedded(settings: Settings) -> None:
     server = GatewayServer(build_gateway(settings, store, mlflow_url), settings)
     server_task = asyncio.create_task(server.serve(sockets=[listener]))
     supervisor: asyncio.Task[None] | None = None
+    # For `teams` and `grants` on this data directory (they talk to MLflow itself); gone on exit.
+    address_file = mlflow_address.write(settings.data_dir, mlflow_url)
     try:
         progress = _Progress(f"Starting MLflow at {mlflow_url} (log: {mlflow.log_path}) ...")
         waiting = asyncio.create_task(wait_until_healthy(mlflow, settings.mlflow_startup_timeout, progress))
@@ -155,6 +158,7 @@ async def serve_embedded(settings: Settings) -> None:
             server.should_exit = True
             await server_task
         _out("Stopping MLflow ...")
+        mlflow_address.remove(address_file)
         await asyncio.to_thread(mlflow.stop)
         store.close()
         _out("Stopped.")

@@ -233,6 +233,32 @@ class Forwarder:
         )
         return await self.pool.exchange(request, PROBE_LIMIT)
 
+    async def administer(
+        self, method: str, path: str, query: bytes, body: bytes | None, limit: int = 64 << 20
+    ) -> tuple[int, bytes]:
+        """A request of MLflow's administrator for teams and grants (`admin/permissions.py`), sent as
+        `probe` sends it, with a JSON `body` if any. Reads at most `limit` bytes of the answer (a longer
+        one is cut there, so no longer parses): every user's roles and grants come in one answer."""
+        target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
+        target = target + b"?" + query if query else target
+        headers: tuple[Header, ...] = (
+            (LOOP_MARK, self.mark.encode()),
+            (b"user-agent", b"hokusai-registry-admin"),
+        )
+        if body is not None:
+            headers = (*headers, (b"content-type", b"application/json"))
+        if self._assertion_secret is not None:
+            headers = (*headers, self.assertion(method, target, ADMIN_USER))
+        request = UpstreamRequest(
+            method,
+            target,
+            headers,
+            body,
+            idempotent=method == "GET",
+            read_timeout=self._read_timeouts[Family.REST],
+        )
+        return await self.pool.exchange(request, limit)
+
     async def forward(
         self, scope: Scope, receive: Receive, send: Send, target: Target, record: RequestRecord, user: str
     ) -> None:
