@@ -50,6 +50,11 @@ def scope(
         ("/api/v1/keys/AAAAAAAAAAAA/revoke", Handler.KEYS, Caller.ADMIN_KEY),
         ("/api/v1/keys/validate", Handler.VALIDATE, Caller.ANYONE),
         ("/api/v1/keysfoo", Handler.NO_SUCH_API, Caller.ANYONE),
+        ("/api/v1/teams", Handler.KEYS, Caller.ADMIN_KEY),
+        ("/api/v1/teams/ml/members", Handler.KEYS, Caller.ADMIN_KEY),
+        ("/api/v1/grants", Handler.KEYS, Caller.ADMIN_KEY),
+        ("/api/v1/grants/remove", Handler.KEYS, Caller.ADMIN_KEY),
+        ("/api/v1/teamsfoo", Handler.NO_SUCH_API, Caller.ANYONE),
         ("/api/v1/", Handler.NO_SUCH_API, Caller.ANYONE),
         ("/docs", Handler.DOCS, Caller.ANYONE),
         ("/openapi.json", Handler.DOCS, Caller.ANYONE),
@@ -60,6 +65,8 @@ def scope(
         ("/assets/hokusai.css", Handler.PAGES, Caller.ANYONE),
         ("/admin/keys/AAAAAAAAAAAA/revoke", Handler.PAGES, Caller.ANYONE),
         ("/admin/keys/AAAAAAAAAAAA/rotate", Handler.PAGES, Caller.ANYONE),
+        ("/admin/teams", Handler.PAGES, Caller.ANYONE),
+        ("/admin/grants/remove", Handler.PAGES, Caller.ANYONE),
     ],
 )
 def test_own_routes(path: str, handler: Handler, caller: Caller) -> None:
@@ -86,6 +93,10 @@ def test_own_routes_take_reads_unless_their_handler_answers_methods_itself() -> 
     health, keys = own_route("/health"), own_route("/api/v1/keys")
     assert health is not None and health.methods == frozenset({"GET", "HEAD"})
     assert keys is not None and keys.methods is None and keys.local_keys_only
+    # Teams and grants live in MLflow: managed here even where keys live in a remote auth service.
+    for path in ("/api/v1/teams", "/api/v1/grants/remove"):
+        route = own_route(path)
+        assert route is not None and route.methods is None and not route.local_keys_only
 
 
 def test_parse_finds_the_first_of_each_wanted_header_in_one_pass() -> None:

@@ -25,9 +25,26 @@ def test_every_page_and_its_methods() -> None:
         "/admin/keys": {"GET", "HEAD", "POST"},
         "/admin/keys/{key_id:key_id}/revoke": {"GET", "HEAD", "POST"},
         "/admin/keys/{key_id:key_id}/rotate": {"GET", "HEAD", "POST"},
+        "/admin/teams": {"GET", "HEAD", "POST"},
+        "/admin/teams/members": {"POST"},
+        "/admin/teams/remove-member": {"GET", "HEAD", "POST"},
+        "/admin/teams/delete": {"GET", "HEAD", "POST"},
+        "/admin/grants": {"GET", "HEAD", "POST"},
+        "/admin/grants/remove": {"GET", "HEAD", "POST"},
     }
     fixed = {route.path for route in PAGE_ROUTES if not route.param_convertors}
-    assert fixed == {"/assets/hokusai.css", "/login", "/logout", "/admin/keys"}
+    assert fixed == {
+        "/assets/hokusai.css",
+        "/login",
+        "/logout",
+        "/admin/keys",
+        "/admin/teams",
+        "/admin/teams/members",
+        "/admin/teams/remove-member",
+        "/admin/teams/delete",
+        "/admin/grants",
+        "/admin/grants/remove",
+    }
     assert all(is_page_path(path) for path in fixed)
 
 
@@ -40,6 +57,9 @@ def test_every_page_and_its_methods() -> None:
         "/assets/hokusai.css",
         "/admin/keys/Ab3456789012/revoke",
         "/admin/keys/Ab3456789012/rotate",
+        "/admin/teams",
+        "/admin/teams/members",
+        "/admin/grants/remove",
     ],
 )
 def test_page_paths(path: str) -> None:
@@ -64,6 +84,12 @@ def test_page_paths(path: str) -> None:
         "/admin/keys/Ab3456789012/delete",
         "/admin/keys/Ab3456789012",
         "/mlflow/login",
+        "/admin/teams/",
+        "/admin/teams/ml",
+        "/admin/teams/ml/delete",
+        "/admin/grants/",
+        "/admin/grants/remove/",
+        "/admin/Teams",
     ],
 )
 def test_nothing_else_is_a_page(path: str) -> None:

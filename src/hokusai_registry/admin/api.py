@@ -1,5 +1,6 @@
-"""The admin REST API (`/api/v1/keys`), the auth-service endpoint (`/api/v1/keys/validate`) and their
-OpenAPI docs (`/docs`, Swagger UI served from the package, no external assets).
+"""The admin REST API (`/api/v1/keys`, and `/api/v1/teams` and `/api/v1/grants` from
+`permissions_api.py`), the auth-service endpoint (`/api/v1/keys/validate`) and their OpenAPI docs
+(`/docs`, Swagger UI served from the package, no external assets).
 
 The gateway authenticates and authorizes admin requests before they get here and passes the caller's
 identity in the ASGI scope (`IDENTITY`); this app only does the work, through the same `KeyAdmin` the
@@ -21,6 +22,9 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from hokusai_registry import __version__
+from hokusai_registry.admin.permission_models import ChangeRefused
+from hokusai_registry.admin.permissions import PermissionAdmin
+from hokusai_registry.admin.permissions_api import add_permission_routes
 from hokusai_registry.admin.service import CreatedKey, KeyAdmin, KeyInfo, KeySpec, problems
 from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
 from hokusai_registry.auth.credentials import presented_key
@@ -86,13 +90,17 @@ def throttle_address(client_ip: str | None, caller: str, proxies: TrustedProxies
 
 
 def build_keys_api(
-    admin: KeyAdmin, authenticator: Authenticator, guard: Guard, proxies: TrustedProxies
+    admin: KeyAdmin,
+    authenticator: Authenticator,
+    guard: Guard,
+    proxies: TrustedProxies,
+    permissions: PermissionAdmin,
 ) -> FastAPI:
     app = FastAPI(
         title="Hokusai Registry admin API",
         version=__version__,
-        description="Manage API keys (admin keys only) and validate keys for other services. Send the "
-        "key as `Authorization: Bearer hk_live_...`. Errors are MLflow error JSON "
+        description="Manage API keys, teams and grants (admin keys only) and validate keys for other "
+        "services. Send the key as `Authorization: Bearer hk_live_...`. Errors are MLflow error JSON "
         "(`error_code`, `message`).",
         docs_url=None,
         redoc_url=None,
@@ -121,6 +129,10 @@ def build_keys_api(
     @app.exception_handler(KeyNameTaken)
     async def taken(_: Request, error: KeyNameTaken) -> Response:
         return _error(Refusal(Reason.KEY_NAME_TAKEN, str(error)))
+
+    @app.exception_handler(ChangeRefused)
+    async def refused_change(_: Request, error: ChangeRefused) -> Response:
+        return _error(Refusal(error.reason, error.message))
 
     @app.exception_handler(ValueError)
     async def bad_value(_: Request, error: ValueError) -> Response:
@@ -167,6 +179,8 @@ def build_keys_api(
         rotated = await asyncio.to_thread(admin.rotate, key_id, _actor(request))
         authenticator.invalidate()
         return rotated
+
+    add_permission_routes(app, permissions, _actor)
 
     @app.post(
         VALIDATE_PATH,

@@ -1,4 +1,5 @@
-"""The gateway's pages: `/login`, `/logout`, `/admin/keys` and their stylesheet.
+"""The gateway's pages: `/login`, `/logout`, `/admin/keys`, their stylesheet, and the teams and grants
+pages (`/admin/teams`, `/admin/grants`: `permission_pages.py`).
 
 Routed by Starlette, the framework FastAPI (the admin REST API) is built on: `PAGE_ROUTES` says which
 path takes which methods, any other method is the "Not allowed" page, and a `PageError` raised anywhere
@@ -10,8 +11,8 @@ the REST API.
 The MLflow UI is served from the same origin, so a script running in it (any XSS there) is "this site":
 it passes the origin check and could read a page's CSRF token. Two things stop it from changing keys with
 an admin's session: signed-in pages open only as top-level pages (Fetch Metadata, `loaded_by_script`),
-and every key change (create, rotate, revoke) needs the session's own admin key entered again in the
-same form (`_step_up`), which such a script does not know.
+and every change (keys created, rotated or revoked; teams and grants changed) needs the session's own
+admin key entered again in the same form (`_step_up`), which such a script does not know.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from hokusai_registry.admin.rendering import page, redirect, render, stylesheet_response
+from hokusai_registry.admin.permission_pages import PERMISSION_PAGES
+from hokusai_registry.admin.permissions import PermissionAdmin
+from hokusai_registry.admin.rendering import PageError, page, redirect, render, stylesheet_response
 from hokusai_registry.admin.service import KeyAdmin, KeySpec, problems
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, Caller, client_address
@@ -98,28 +101,20 @@ class _KeyId(Convertor[str]):
 register_url_convertor("key_id", _KeyId())
 
 
-class PageError(Exception):
-    """A refusal shown as a page (the gateway's pages answer in HTML, not MLflow JSON)."""
-
-    def __init__(self, status: int, title: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()):
-        super().__init__(message)
-        self.status = status
-        self.title = title
-        self.message = message
-        self.headers = headers
-
-
 class WebPages:
     def __init__(
         self,
         access: Access,
         key_admin: KeyAdmin | None,
+        permissions: PermissionAdmin,
         *,
         public_url: str | None,
     ) -> None:
         self.access = access
         # None when keys live in a remote auth service: they are managed there.
         self.key_admin = key_admin
+        # Teams and grants live in MLflow, wherever keys are managed.
+        self.permissions = permissions
         self.public_url = public_url
         # No slash redirects: the gateway sends only page paths here (its route table). Anything
         # else a route raises propagates to the gateway as before (no ServerErrorMiddleware here).
@@ -214,11 +209,13 @@ class WebPages:
         shown = revoked if keys.is_key_id(revoked) else None
         return await self._render_keys(request, caller, revoked=shown)
 
-    async def _admin_form(self, request: Request) -> tuple[Caller, dict[str, str]] | Response:
-        """A key-administration form post: from this site, by a signed-in admin, with the session's CSRF
-        token. A Response when the browser is sent to sign in."""
+    async def _admin_form(
+        self, request: Request, *, keys: bool = True, back: str = ADMIN_KEYS_PATH
+    ) -> tuple[Caller, dict[str, str]] | Response:
+        """An administration form post: from this site, by a signed-in admin, with the session's CSRF
+        token. A Response when the browser is sent to sign in (and then on to `back`)."""
         self._same_origin(request.scope)
-        caller = await self._admin(request)
+        caller = await self._admin(request, keys=keys, back=back)
         if isinstance(caller, Response):
             return caller
         form = await self._form(request)
@@ -409,20 +406,24 @@ class WebPages:
             )
         return self.key_admin
 
-    async def _admin(self, request: Request) -> Caller | Response:
-        """The signed-in admin; otherwise the browser is sent to sign in (a Response) or refused."""
-        self._managed_keys()
+    async def _admin(
+        self, request: Request, *, keys: bool = True, back: str = ADMIN_KEYS_PATH
+    ) -> Caller | Response:
+        """The signed-in admin; otherwise the browser is sent to sign in (a Response, then on to `back`)
+        or refused. Key pages (`keys`) only where keys are managed here."""
+        if keys:
+            self._managed_keys()
         caller = await self._signed_in(request)
         if caller is None:
             scope = request.scope
             headers = [self.access.clear_cookie(scope)] if self.access.session_id(scope) else []
-            return redirect(login_location(ADMIN_KEYS_PATH, _record(request).auth_failure), headers)
+            return redirect(login_location(back, _record(request).auth_failure), headers)
         if "admin" not in caller.identity.scopes:
             raise PageError(
                 403,
                 "Admins only",
                 f"Key {caller.identity.key_id} (scopes: {' '.join(caller.identity.scopes)}) is not an admin "
-                "key. Sign in with an admin key to manage keys.",
+                "key. Sign in with an admin key to manage keys, teams and grants.",
             )
         return caller
 
@@ -466,7 +467,7 @@ class WebPages:
             return None
         failed = Refusal(
             Reason.STEP_UP_FAILED,
-            f"creating, rotating or revoking keys needs the admin key this session signed in with (key "
+            f"every change to keys, teams and grants needs the admin key this session signed in with (key "
             f"{session_key_id}) entered again in the form, and the key entered is not it. Failed attempts "
             "count towards the failed-authentication throttle (HOKUSAI_AUTH_FAILURE_LIMIT).",
         )
@@ -563,4 +564,5 @@ PAGE_ROUTES = (
     Route(REVOKE_PATH, _on(WebPages.revoke_key), methods=["POST"]),
     Route(ROTATE_PATH, _on(WebPages.confirm_rotate), methods=["GET"]),
     Route(ROTATE_PATH, _on(WebPages.rotate_key), methods=["POST"]),
+    *(Route(path, _on(endpoint), methods=[method]) for path, method, endpoint in PERMISSION_PAGES),
 )

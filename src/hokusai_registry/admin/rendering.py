@@ -91,3 +91,14 @@ def stylesheet_response() -> Response:
             ORIGIN_HEADER,
         ],
     )
+
+
+class PageError(Exception):
+    """A refusal shown as a page (the gateway's pages answer in HTML, not MLflow JSON)."""
+
+    def __init__(self, status: int, title: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()):
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
+        self.headers = headers

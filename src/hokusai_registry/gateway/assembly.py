@@ -6,6 +6,7 @@ import secrets
 
 from hokusai_registry.admin.api import build_keys_api
 from hokusai_registry.admin.pages import WebPages
+from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.service import KeyAdmin
 from hokusai_registry.auth.authenticator import Authenticator, KeySource
 from hokusai_registry.auth.caller import Access
@@ -94,11 +95,14 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     keys_elsewhere = settings.auth_service_url is not None
     proxies = settings.trusted_proxies
     key_admin = KeyAdmin(store, settings.key_environment)
+    # Teams and grants: MLflow's, changed through the forwarder as MLflow's administrator.
+    permissions = PermissionAdmin(forwarder)
     return Gateway(
         access=access,
         pages=WebPages(
             access,
             None if keys_elsewhere else key_admin,
+            permissions,
             public_url=settings.public_url,
         ),
         forwarder=forwarder,
@@ -110,7 +114,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         ),
         health=health,
         metrics=Metrics(),
-        keys_api=build_keys_api(key_admin, authenticator, guard, proxies),
+        keys_api=build_keys_api(key_admin, authenticator, guard, proxies, permissions),
         keys_elsewhere=keys_elsewhere,
         direct_transfers=settings.direct_artifact_transfers,
         public_url=settings.public_url,

@@ -47,7 +47,7 @@ class Handler(enum.Enum):
     METRICS = "metrics"
     MLFLOW_HEALTH = "mlflow_health"
     MLFLOW_HEALTH_DETAILED = "mlflow_health_detailed"
-    KEYS = "keys"  # the key-administration REST API
+    KEYS = "keys"  # the admin REST API: keys, teams and grants
     VALIDATE = "validate"  # the auth-service contract: checks the key it is given
     DOCS = "docs"  # the admin API's OpenAPI document, Swagger UI and its assets
     NO_SUCH_API = "no_such_api"  # under the admin API's prefix, but no endpoint
@@ -75,17 +75,32 @@ class OwnRoute:
 MLFLOW_HEALTH_PATHS = tuple(mount + "/health/mlflow" for mount in MOUNTS)
 KEYS_PATH = "/api/v1/keys"
 VALIDATE_PATH = KEYS_PATH + "/validate"
+TEAMS_PATH = "/api/v1/teams"
+GRANTS_PATH = "/api/v1/grants"
 ADMIN_API_PREFIX = "/api/v1/"
 DOCS_PATHS = ("/docs", "/openapi.json")
 DOCS_ASSETS = "/docs/assets"
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
 ADMIN_KEYS_PATH = "/admin/keys"
+ADMIN_TEAMS_PATH = "/admin/teams"
+ADMIN_GRANTS_PATH = "/admin/grants"
+# The teams and grants pages' forms (the team, owner and grant are fields, never path segments).
+ADMIN_PERMISSION_PAGES = (
+    ADMIN_TEAMS_PATH,
+    ADMIN_TEAMS_PATH + "/members",
+    ADMIN_TEAMS_PATH + "/remove-member",
+    ADMIN_TEAMS_PATH + "/delete",
+    ADMIN_GRANTS_PATH,
+    ADMIN_GRANTS_PATH + "/remove",
+)
 STYLESHEET_PATH = "/assets/hokusai.css"
 
 _PAGE = OwnRoute(Handler.PAGES, methods=None)
 _DOCS = OwnRoute(Handler.DOCS, methods=None)
 _KEYS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None, local_keys_only=True)
+# Teams and grants live in MLflow, wherever keys are managed.
+_PERMISSIONS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None)
 
 OWN_ROUTES: dict[str, OwnRoute] = {
     "/health": OwnRoute(Handler.LIVENESS),
@@ -97,13 +112,18 @@ OWN_ROUTES: dict[str, OwnRoute] = {
         for path in MLFLOW_HEALTH_PATHS
     },
     KEYS_PATH: _KEYS,
+    TEAMS_PATH: _PERMISSIONS,
+    GRANTS_PATH: _PERMISSIONS,
     VALIDATE_PATH: OwnRoute(Handler.VALIDATE, methods=None, local_keys_only=True),
     **{path: _DOCS for path in DOCS_PATHS},
     **{path: _PAGE for path in (LOGIN_PATH, LOGOUT_PATH, ADMIN_KEYS_PATH, STYLESHEET_PATH)},
+    **{path: _PAGE for path in ADMIN_PERMISSION_PAGES},
 }
 # Checked in order when no exact path matches.
 OWN_PREFIXES: tuple[tuple[str, OwnRoute], ...] = (
     (KEYS_PATH + "/", _KEYS),
+    (TEAMS_PATH + "/", _PERMISSIONS),
+    (GRANTS_PATH + "/", _PERMISSIONS),
     (ADMIN_API_PREFIX, OwnRoute(Handler.NO_SUCH_API, methods=None)),
     (DOCS_ASSETS + "/", _DOCS),
 )
