@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import time
@@ -42,9 +44,20 @@ def test_serve_first_and_later_start_and_sigterm(tmp_path: Path) -> None:
     token = next(line.split("=", 1)[1].strip() for line in first.seen if "MLFLOW_TRACKING_TOKEN=" in line)
     url = f"http://127.0.0.1:{env['HOKUSAI_PORT']}"
     assert requests.get(url + "/mlflow/version", headers={"Authorization": f"Bearer {token}"}, timeout=10).ok
+    # Teams and grants on serve's data directory find its MLflow without flags (DATA_DIR/mlflow-url).
+    teams = subprocess.run(
+        [HOKUSAI, "teams", "list", "--json"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert teams.returncode == 0 and json.loads(teams.stdout) == [], teams.stderr
     assert first.terminate() == 0
     assert "Stopped." in "".join(first.seen)
     assert processes_using(data_dir) == []
+    assert not (data_dir / "mlflow-url").exists()
 
     later = Running([HOKUSAI, "serve"], env)
     later.wait_for("Press Ctrl-C to stop.")
