@@ -338,7 +338,6 @@ def test_grants_are_listed_and_removed_for_owners_and_teams(mlflow: Any, audit_l
             {"username": "bob", "resource_type": "scorer", "resource_id": "7/my%20scorer"},
         ),
         ("GET", ROLES_LIST + "?workspace=default", None),
-        ("GET", ROLES_LIST + "?workspace=default", None),
         ("DELETE", "/api/3.0/mlflow/roles/permissions/remove?role_permission_id=5", None),
     ]
     assert [line["permission"] for line in audited(audit_log, "grant.removed")] == ["READ", "EDIT"]
@@ -494,7 +493,9 @@ def test_the_teams_page_creates_a_team_only_with_the_admin_key_entered_again(mlf
     listing = browse(gateway, "GET", "/admin/teams", cookie, origin=None)
     assert listing.status_code == 200 and "No teams yet." in listing.text
     csrf = csrf_token(cookie)
-    creations = lambda: [c for c in calls(upstream) if c[1] == "/api/3.0/mlflow/roles/create"]  # noqa: E731
+
+    def creations() -> list[tuple[str, str, Any]]:
+        return [made for made in calls(upstream) if made[1] == "/api/3.0/mlflow/roles/create"]
 
     for form, origin in [
         ({"name": "ml", "csrf": csrf}, "same"),  # no key entered again

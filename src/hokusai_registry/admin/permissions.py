@@ -263,7 +263,12 @@ class PermissionAdmin:
         raise ChangeRefused(Reason.NOT_FOUND, "the grant was removed meanwhile; nothing was changed.")
 
     async def remove_grant(self, target: GrantTarget, actor: str) -> Grant:
-        existing = await self._grants_of(target)
+        role = await self._role(str(target.team)) if target.team is not None else None
+        if role is not None:
+            own = _team_grants(role)
+        else:
+            own = [grant for grant in await self._owner_grants(str(target.owner)) if grant.owner is not None]
+        existing = {(grant.resource_type, grant.resource_id): grant for grant in own}
         resource_type, pattern = await resolve(self.mlflow, target, check=False)
         grant = existing.get((resource_type, pattern))
         if (
@@ -287,16 +292,16 @@ class PermissionAdmin:
                 "`hokusai-registry grants list`.",
             )
         try:
-            if target.owner is not None:
+            if role is None:
                 body = {"username": target.owner, "resource_type": resource_type, "resource_id": pattern}
                 await self.mlflow.call("POST", USER_REVOKE, body=body)
             else:
-                role = await self._role(str(target.team))
-                for row in role.get("permissions") or []:
-                    if (row["resource_type"], row["resource_pattern"]) == (resource_type, pattern):
-                        await self.mlflow.call(
-                            "DELETE", ROLE_PERMISSION_REMOVE, {"role_permission_id": int(row["id"])}
-                        )
+                (row_id,) = [
+                    int(row["id"])
+                    for row in role.get("permissions") or []
+                    if (row["resource_type"], row["resource_pattern"]) == (resource_type, pattern)
+                ]
+                await self.mlflow.call("DELETE", ROLE_PERMISSION_REMOVE, {"role_permission_id": row_id})
         except MlflowError as error:
             raise error.refusal() from None
         audit(
@@ -309,14 +314,6 @@ class PermissionAdmin:
             permission=grant.level,
         )
         return grant
-
-    async def _grants_of(self, target: GrantTarget) -> dict[tuple[str, str], Grant]:
-        """The grantee's own grants (not its teams'), by (resource type, pattern)."""
-        if target.owner is not None:
-            grants = [grant for grant in await self._owner_grants(target.owner) if grant.owner is not None]
-        else:
-            grants = _team_grants(await self._role(str(target.team)))
-        return {(grant.resource_type, grant.resource_id): grant for grant in grants}
 
 
 def _rows(
