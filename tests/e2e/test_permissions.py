@@ -679,3 +679,25 @@ def test_the_mlflow_ui_shows_bob_none_of_alices_experiments_or_models(isolated: 
             assert isolated.leaks(page.content()) == []
         finally:
             browser.close()
+
+
+def test_a_read_grant_from_alice_shows_bob_her_experiment_until_she_revokes_it(isolated: Isolated) -> None:
+    """With NO_PERMISSIONS, alice (MANAGE as its creator) grants bob READ on her experiment with MLflow's
+    permission client: it appears in his searches and opens; revoked, it is gone again."""
+    a, alice, bob = isolated.a, isolated.alice, isolated.bob
+
+    def bobs_view() -> tuple[list[str], int]:
+        searched = bob.json("POST", f"{API}/experiments/search", json={"max_results": 1000})
+        opened = bob.request("GET", f"{API}/experiments/get", params={"experiment_id": a.experiment_id})
+        return sorted(e["name"] for e in searched.get("experiments", [])), opened.status_code
+
+    with acting_as(alice) as session:
+        session.permissions.grant_user_permission(bob.user, "experiment", a.experiment_id, "READ")
+        try:
+            assert bobs_view() == (sorted([a.experiment, isolated.b.experiment]), 200)
+            with acting_as(bob) as his:
+                refused = tried("bob logs with READ", lambda: his.mlflow.log_metric(a.run_id, "x", 1.0))
+            check_refused([refused], 1)
+        finally:
+            session.permissions.revoke_user_permission(bob.user, "experiment", a.experiment_id)
+    assert bobs_view() == ([isolated.b.experiment], 403)
