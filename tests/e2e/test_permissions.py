@@ -35,7 +35,7 @@ import pytest
 import requests
 from mlflow.entities import ViewType
 
-from hokusai_registry.policy.assertions import sign
+from hokusai_registry.policy.assertions import EMPTY_BODY, sign
 from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
 from tests.e2e.permission_attacks import client_attacks, parser_differentials, raw_attacks
@@ -207,10 +207,11 @@ def test_dot_segments_in_artifact_paths_never_reach_mlflow_and_mlflow_refuses_th
         )
         assert status == 403, (target, body)
     upload = f"/api/2.0/mlflow-artifacts/mpu/create/{world.a.artifact_root}/model/weights"
+    body = json.dumps({"path": "weights", "num_parts": 1}).encode()
     answer = requests.post(
         mlflow_server + upload,
-        json={"path": "weights", "num_parts": 1},
-        headers=signed("POST", upload, world.bob.user),
+        data=body,
+        headers={**signed("POST", upload, world.bob.user, body=body), "Content-Type": "application/json"},
         timeout=TIMEOUT_S,
     )
     assert answer.status_code == 403, answer.text
@@ -376,7 +377,8 @@ def test_mlflow_refuses_requests_without_a_valid_assertion_and_the_gateway_reque
     def assertion(
         key: bytes = secret, issued: float | None = None, target: tuple[str, str] = (path, query)
     ) -> dict[str, str]:
-        value = sign(key, user, "GET", *target, now=issued or time.time(), nonce=os.urandom(9).hex())
+        nonce = os.urandom(9).hex()
+        value = sign(key, user, "GET", *target, now=issued or time.time(), nonce=nonce, body=EMPTY_BODY)
         return {"X-Hokusai-Assertion": value.decode()}
 
     valid = assertion()
@@ -406,24 +408,21 @@ def test_mlflow_refuses_requests_without_a_valid_assertion_and_the_gateway_reque
     assert through["experiment"]["name"] == world.a.experiment
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="An assertion binds the method and target, not the body: within its 30 s it is accepted again "
-    "for the same target with another body (policy/assertions.py, mlflow_app/authorization.py).",
-)
 def test_an_assertion_seen_on_the_wire_is_not_accepted_with_another_body(
     world: World, mlflow_server: str
 ) -> None:
     with acting_as(world.alice) as session:
         run_id = session.mlflow.create_run(world.a.experiment_id, run_name="replayed").info.run_id
     path = f"{API}/runs/log-metric"
-    seen = signed("POST", path, world.alice.user)
     first = {"run_id": run_id, "key": "loss", "value": 0.2, "timestamp": 1, "step": 0}
-    assert requests.post(mlflow_server + path, json=first, headers=seen, timeout=TIMEOUT_S).status_code == 200
+    body = json.dumps(first).encode()
+    seen = {**signed("POST", path, world.alice.user, body=body), "Content-Type": "application/json"}
+    assert requests.post(mlflow_server + path, data=body, headers=seen, timeout=TIMEOUT_S).status_code == 200
     replayed = requests.post(
         mlflow_server + path, json={**first, "value": 99.0, "step": 1}, headers=seen, timeout=TIMEOUT_S
     )
     assert replayed.status_code == 401, replayed.text
+    assert "not the one the gateway signed" in replayed.json()["message"]
 
 
 def test_an_assertion_a_client_sends_is_never_forwarded(world: World) -> None:

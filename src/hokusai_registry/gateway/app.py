@@ -41,6 +41,7 @@ from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.logs import flush_periodically, log_access
 from hokusai_registry.ops.metrics import Metrics
 from hokusai_registry.policy.assertions import body_digest, mlflow_user
+from hokusai_registry.policy.delete_bodies import unlabelled_delete_body
 from hokusai_registry.policy.forwarding import TrustedProxies
 from hokusai_registry.policy.forwarding import resolve as resolve_forwarded
 from hokusai_registry.policy.headers import SAFE_METHODS, request_id
@@ -230,7 +231,9 @@ class Gateway:
         method = request.method
         # Only writes have an origin to check: reads never look for the session cookie here.
         request.via_session = method not in SAFE_METHODS and self.access.session_id(scope) is not None
-        refusal = first_refusal(ON_TARGET, request, self.policy)
+        refusal = first_refusal(ON_TARGET, request, self.policy) or unlabelled_delete_body(
+            method, scope["headers"]
+        )
         if refusal is not None:
             raise refusal
         record.family = target.family.value
