@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.model import Plan, Results
+from bench.load import Rate
+from bench.model import PERMISSIONS_OFF_PATH, PERMISSIONS_ON_PATH, PERMISSIONS_READER_PATH, Plan, Results
+
+# Issue 16: what per-resource permissions may cost MLflow calls through the gateway.
+PERMISSIONS_MAX_LOSS = 0.10
 
 # Measured once by hand (2026-12-02, 2 cores under other load, loopback, SQLite, `experiments/get`, medians
 # of 30-60 requests on one connection): the figures a bench run cannot make, because the stall needs an
@@ -55,8 +59,23 @@ NAGLE_NOTE = [
 ]
 
 
+# Measured by hand (see the text for how): where the calls' time goes with permissions on.
+PERMISSIONS_NOTE: list[str] = []
+
+
 def _mark(ok: bool) -> str:
     return "✅" if ok else "❌"
+
+
+def permission_pairs(results: Results) -> list[tuple[str, str, Rate, Rate]]:
+    """(call, path with permissions on, the gateway with them off, with them on) for each call measured
+    both ways; the owner's path first."""
+    pairs = []
+    for call, rates in results.mlflow.items():
+        for path in (PERMISSIONS_ON_PATH, PERMISSIONS_READER_PATH):
+            if PERMISSIONS_OFF_PATH in rates and path in rates:
+                pairs.append((call, path, rates[PERMISSIONS_OFF_PATH], rates[path]))
+    return pairs
 
 
 def targets(results: Results) -> list[tuple[str, str, bool]]:
@@ -88,6 +107,16 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
                 results.gateway_peak_rss_mb <= 150,
             )
         )
+    for call, path, off, on in permission_pairs(results):
+        if path == PERMISSIONS_ON_PATH:
+            ratio = on.rps / off.rps
+            rows.append(
+                (
+                    f"`{call}` through the gateway, permissions on / off: ≥ {1 - PERMISSIONS_MAX_LOSS:.2f}×",
+                    f"{ratio:.2f}×",
+                    ratio >= 1 - PERMISSIONS_MAX_LOSS,
+                )
+            )
     keepalive = results.keepalive
     if "1 worker" in keepalive and "2 workers" in keepalive:
         one, two = (keepalive[label]["gateway kept-alive"].p50_ms for label in ("1 worker", "2 workers"))
@@ -141,6 +170,9 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
         f"Machine: {m['cores']} cores, {m['cpu']}; Python {m['python']}; MLflow {m['mlflow']}; nginx "
         f"{m['nginx']}; "
         f"{m['date']}; run took {elapsed:.0f} s.",
+        f"Load average (1, 5, 15 min): {m.get('load', '-')} at the start, {m.get('load_end', '-')} at the "
+        "end; "
+        "on a machine shared with other work only the comparisons within one table hold.",
         "",
         "## Targets",
         "",
@@ -155,7 +187,8 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "",
             "A stub (nginx `return 200`, ~120-byte JSON) answers `GET /api/2.0/mlflow/experiments/get`; "
             "the gateway "
-            "runs one worker with auth on (a cached key) and its default access log.",
+            "runs one worker with auth on (a cached key), permissions on (it signs every request; the stub "
+            "ignores the assertion) and its default access log.",
             "",
             "| Path | c | req/s | p50 ms | p99 ms | errors |",
             "|---|---|---|---|---|---|",
@@ -186,8 +219,9 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
         out += [
             "## Real MLflow",
             "",
-            "`mlflow server --serve-artifacts` (SQLite, 2 workers) directly, through nginx and through the "
-            "gateway, 8 connections.",
+            "`mlflow server --serve-artifacts` (SQLite, 2 workers) without its auth app directly, through "
+            "nginx and through the gateway with permissions off; an MLflow of the same kind with its auth "
+            "app behind a gateway with permissions on (`## Per-resource permissions`); 8 connections.",
             "",
             "| Call | Path | req/s | ratio to direct | p50 ms | added p50 ms |",
             "|---|---|---|---|---|---|",
@@ -206,6 +240,29 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "proxy's own cost; nginx, also a keep-alive pool, is the reference for that effect.",
             "",
         ]
+    if pairs := permission_pairs(results):
+        out += [
+            "## Per-resource permissions",
+            "",
+            "The same calls through two gateways, in the same rounds as the rows above: one with permissions "
+            "off in front of MLflow without its auth app, one with permissions on (`HOKUSAI_PERMISSIONS`, "
+            "the default) in front of an MLflow of the same kind (SQLite, 2 workers) with it "
+            "(`--app-name basic-auth`, the gateway's signed assertion checked by "
+            "`mlflow_app/authorization.py`, grants in its SQLite auth database). On that MLflow the objects "
+            f"were created through the gateway by the key's owner, who has MANAGE on them as their creator; "
+            f"`{PERMISSIONS_READER_PATH}` is another owner's key, allowed to read by the default permission. "
+            "8 connections.",
+            "",
+            "| Call | Caller | off req/s | on req/s | on / off | off p50 ms | on p50 ms | added p50 ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for call, path, off, on in pairs:
+            caller = "owner (MANAGE)" if path == PERMISSIONS_ON_PATH else "other owner (READ by default)"
+            out.append(
+                f"| `{call}` | {caller} | {off.rps:,.0f} | {on.rps:,.0f} | **{on.rps / off.rps:.2f}×** "
+                f"| {off.p50_ms:.2f} | {on.p50_ms:.2f} | {on.p50_ms - off.p50_ms:+.2f} |"
+            )
+        out += ["", *PERMISSIONS_NOTE]
     if results.keepalive:
         out += [
             "## Kept-alive connections to MLflow",
@@ -259,13 +316,18 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "",
             "In-process, per check: a cached check is an HMAC of the presented key and a dict lookup; with "
             "a rate limit it adds the failure-throttle check and a per-key count in memory (`limits`, "
-            "sliding window); an uncached one adds a worker-thread hop and one indexed SQLite read.",
+            "sliding window); an uncached one adds a worker-thread hop and one indexed SQLite read. With "
+            "permissions on, the gateway signs each request to MLflow (HMAC-SHA256 over user, method, "
+            "target and time) and MLflow verifies it.",
             "",
             "| Check | µs |",
             "|---|---|",
             f"| cached | {results.auth_us['cached']:.1f} |",
             f"| cached, with a per-key rate limit | {results.auth_us['cached_rate_limited']:.1f} |",
             f"| uncached | {results.auth_us['uncached']:.0f} |",
+            "| sign an MLflow assertion (gateway, permissions on) "
+            f"| {results.auth_us['assertion_sign']:.1f} |",
+            f"| verify it (MLflow) | {results.auth_us['assertion_verify']:.1f} |",
             "",
         ]
     for reason in results.skipped:
@@ -298,23 +360,18 @@ def chart(results: Results, path: Path) -> None:
             axis.set_title("Small requests, c=32 (req/s)")
         elif panel == "mlflow":
             calls = list(results.mlflow)
-            width = 0.38
-            xs = range(len(calls))
-            axis.bar(
-                [x - width / 2 for x in xs],
-                [results.mlflow[c]["direct"].rps for c in calls],
-                width,
-                label="direct",
-            )
-            axis.bar(
-                [x + width / 2 for x in xs],
-                [results.mlflow[c]["gateway"].rps for c in calls],
-                width,
-                label="gateway",
-            )
-            axis.set_xticks(list(xs), calls)
+            paths = {
+                "direct": "direct",
+                PERMISSIONS_OFF_PATH: "gateway",
+                PERMISSIONS_ON_PATH: "permissions on",
+            }
+            series = {
+                label: [results.mlflow[c][path].rps if path in results.mlflow[c] else 0.0 for c in calls]
+                for path, label in paths.items()
+                if any(path in results.mlflow[c] for c in calls)
+            }
+            _grouped(axis, calls, series)
             axis.set_title("Real MLflow, c=8 (req/s)")
-            axis.legend()
         else:
             methods = ["PUT", "GET"]
             width = 0.38
