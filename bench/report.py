@@ -221,7 +221,7 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "",
             "`mlflow server --serve-artifacts` (SQLite, 2 workers) without its auth app directly, through "
             "nginx and through the gateway with permissions off; an MLflow of the same kind with its auth "
-            "app behind a gateway with permissions on (`## Per-resource permissions`); 8 connections.",
+            "app behind a gateway with permissions on (see Per-resource permissions); 8 connections.",
             "",
             "| Call | Path | req/s | ratio to direct | p50 ms | added p50 ms |",
             "|---|---|---|---|---|---|",
@@ -253,14 +253,16 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             f"`{PERMISSIONS_READER_PATH}` is another owner's key, allowed to read by the default permission. "
             "8 connections.",
             "",
-            "| Call | Caller | off req/s | on req/s | on / off | off p50 ms | on p50 ms | added p50 ms |",
-            "|---|---|---|---|---|---|---|---|",
+            "| Call | Caller | off req/s | on req/s | on / off | off p50 ms | on p50 ms | added p50 ms "
+            "| errors off / on |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for call, path, off, on in pairs:
             caller = "owner (MANAGE)" if path == PERMISSIONS_ON_PATH else "other owner (READ by default)"
             out.append(
                 f"| `{call}` | {caller} | {off.rps:,.0f} | {on.rps:,.0f} | **{on.rps / off.rps:.2f}×** "
-                f"| {off.p50_ms:.2f} | {on.p50_ms:.2f} | {on.p50_ms - off.p50_ms:+.2f} |"
+                f"| {off.p50_ms:.2f} | {on.p50_ms:.2f} | {on.p50_ms - off.p50_ms:+.2f} "
+                f"| {off.errors} / {on.errors} |"
             )
         out += ["", *PERMISSIONS_NOTE]
     if results.keepalive:
