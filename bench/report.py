@@ -59,8 +59,66 @@ NAGLE_NOTE = [
 ]
 
 
-# Measured by hand (see the text for how): where the calls' time goes with permissions on.
-PERMISSIONS_NOTE: list[str] = []
+# Measured by hand (2026-12-02, `python -m bench.permission_checks --requests 300`, 2 cores under other load,
+# load average 5): where the calls' time goes with permissions on, which a bench run cannot tell.
+PERMISSIONS_NOTE = [
+    "### Where the time goes",
+    "",
+    "`python -m bench.permission_checks` (by hand, not by `make bench`; 2026-12-02, 300 requests per row, "
+    "load average ~5 on the 2 cores) runs MLflow's Flask app in-process as `hokusai-registry mlflow` "
+    "configures it (SQLite), without and with the auth app, and counts per request the CPU time of the "
+    "worker (this thread's, so other load moves it less than wall time; only the ratios carry to another "
+    "machine), the auth app's hooks, the assertion check, the auth store's lookups and the SQL statements:",
+    "",
+    "| Call | Caller | off CPU ms | on CPU ms | before/after hooks ms | assertion check ms "
+    "| `get_user` calls (ms) | `list_grants` calls (ms) | auth DB statements (ms) "
+    "| tracking DB statements off / on |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+    "| `experiments/get` | owner (MANAGE) | 9.20 | 19.30 | 9.16 | 0.16 | 2 (5.42) | 1 (3.11) | 12 (1.29) "
+    "| 5 / 5 |",
+    "| `runs/log-batch` | owner (MANAGE) | 18.52 | 41.15 | 23.04 | 0.19 | 2 (5.64) | 1 (3.17) | 12 (1.31) "
+    "| 9 / 19 |",
+    "| `runs/search` | owner (MANAGE) | 22.48 | 44.20 | 9.68 | 0.29 | 4 (12.51) | 1 (3.72) | 20 (2.44) "
+    "| 9 / 9 |",
+    "| `experiments/get` | other owner (READ by default) | 9.47 | 18.19 | 8.96 | 0.16 | 2 (5.32) "
+    "| 1 (3.04) | 12 (1.25) | 5 / 5 |",
+    "| `runs/search` | other owner (READ by default) | 21.76 | 38.33 | 8.70 | 0.25 | 4 (11.23) | 1 (3.18) "
+    "| 20 (2.15) | 9 / 9 |",
+    "",
+    "- **The assertion check is not the cost**: 0.16–0.29 ms per request (HMAC, the nonce, the user-exists "
+    "check cached 30 s); signing on the gateway's side is in `## Auth`.",
+    "- **MLflow's auth app asks its auth store on every request, several times.** `get_user` (for the admin "
+    "flag) runs twice per request, four times for `runs/search` (the admin check before the request, in "
+    "the search's experiment filter and in the response's model-link redaction), and `list_grants` once; "
+    "each is its own SQLAlchemy session, on SQLite four statements (three `PRAGMA`s and the query). The "
+    "statements themselves take 1.3–2.4 ms; the rest of the ~2.5–3 ms per lookup is SQLAlchemy's session "
+    "and ORM work. Nothing is cached across requests for a custom `authorization_function`: MLflow's "
+    "`auth_cache_ttl_seconds` caches basic-auth password checks only, and the grants are read again each "
+    "time so that a grant, a revoke or a DENY applies at once.",
+    "- **`runs/log-batch` loads the whole run to learn its experiment**: the auth app's validator calls the "
+    "tracking store's `get_run` (tags, params, latest metrics, inputs: 19 tracking statements instead of 9), "
+    "a cost that grows with the run.",
+    "- On PostgreSQL (compose, Terraform) the `PRAGMA`s go, but every lookup is a session on the network: "
+    "3 to 5 per request, each with its round trips.",
+    "",
+    "What would cut it (proposals, not in the product; sized with the same harness and MLflow patched "
+    "in-process):",
+    "",
+    "1. **Memoize the auth store's lookups per request** (on `flask.g`) and **cache run → experiment per "
+    "process** (a run never moves): CPU per request with permissions on went from 41.2 to 28.4 ms for "
+    "`runs/log-batch`, 44.2 to 34.8 ms for `runs/search` and 19.3 to 18.7 ms for `experiments/get`. Safe "
+    "(no grant is read later than today), but it wraps MLflow internals (`mlflow.server.auth.store`, "
+    "`_fetch_or_none`) from `mlflow_app/`, so a test has to fail when MLflow changes them; better upstream "
+    "in MLflow (a validator that reads only the run's experiment id, one user lookup per request).",
+    "2. **Cache the caller's admin flag and grants for a few seconds per worker** (what "
+    "`auth_cache_ttl_seconds` does for passwords): removes the remaining two lookups, 8.5 of the 9.2 ms the "
+    "hooks take for `experiments/get`, which would bring the calls near the 10 % aim; the price is that a "
+    "grant, revoke or DENY takes up to that TTL to apply in each worker, so it would be a setting, off by "
+    "default, in `docs/permissions.md`.",
+    "3. **More MLflow workers** (`HOKUSAI_MLFLOW_WORKERS`) on more cores: the checks are CPU in MLflow's "
+    "workers, so this raises throughput, not the cost per request.",
+    "",
+]
 
 
 def _mark(ok: bool) -> str:
