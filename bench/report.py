@@ -62,6 +62,14 @@ NAGLE_NOTE = [
 # Measured by hand (2026-12-02, `python -m bench.permission_checks --requests 300`, 2 cores under other load,
 # load average 5): where the calls' time goes with permissions on, which a bench run cannot tell.
 PERMISSIONS_NOTE = [
+    "On a loaded machine these rates move from run to run (see the load average above). By hand on "
+    "2026-12-02, the scenario alone right after a full run (5 runs of 5 s; load average 3.3 at its start, "
+    "12.8 at its end) gave permissions on / off **0.45×** for `experiments/get`, **0.49×** for "
+    "`runs/log-batch` and **0.58×** for `runs/search` (the other owner: 0.46× and 0.60×), and the CPU per "
+    "request below, the figure other load moves least, **0.48×, 0.45× and 0.51×**. However measured, "
+    "MLflow's auth app about doubles the work MLflow does for these light calls: a loss of 40–55 %, not "
+    "the ≤ 10 % issue 16 aims for.",
+    "",
     "### Where the time goes",
     "",
     "`python -m bench.permission_checks` (by hand, not by `make bench`; 2026-12-02, 300 requests per row, "
@@ -86,7 +94,7 @@ PERMISSIONS_NOTE = [
     "| 20 (2.15) | 9 / 9 |",
     "",
     "- **The assertion check is not the cost**: 0.16–0.29 ms per request (HMAC, the nonce, the user-exists "
-    "check cached 30 s); signing on the gateway's side is in `## Auth`.",
+    "check cached 30 s); signing on the gateway's side is in the Auth section.",
     "- **MLflow's auth app asks its auth store on every request, several times.** `get_user` (for the admin "
     "flag) runs twice per request, four times for `runs/search` (the admin check before the request, in "
     "the search's experiment filter and in the response's model-link redaction), and `list_grants` once; "
@@ -105,9 +113,10 @@ PERMISSIONS_NOTE = [
     "in-process):",
     "",
     "1. **Memoize the auth store's lookups per request** (on `flask.g`) and **cache run → experiment per "
-    "process** (a run never moves): CPU per request with permissions on went from 41.2 to 28.4 ms for "
-    "`runs/log-batch`, 44.2 to 34.8 ms for `runs/search` and 19.3 to 18.7 ms for `experiments/get`. Safe "
-    "(no grant is read later than today), but it wraps MLflow internals (`mlflow.server.auth.store`, "
+    "process** (a run never moves): in a second run of the harness, CPU per request with permissions on "
+    "was 28.4 ms instead of 41.2 for `runs/log-batch`, 34.8 instead of 44.2 for `runs/search` and 18.7 "
+    "instead of 19.3 for `experiments/get` (one `get_user` fewer). Every request still reads the grants it "
+    "is decided on, but this wraps MLflow internals (`mlflow.server.auth.store`, "
     "`_fetch_or_none`) from `mlflow_app/`, so a test has to fail when MLflow changes them; better upstream "
     "in MLflow (a validator that reads only the run's experiment id, one user lookup per request).",
     "2. **Cache the caller's admin flag and grants for a few seconds per worker** (what "
