@@ -17,18 +17,27 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
 from bench import report
-from bench.load import Rate, RssSampler, download, median_rate, upload, wrk
-from bench.model import Plan, Results
-from bench.stack import free_port, gateway, make_key, nginx_config, running, wait_http
+from bench.load import Rate, RssSampler, Target, download, median_rate, upload, wrk
+from bench.model import (
+    PERMISSIONS_OFF_PATH,
+    PERMISSIONS_ON_PATH,
+    PERMISSIONS_READER_PATH,
+    Plan,
+    Results,
+)
+from bench.stack import PERMISSIONS_OFF, free_port, gateway, make_key, nginx_config, running, wait_http
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.rate_limits import RateLimits
 from hokusai_registry.auth.throttle import Guard
+from hokusai_registry.policy.assertions import sign, verify
 from hokusai_registry.run.mlflow_process import (
     MlflowProcess,
     mlflow_command,
@@ -71,6 +80,7 @@ def machine() -> dict[str, str]:
 
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load": load_average(),
         "cores": str(os.cpu_count()),
         "cpu": model,
         "python": platform.python_version(),
@@ -81,14 +91,20 @@ def machine() -> dict[str, str]:
     }
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: on a shared machine, what else ran beside the benchmark."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def rounds(
-    plan: Plan, targets: dict[str, str], connections: int, headers: dict[str, str], script: Path | None = None
+    plan: Plan, targets: dict[str, Target], connections: int, headers: dict[str, str] | None = None
 ) -> dict[str, Rate]:
-    """Median of `plan.runs` runs per target, taking the targets in turn so drift hits all alike."""
+    """Median of `plan.runs` runs per target, taking the targets in turn so drift hits all alike;
+    `headers` are added to every target's own."""
     samples: dict[str, list[Rate]] = {name: [] for name in targets}
     for _ in range(plan.runs):
-        for name, url in targets.items():
-            samples[name].append(wrk(url, connections, plan.seconds, headers, script))
+        for name, target in targets.items():
+            samples[name].append(wrk(target, connections, plan.seconds, headers))
     return {name: median_rate(rates) for name, rates in samples.items()}
 
 
@@ -110,27 +126,31 @@ def small_requests(plan: Plan, results: Results, workdir: Path) -> None:
         one, _ = gateway(processes, "gateway-1", stub, data_dir, workers=1)
         two, _ = gateway(processes, "gateway-2", stub, data_dir, workers=2)
         path = "/api/2.0/mlflow/experiments/get?experiment_id=1"
-        targets = {
-            "direct": stub + path,
-            "nginx": f"http://127.0.0.1:{proxy_port}" + path,
-            "gateway": one + path,
-        }
         auth = {"Authorization": f"Bearer {key}"}
+        targets = {
+            "direct": Target(stub + path),
+            "nginx": Target(f"http://127.0.0.1:{proxy_port}" + path),
+            "gateway": Target(one + path, auth),
+        }
         for connections in (1, 32):
             say(f"  small requests, {connections} connection(s) ...")
-            for name, rate in rounds(plan, targets, connections, auth).items():
+            for name, rate in rounds(plan, targets, connections).items():
                 results.small.setdefault(name, {})[connections] = rate
         say("  gateway workers ...")
-        workers = rounds(plan, {"1": one + path, "2": two + path}, 32, auth)
+        workers = rounds(plan, {"1": Target(one + path, auth), "2": Target(two + path, auth)}, 32)
         results.workers = {int(name): rate for name, rate in workers.items()}
 
 
 def start_mlflow(
-    workdir: Path, name: str = "mlflow", workers: int | None = None
-) -> tuple[str, MlflowProcess]:
-    """MLflow started the way `serve` starts it (`workers` overrides HOKUSAI_MLFLOW_WORKERS)."""
+    workdir: Path, name: str, *, permissions: bool, workers: int | None = None
+) -> tuple[str, MlflowProcess, Settings]:
+    """MLflow started the way `serve` starts it (`workers` overrides HOKUSAI_MLFLOW_WORKERS), with its
+    auth app (permissions on: READ by default, signed requests only) or without."""
     settings = Settings.load(
-        data_dir=workdir / name, **({} if workers is None else {"mlflow_workers": workers})
+        data_dir=workdir / name,
+        permissions=permissions,
+        default_permission="READ",
+        **({} if workers is None else {"mlflow_workers": workers}),
     )
     port = free_port()
     command = mlflow_command(settings, port)
@@ -140,7 +160,7 @@ def start_mlflow(
     process.start()
     say(f"  starting {name} (15-30 s) ...")
     asyncio.run(wait_until_healthy(process, 300))
-    return process.url, process
+    return process.url, process, settings
 
 
 # On an MLflow's PYTHONPATH: uvicorn binds its listener as uvicorn <= 0.54 did (no IPPROTO_TCP).
@@ -157,11 +177,14 @@ def keepalive(plan: Plan, results: Results, workdir: Path) -> None:
         try:
             upstreams: dict[str, str] = {}
             for workers in (1, 2):
-                url, process = start_mlflow(workdir, f"mlflow-{workers}-worker", workers)
+                url, process, _ = start_mlflow(
+                    workdir, f"mlflow-{workers}-worker", permissions=False, workers=workers
+                )
                 upstreams[f"{workers} worker{'s' if workers > 1 else ''}"] = url
                 own.append(process)
             port = free_port()
-            command = mlflow_command(Settings.load(data_dir=workdir / "mlflow-nagle", mlflow_workers=2), port)
+            nagle = Settings.load(data_dir=workdir / "mlflow-nagle", mlflow_workers=2, permissions=False)
+            command = mlflow_command(nagle, port)
             if "--uvicorn-opts" in command:  # the product's choice of loop, replaced
                 at = command.index("--uvicorn-opts")
                 del command[at : at + 2]
@@ -176,20 +199,20 @@ def keepalive(plan: Plan, results: Results, workdir: Path) -> None:
             data_dir = workdir / "gateway-keepalive"
             key = make_key(data_dir)
             api = "/api/2.0/mlflow"
-            targets: dict[str, str] = {}
-            for label, url in upstreams.items():
-                created = requests.post(
-                    f"{url}{api}/experiments/create", json={"name": f"bench-{time.time_ns()}"}, timeout=30
-                )
-                path = f"{api}/experiments/get?experiment_id={created.json()['experiment_id']}"
-                gateway_url, _ = gateway(processes, f"gateway-{len(targets)}", url, data_dir)
-                targets[f"{label}|direct"] = url + path
-                targets[f"{label}|gateway"] = gateway_url + "/mlflow" + path
             auth = {"Authorization": f"Bearer {key}"}
+            targets: dict[str, Target] = {}
+            for label, url in upstreams.items():
+                experiment = post(f"{url}{api}/experiments/create", {"name": f"bench-{time.time_ns()}"})
+                path = f"{api}/experiments/get?experiment_id={experiment['experiment_id']}"
+                gateway_url, _ = gateway(
+                    processes, f"gateway-{len(targets)}", url, data_dir, env=PERMISSIONS_OFF
+                )
+                targets[f"{label}|direct"] = Target(url + path)
+                targets[f"{label}|gateway"] = Target(gateway_url + "/mlflow" + path, auth)
             say("  kept-alive connections to MLflow ...")
-            kept = rounds(plan, targets, 1, auth)
+            kept = rounds(plan, targets, 1)
             say("  fresh connections to MLflow ...")
-            fresh = rounds(plan, targets, 1, {**auth, "Connection": "close"})
+            fresh = rounds(plan, targets, 1, {"Connection": "close"})
             for name in targets:
                 label, path = name.split("|")
                 results.keepalive.setdefault(label, {})[f"{path} kept-alive"] = kept[name]
@@ -199,72 +222,184 @@ def keepalive(plan: Plan, results: Results, workdir: Path) -> None:
                 process.stop()
 
 
+API = "/api/2.0/mlflow"
+# runs/search asks for 10 of this many runs in one experiment.
+SEARCHED_RUNS = 20
+
+
+def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A set-up request that must succeed: a key, a secret or a permission gone wrong stops the run here
+    rather than showing up as wrk's error counts."""
+    response = requests.post(url, json=body, headers=headers or {}, timeout=30)
+    if response.status_code != 200:
+        raise RuntimeError(f"POST {url}: {response.status_code} {response.text[:300]}")
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+@dataclass(frozen=True)
+class Objects:
+    """What the calls to one MLflow read and write: an experiment with SEARCHED_RUNS runs; log-batch
+    writes to the first."""
+
+    experiment: str
+    run: str
+
+
+def populate(base: str, headers: dict[str, str]) -> Objects:
+    """Objects created through `base` by whoever `headers` authenticate (with permissions on, its creator
+    gets MANAGE on the experiment)."""
+    experiment = post(f"{base}{API}/experiments/create", {"name": f"bench-{time.time_ns()}"}, headers)
+    experiment_id = experiment["experiment_id"]
+    runs = [
+        post(f"{base}{API}/runs/create", {"experiment_id": experiment_id}, headers)["run"]["info"]["run_id"]
+        for _ in range(SEARCHED_RUNS)
+    ]
+    return Objects(experiment_id, runs[0])
+
+
+@dataclass(frozen=True)
+class Call:
+    """One measured MLflow call: a GET, or a POST with a JSON body (sent from a wrk script)."""
+
+    path: str
+    body: dict[str, Any] | None = None
+    writes: bool = False
+
+    def target(self, base: str, headers: dict[str, str], script: Path) -> Target:
+        """The call to `base` as `headers` authenticate, once answered 200 before it is measured."""
+        url = base + self.path
+        if self.body is None:
+            response = requests.get(url, headers=headers, timeout=30)
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {url}: {response.status_code} {response.text[:300]}")
+            return Target(url, headers)
+        post(url, self.body, headers)
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(json.dumps(self.body))}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+        return Target(url, headers, script)
+
+
+def calls(objects: Objects) -> dict[str, Call]:
+    batch = {
+        "run_id": objects.run,
+        "metrics": [{"key": f"m{i}", "value": i * 0.5, "timestamp": 1, "step": 0} for i in range(10)],
+    }
+    search = {
+        "experiment_ids": [objects.experiment],
+        "filter": "attributes.status = 'RUNNING'",
+        "max_results": 10,
+    }
+    return {
+        "experiments/get": Call(f"{API}/experiments/get?experiment_id={objects.experiment}"),
+        "runs/log-batch": Call(f"{API}/runs/log-batch", batch, writes=True),
+        "runs/search": Call(f"{API}/runs/search", search),
+    }
+
+
+def expect_enforcing(url: str, enforcing: bool, flag: str) -> None:
+    """Refuse an MLflow URL of the wrong kind: with its auth app, MLflow refuses unsigned requests."""
+    status = requests.get(f"{url}{API}/experiments/search?max_results=1", timeout=30).status_code
+    if (status == 401) != enforcing:
+        kind = "runs MLflow's auth app" if status == 401 else "answers unsigned requests"
+        wanted = (
+            "MLflow with the auth app (`hokusai-registry mlflow`, permissions on)"
+            if enforcing
+            else "MLflow without it (`HOKUSAI_PERMISSIONS=off hokusai-registry mlflow`)"
+        )
+        raise SystemExit(f"{flag} {url} {kind} ({status}); {flag} names {wanted}")
+
+
 def real_mlflow(plan: Plan, results: Results, workdir: Path) -> None:
-    own: MlflowProcess | None = None
+    """The calls to two MLflows of one kind side by side: one without the auth app (direct, through nginx,
+    through a gateway with permissions off) and one with it, behind a gateway with permissions on."""
+    own: list[MlflowProcess] = []
     with running(workdir) as processes:
         try:
             if plan.mlflow_url:
-                mlflow_url = plan.mlflow_url
+                plain = plan.mlflow_url
+                expect_enforcing(plain, False, "--mlflow-url")
             else:
-                mlflow_url, own = start_mlflow(workdir)
+                plain, process, _ = start_mlflow(workdir, "mlflow", permissions=False)
+                own.append(process)
+            if plan.permissions_mlflow_url:
+                enforcing = plan.permissions_mlflow_url
+                expect_enforcing(enforcing, True, "--permissions-mlflow-url")
+                secret = Settings.load().mlflow_assertion_secret_file
+                if secret is None:
+                    raise SystemExit(
+                        "--permissions-mlflow-url needs HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE: the file with "
+                        "the secret that MLflow checks the gateway's assertions with"
+                    )
+            else:
+                enforcing, process, settings = start_mlflow(workdir, "mlflow-permissions", permissions=True)
+                own.append(process)
+                secret = settings.assertion_secret_path
             data_dir = workdir / "gateway-mlflow"
-            key = make_key(data_dir)
-            gateway_url, gateway_process = gateway(processes, "gateway-mlflow", mlflow_url, data_dir)
+            auth = {"Authorization": f"Bearer {make_key(data_dir)}"}
+            gateway_url, gateway_process = gateway(
+                processes, "gateway-mlflow", plain, data_dir, env=PERMISSIONS_OFF
+            )
+            permissions_dir = workdir / "gateway-permissions"
+            owner = {"Authorization": f"Bearer {make_key(permissions_dir, 'bench-owner')}"}
+            reader = {"Authorization": f"Bearer {make_key(permissions_dir, 'bench-reader')}"}
+            permissions_url, _ = gateway(
+                processes,
+                "gateway-permissions",
+                enforcing,
+                permissions_dir,
+                env={
+                    "HOKUSAI_PERMISSIONS": "on",
+                    "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE": str(secret.resolve()),
+                },
+            )
+            wait_http(permissions_url + "/ready", timeout=60)  # MLflow enforces, and takes its signatures
             nginx_port = free_port()
             config = nginx_config(
-                workdir,
-                "nginx-mlflow",
-                proxy_port=nginx_port,
-                upstream_port=int(mlflow_url.rsplit(":", 1)[1]),
+                workdir, "nginx-mlflow", proxy_port=nginx_port, upstream_port=int(plain.rsplit(":", 1)[1])
             )
             processes.start("nginx-mlflow", [nginx_binary(), "-c", str(config)])
             nginx_url = f"http://127.0.0.1:{nginx_port}"
             wait_http(nginx_url + "/health")
-            references = {"direct": mlflow_url, "nginx": nginx_url, "gateway": gateway_url + "/mlflow"}
-            auth = {"Authorization": f"Bearer {key}"}
-            api = "/api/2.0/mlflow"
-            created = requests.post(
-                f"{mlflow_url}{api}/experiments/create", json={"name": f"bench-{time.time_ns()}"}, timeout=30
-            )
-            experiment = created.json()["experiment_id"]
-            run = requests.post(
-                f"{mlflow_url}{api}/runs/create", json={"experiment_id": experiment}, timeout=30
-            ).json()["run"]["info"]["run_id"]
-            say("  MLflow experiments/get ...")
-            get_path = f"{api}/experiments/get?experiment_id={experiment}"
-            results.mlflow["experiments/get"] = rounds(
-                plan, {name: base + get_path for name, base in references.items()}, 8, auth
-            )
-            say("  MLflow runs/log-batch ...")
-            script = workdir / "log-batch.lua"
-            batch = {
-                "run_id": run,
-                "metrics": [{"key": f"m{i}", "value": i * 0.5, "timestamp": 1, "step": 0} for i in range(10)],
+            references = {
+                "direct": (plain, {}),
+                "nginx": (nginx_url, {}),
+                PERMISSIONS_OFF_PATH: (gateway_url + "/mlflow", auth),
             }
-            script.write_text(
-                'wrk.method = "POST"\n'
-                f"wrk.body = {json.dumps(json.dumps(batch))}\n"
-                'wrk.headers["Content-Type"] = "application/json"\n'
-            )
-            batch_path = f"{api}/runs/log-batch"
-            results.mlflow["runs/log-batch"] = rounds(
-                plan, {name: base + batch_path for name, base in references.items()}, 8, auth, script
-            )
-            artifacts(plan, results, workdir, references, gateway_process.pid, experiment, run, auth)
+            permitted = {
+                PERMISSIONS_ON_PATH: (permissions_url + "/mlflow", owner),
+                PERMISSIONS_READER_PATH: (permissions_url + "/mlflow", reader),
+            }
+            plain_objects = populate(plain, {})
+            owned = calls(populate(permissions_url + "/mlflow", owner))
+            for name, call in calls(plain_objects).items():
+                targets = {
+                    path: call.target(base, headers, workdir / f"{name.replace('/', '-')}-{index}.lua")
+                    for index, (path, (base, headers)) in enumerate(references.items())
+                }
+                for index, (path, (base, headers)) in enumerate(permitted.items()):
+                    if path == PERMISSIONS_READER_PATH and call.writes:
+                        continue  # READ by default: the other owner may not write (403)
+                    script = workdir / f"{name.replace('/', '-')}-on-{index}.lua"
+                    targets[path] = owned[name].target(base, headers, script)
+                say(f"  MLflow {name} ...")
+                results.mlflow[name] = rounds(plan, targets, 8)
+            artifacts(plan, results, workdir, references, gateway_process.pid, plain_objects)
         finally:
-            if own:
-                own.stop()
+            for process in own:
+                process.stop()
 
 
 def artifacts(
     plan: Plan,
     results: Results,
     workdir: Path,
-    references: dict[str, str],
+    references: dict[str, tuple[str, dict[str, str]]],
     gateway_pid: int,
-    experiment: str,
-    run: str,
-    auth: dict[str, str],
+    objects: Objects,
 ) -> None:
     size = plan.artifact_mb * 2**20
     blob = workdir / "blob.bin"
@@ -272,18 +407,17 @@ def artifacts(
     with blob.open("wb") as handle:
         for _ in range(plan.artifact_mb):
             handle.write(os.urandom(2**20))
-    base = f"/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts"
+    base = f"/api/2.0/mlflow-artifacts/artifacts/{objects.experiment}/{objects.run}/artifacts"
     speeds: dict[str, dict[str, list[float]]] = {name: {"PUT": [], "GET": []} for name in references}
     peak = 0.0
     for attempt in range(plan.artifact_runs):
-        for name, prefix in references.items():
-            headers = auth if name == "gateway" else {}
+        for name, (prefix, headers) in references.items():
             say(f"  artifacts {plan.artifact_mb} MiB through {name}, run {attempt + 1} ...")
             url = f"{prefix}{base}/blob-{name}-{attempt}.bin"
             with RssSampler(gateway_pid) as sampler:
                 speeds[name]["PUT"].append(upload(url, blob, headers))
                 speeds[name]["GET"].append(download(url, headers, size))
-            if name == "gateway":
+            if name == PERMISSIONS_OFF_PATH:
                 peak = max(peak, sampler.peak_mb)
     results.artifacts = {
         name: {method: statistics.median(values) for method, values in by_method.items()}
@@ -324,8 +458,24 @@ def auth_costs(results: Results, workdir: Path, iterations: int) -> None:
         "cached": asyncio.run(measure(3600, iterations)),
         "cached_rate_limited": asyncio.run(measure(3600, iterations, per_minute=10**9)),
         "uncached": asyncio.run(measure(0, max(200, iterations // 100))),
+        **assertion_costs(iterations),
     }
     store.close()
+
+
+def assertion_costs(iterations: int) -> dict[str, float]:
+    """µs to sign a request's assertion (the gateway, permissions on) and to verify it (MLflow)."""
+    secret, path, query = os.urandom(32), f"{API}/experiments/get", "experiment_id=1"
+    started = time.perf_counter()
+    for index in range(iterations):
+        sign(secret, "bench-owner", "GET", path, query, now=time.time(), nonce=f"{index:018x}")
+    signed = time.perf_counter() - started
+    value = sign(secret, "bench-owner", "GET", path, query, now=time.time(), nonce="0" * 18).decode()
+    started = time.perf_counter()
+    for _ in range(iterations):
+        verify(secret, value, "GET", path, query, now=time.time())
+    verified = time.perf_counter() - started
+    return {"assertion_sign": signed / iterations * 1e6, "assertion_verify": verified / iterations * 1e6}
 
 
 def main() -> None:
@@ -334,7 +484,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (median); default 5, quick 1")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per wrk run; default 5, quick 1")
     parser.add_argument("--artifact-mb", type=int, default=None, help="artifact size; default 1024, quick 16")
-    parser.add_argument("--mlflow-url", default=None, help="use this running MLflow instead of starting one")
+    parser.add_argument(
+        "--mlflow-url",
+        default=None,
+        help="use this running MLflow without the auth app (permissions off) instead of starting one",
+    )
+    parser.add_argument(
+        "--permissions-mlflow-url",
+        default=None,
+        help="use this running MLflow with the auth app (permissions on) instead of starting one; "
+        "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE names the secret it checks assertions with",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     plan = Plan(
@@ -345,6 +505,7 @@ def main() -> None:
         artifact_runs=min(3, args.runs or (1 if args.quick else 5)),
         output=args.output,
         mlflow_url=args.mlflow_url,
+        permissions_mlflow_url=args.permissions_mlflow_url,
     )
     started = time.monotonic()
     results = Results()
@@ -363,11 +524,12 @@ def main() -> None:
             small_requests(plan, results, workdir)
             say("Real MLflow and artifacts ...")
             real_mlflow(plan, results, workdir)
-            if plan.mlflow_url:
-                results.skipped.append("kept-alive and fresh connections to MLflow: --mlflow-url given")
+            if plan.mlflow_url or plan.permissions_mlflow_url:
+                results.skipped.append("kept-alive and fresh connections to MLflow: an MLflow URL given")
             else:
                 say("Kept-alive and fresh connections to MLflow ...")
                 keepalive(plan, results, workdir)
+    results.machine["load_end"] = load_average()
     plan.output.parent.mkdir(parents=True, exist_ok=True)
     chart = plan.output.with_suffix(".png")
     report.chart(results, chart)

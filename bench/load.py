@@ -9,13 +9,23 @@ import statistics
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import requests
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What wrk sends: a URL, the headers of this target (a key, say), and a Lua script for a method and
+    body other than a plain GET."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    script: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -33,16 +43,15 @@ def _ms(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def wrk(
-    url: str, connections: int, seconds: float, headers: dict[str, str], script: Path | None = None
-) -> Rate:
+def wrk(target: Target, connections: int, seconds: float, headers: dict[str, str] | None = None) -> Rate:
+    """One wrk run against `target`, with `headers` added to the target's own."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
-    for name, value in headers.items():
+    for name, value in {**target.headers, **(headers or {})}.items():
         args += ["-H", f"{name}: {value}"]
-    if script:
-        args += ["-s", str(script)]
+    if target.script:
+        args += ["-s", str(target.script)]
     out = subprocess.run(
-        [*args, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+        [*args, target.url], capture_output=True, text=True, timeout=seconds + 60, check=True
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -75,7 +84,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> float:
-        total = self.process.memory_info().rss
+        total: int = self.process.memory_info().rss
         for child in self.process.children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess):
                 total += child.memory_info().rss

@@ -7,6 +7,14 @@ from pathlib import Path
 
 from bench.load import Rate
 
+# The paths to MLflow compared per call in `Results.mlflow`, beside "direct" and "nginx": a gateway with
+# permissions off in front of the same MLflow as those, and one with permissions on in front of an MLflow
+# of the same kind with its auth app, called by the objects' owner (MANAGE, as their creator) and by
+# another owner (READ, the default permission).
+PERMISSIONS_OFF_PATH = "gateway"
+PERMISSIONS_ON_PATH = "gateway, permissions on"
+PERMISSIONS_READER_PATH = "gateway, permissions on, READ by default"
+
 
 @dataclass
 class Plan:
@@ -16,6 +24,7 @@ class Plan:
     artifact_runs: int
     output: Path
     mlflow_url: str | None
+    permissions_mlflow_url: str | None = None
 
 
 @dataclass
@@ -23,6 +32,7 @@ class Results:
     machine: dict[str, str] = field(default_factory=dict)
     small: dict[str, dict[int, Rate]] = field(default_factory=dict)
     workers: dict[int, Rate] = field(default_factory=dict)
+    # call ("experiments/get", ...) -> path ("direct", "nginx", PERMISSIONS_*_PATH) -> rate at c=8
     mlflow: dict[str, dict[str, Rate]] = field(default_factory=dict)
     # MLflow label ("1 worker", ...) -> path ("direct kept-alive", "gateway fresh", ...) -> rate at c=1
     keepalive: dict[str, dict[str, Rate]] = field(default_factory=dict)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.model import Plan, Results
+from bench.load import Rate
+from bench.model import PERMISSIONS_OFF_PATH, PERMISSIONS_ON_PATH, PERMISSIONS_READER_PATH, Plan, Results
+
+# Issue 16: what per-resource permissions may cost MLflow calls through the gateway.
+PERMISSIONS_MAX_LOSS = 0.10
 
 # Measured once by hand (2026-12-02, 2 cores under other load, loopback, SQLite, `experiments/get`, medians
 # of 30-60 requests on one connection): the figures a bench run cannot make, because the stall needs an
@@ -55,8 +59,90 @@ NAGLE_NOTE = [
 ]
 
 
+# Measured by hand (2026-12-02, `python -m bench.permission_checks --requests 300`, 2 cores under other load,
+# load average 5): where the calls' time goes with permissions on, which a bench run cannot tell.
+PERMISSIONS_NOTE = [
+    "On a loaded machine these rates move from run to run (see the load average above). By hand on "
+    "2026-12-02, the scenario alone right after a full run (5 runs of 5 s; load average 3.3 at its start, "
+    "12.8 at its end) gave permissions on / off **0.45×** for `experiments/get`, **0.49×** for "
+    "`runs/log-batch` and **0.58×** for `runs/search` (the other owner: 0.46× and 0.60×), and the CPU per "
+    "request below, the figure other load moves least, **0.48×, 0.45× and 0.51×**. However measured, "
+    "MLflow's auth app about doubles the work MLflow does for these light calls: a loss of 40–55 %, not "
+    "the ≤ 10 % issue 16 aims for.",
+    "",
+    "### Where the time goes",
+    "",
+    "`python -m bench.permission_checks` (by hand, not by `make bench`; 2026-12-02, 300 requests per row, "
+    "load average ~5 on the 2 cores) runs MLflow's Flask app in-process as `hokusai-registry mlflow` "
+    "configures it (SQLite), without and with the auth app, and counts per request the CPU time of the "
+    "worker (this thread's, so other load moves it less than wall time; only the ratios carry to another "
+    "machine), the auth app's hooks, the assertion check, the auth store's lookups and the SQL statements:",
+    "",
+    "| Call | Caller | off CPU ms | on CPU ms | before/after hooks ms | assertion check ms "
+    "| `get_user` calls (ms) | `list_grants` calls (ms) | auth DB statements (ms) "
+    "| tracking DB statements off / on |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+    "| `experiments/get` | owner (MANAGE) | 9.20 | 19.30 | 9.16 | 0.16 | 2 (5.42) | 1 (3.11) | 12 (1.29) "
+    "| 5 / 5 |",
+    "| `runs/log-batch` | owner (MANAGE) | 18.52 | 41.15 | 23.04 | 0.19 | 2 (5.64) | 1 (3.17) | 12 (1.31) "
+    "| 9 / 19 |",
+    "| `runs/search` | owner (MANAGE) | 22.48 | 44.20 | 9.68 | 0.29 | 4 (12.51) | 1 (3.72) | 20 (2.44) "
+    "| 9 / 9 |",
+    "| `experiments/get` | other owner (READ by default) | 9.47 | 18.19 | 8.96 | 0.16 | 2 (5.32) "
+    "| 1 (3.04) | 12 (1.25) | 5 / 5 |",
+    "| `runs/search` | other owner (READ by default) | 21.76 | 38.33 | 8.70 | 0.25 | 4 (11.23) | 1 (3.18) "
+    "| 20 (2.15) | 9 / 9 |",
+    "",
+    "- **The assertion check is not the cost**: 0.16–0.29 ms per request (HMAC, the nonce, the user-exists "
+    "check cached 30 s); signing on the gateway's side is in the Auth section.",
+    "- **MLflow's auth app asks its auth store on every request, several times.** `get_user` (for the admin "
+    "flag) runs twice per request, four times for `runs/search` (the admin check before the request, in "
+    "the search's experiment filter and in the response's model-link redaction), and `list_grants` once; "
+    "each is its own SQLAlchemy session, on SQLite four statements (three `PRAGMA`s and the query). The "
+    "statements themselves take 1.3–2.4 ms; the rest of the ~2.5–3 ms per lookup is SQLAlchemy's session "
+    "and ORM work. Nothing is cached across requests for a custom `authorization_function`: MLflow's "
+    "`auth_cache_ttl_seconds` caches basic-auth password checks only, and the grants are read again each "
+    "time so that a grant, a revoke or a DENY applies at once.",
+    "- **`runs/log-batch` loads the whole run to learn its experiment**: the auth app's validator calls the "
+    "tracking store's `get_run` (tags, params, latest metrics, inputs: 19 tracking statements instead of 9), "
+    "a cost that grows with the run.",
+    "- On PostgreSQL (compose, Terraform) the `PRAGMA`s go, but every lookup is a session on the network: "
+    "3 to 5 per request, each with its round trips.",
+    "",
+    "What would cut it (proposals, not in the product; sized with the same harness and MLflow patched "
+    "in-process):",
+    "",
+    "1. **Memoize the auth store's lookups per request** (on `flask.g`) and **cache run → experiment per "
+    "process** (a run never moves): in a second run of the harness, CPU per request with permissions on "
+    "was 28.4 ms instead of 41.2 for `runs/log-batch`, 34.8 instead of 44.2 for `runs/search` and 18.7 "
+    "instead of 19.3 for `experiments/get` (one `get_user` fewer). Every request still reads the grants it "
+    "is decided on, but this wraps MLflow internals (`mlflow.server.auth.store`, "
+    "`_fetch_or_none`) from `mlflow_app/`, so a test has to fail when MLflow changes them; better upstream "
+    "in MLflow (a validator that reads only the run's experiment id, one user lookup per request).",
+    "2. **Cache the caller's admin flag and grants for a few seconds per worker** (what "
+    "`auth_cache_ttl_seconds` does for passwords): removes the remaining two lookups, 8.5 of the 9.2 ms the "
+    "hooks take for `experiments/get`, which would bring the calls near the 10 % aim; the price is that a "
+    "grant, revoke or DENY takes up to that TTL to apply in each worker, so it would be a setting, off by "
+    "default, in `docs/permissions.md`.",
+    "3. **More MLflow workers** (`HOKUSAI_MLFLOW_WORKERS`) on more cores: the checks are CPU in MLflow's "
+    "workers, so this raises throughput, not the cost per request.",
+    "",
+]
+
+
 def _mark(ok: bool) -> str:
     return "✅" if ok else "❌"
+
+
+def permission_pairs(results: Results) -> list[tuple[str, str, Rate, Rate]]:
+    """(call, path with permissions on, the gateway with them off, with them on) for each call measured
+    both ways; the owner's path first."""
+    pairs = []
+    for call, rates in results.mlflow.items():
+        for path in (PERMISSIONS_ON_PATH, PERMISSIONS_READER_PATH):
+            if PERMISSIONS_OFF_PATH in rates and path in rates:
+                pairs.append((call, path, rates[PERMISSIONS_OFF_PATH], rates[path]))
+    return pairs
 
 
 def targets(results: Results) -> list[tuple[str, str, bool]]:
@@ -88,6 +174,16 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
                 results.gateway_peak_rss_mb <= 150,
             )
         )
+    for call, path, off, on in permission_pairs(results):
+        if path == PERMISSIONS_ON_PATH:
+            ratio = on.rps / off.rps
+            rows.append(
+                (
+                    f"`{call}` through the gateway, permissions on / off: ≥ {1 - PERMISSIONS_MAX_LOSS:.2f}×",
+                    f"{ratio:.2f}×",
+                    ratio >= 1 - PERMISSIONS_MAX_LOSS,
+                )
+            )
     keepalive = results.keepalive
     if "1 worker" in keepalive and "2 workers" in keepalive:
         one, two = (keepalive[label]["gateway kept-alive"].p50_ms for label in ("1 worker", "2 workers"))
@@ -141,6 +237,9 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
         f"Machine: {m['cores']} cores, {m['cpu']}; Python {m['python']}; MLflow {m['mlflow']}; nginx "
         f"{m['nginx']}; "
         f"{m['date']}; run took {elapsed:.0f} s.",
+        f"Load average (1, 5, 15 min): {m.get('load', '-')} at the start, {m.get('load_end', '-')} at the "
+        "end; "
+        "on a machine shared with other work only the comparisons within one table hold.",
         "",
         "## Targets",
         "",
@@ -155,7 +254,8 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "",
             "A stub (nginx `return 200`, ~120-byte JSON) answers `GET /api/2.0/mlflow/experiments/get`; "
             "the gateway "
-            "runs one worker with auth on (a cached key) and its default access log.",
+            "runs one worker with auth on (a cached key), permissions on (it signs every request; the stub "
+            "ignores the assertion) and its default access log.",
             "",
             "| Path | c | req/s | p50 ms | p99 ms | errors |",
             "|---|---|---|---|---|---|",
@@ -186,8 +286,9 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
         out += [
             "## Real MLflow",
             "",
-            "`mlflow server --serve-artifacts` (SQLite, 2 workers) directly, through nginx and through the "
-            "gateway, 8 connections.",
+            "`mlflow server --serve-artifacts` (SQLite, 2 workers) without its auth app directly, through "
+            "nginx and through the gateway with permissions off; an MLflow of the same kind with its auth "
+            "app behind a gateway with permissions on (see Per-resource permissions); 8 connections.",
             "",
             "| Call | Path | req/s | ratio to direct | p50 ms | added p50 ms |",
             "|---|---|---|---|---|---|",
@@ -206,6 +307,31 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "proxy's own cost; nginx, also a keep-alive pool, is the reference for that effect.",
             "",
         ]
+    if pairs := permission_pairs(results):
+        out += [
+            "## Per-resource permissions",
+            "",
+            "The same calls through two gateways, in the same rounds as the rows above: one with permissions "
+            "off in front of MLflow without its auth app, one with permissions on (`HOKUSAI_PERMISSIONS`, "
+            "the default) in front of an MLflow of the same kind (SQLite, 2 workers) with it "
+            "(`--app-name basic-auth`, the gateway's signed assertion checked by "
+            "`mlflow_app/authorization.py`, grants in its SQLite auth database). On that MLflow the objects "
+            f"were created through the gateway by the key's owner, who has MANAGE on them as their creator; "
+            f"`{PERMISSIONS_READER_PATH}` is another owner's key, allowed to read by the default permission. "
+            "8 connections.",
+            "",
+            "| Call | Caller | off req/s | on req/s | on / off | off p50 ms | on p50 ms | added p50 ms "
+            "| errors off / on |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for call, path, off, on in pairs:
+            caller = "owner (MANAGE)" if path == PERMISSIONS_ON_PATH else "other owner (READ by default)"
+            out.append(
+                f"| `{call}` | {caller} | {off.rps:,.0f} | {on.rps:,.0f} | **{on.rps / off.rps:.2f}×** "
+                f"| {off.p50_ms:.2f} | {on.p50_ms:.2f} | {on.p50_ms - off.p50_ms:+.2f} "
+                f"| {off.errors} / {on.errors} |"
+            )
+        out += ["", *PERMISSIONS_NOTE]
     if results.keepalive:
         out += [
             "## Kept-alive connections to MLflow",
@@ -259,13 +385,18 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "",
             "In-process, per check: a cached check is an HMAC of the presented key and a dict lookup; with "
             "a rate limit it adds the failure-throttle check and a per-key count in memory (`limits`, "
-            "sliding window); an uncached one adds a worker-thread hop and one indexed SQLite read.",
+            "sliding window); an uncached one adds a worker-thread hop and one indexed SQLite read. With "
+            "permissions on, the gateway signs each request to MLflow (HMAC-SHA256 over user, method, "
+            "target and time) and MLflow verifies it.",
             "",
             "| Check | µs |",
             "|---|---|",
             f"| cached | {results.auth_us['cached']:.1f} |",
             f"| cached, with a per-key rate limit | {results.auth_us['cached_rate_limited']:.1f} |",
             f"| uncached | {results.auth_us['uncached']:.0f} |",
+            "| sign an MLflow assertion (gateway, permissions on) "
+            f"| {results.auth_us['assertion_sign']:.1f} |",
+            f"| verify it (MLflow) | {results.auth_us['assertion_verify']:.1f} |",
             "",
         ]
     for reason in results.skipped:
@@ -298,23 +429,18 @@ def chart(results: Results, path: Path) -> None:
             axis.set_title("Small requests, c=32 (req/s)")
         elif panel == "mlflow":
             calls = list(results.mlflow)
-            width = 0.38
-            xs = range(len(calls))
-            axis.bar(
-                [x - width / 2 for x in xs],
-                [results.mlflow[c]["direct"].rps for c in calls],
-                width,
-                label="direct",
-            )
-            axis.bar(
-                [x + width / 2 for x in xs],
-                [results.mlflow[c]["gateway"].rps for c in calls],
-                width,
-                label="gateway",
-            )
-            axis.set_xticks(list(xs), calls)
+            paths = {
+                "direct": "direct",
+                PERMISSIONS_OFF_PATH: "gateway",
+                PERMISSIONS_ON_PATH: "permissions on",
+            }
+            series = {
+                label: [results.mlflow[c][path].rps if path in results.mlflow[c] else 0.0 for c in calls]
+                for path, label in paths.items()
+                if any(path in results.mlflow[c] for c in calls)
+            }
+            _grouped(axis, calls, series)
             axis.set_title("Real MLflow, c=8 (req/s)")
-            axis.legend()
         else:
             methods = ["PUT", "GET"]
             width = 0.38

@@ -17,6 +17,8 @@ import requests
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
 
 HOKUSAI = str(Path(sys.executable).with_name("hokusai-registry"))
+# Gateways of scenarios whose point is not authorization, in front of MLflows without the auth app.
+PERMISSIONS_OFF = {"HOKUSAI_PERMISSIONS": "off"}
 # The ~120-byte JSON a fast MLflow answers to experiments/get.
 STUB_BODY = (
     '{"experiment": {"experiment_id": "1", "name": "Default", "artifact_location": "mlflow-artifacts:/1", '
@@ -129,8 +131,14 @@ http {{
 
 
 def gateway(
-    processes: Processes, name: str, upstream: str, data_dir: Path, workers: int = 1
+    processes: Processes,
+    name: str,
+    upstream: str,
+    data_dir: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> tuple[str, subprocess.Popen[bytes]]:
+    """A gateway in front of `upstream`; `env` adds settings (HOKUSAI_PERMISSIONS, the assertion secret)."""
     port = free_port()
     process = processes.start(
         name,
@@ -146,17 +154,22 @@ def gateway(
             "--workers",
             str(workers),
         ],
+        env,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health", timeout=60)
     return url, process
 
 
-def make_key(data_dir: Path) -> str:
+def make_key(data_dir: Path, owner: str | None = None) -> str:
+    """A `write` key in the gateway's key store; with permissions on, `owner` is the MLflow user it acts
+    as (else the key's name)."""
     store = KeyStore(f"sqlite:///{data_dir / 'keys.db'}")
     store.migrate()
     try:
-        _, key = store.create(f"bench-{time.time_ns()}", environment="test", scopes=DEFAULT_SCOPES)
+        _, key = store.create(
+            f"bench-{time.time_ns()}", environment="test", scopes=DEFAULT_SCOPES, owner=owner
+        )
     finally:
         store.close()
     return key

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import requests
 
-from hokusai_registry.policy.assertions import ADMIN_USER, sign
+from hokusai_registry.policy.assertions import ADMIN_USER, body_digest, sign
 from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_environment, wait_until_healthy
 from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import ADMIN_SCOPES, DEFAULT_SCOPES, KeyStore
@@ -435,9 +435,12 @@ def assertion_secret() -> bytes:
     return Path(os.environ["HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE"]).read_bytes().strip()
 
 
-def signed(method: str, target: str, user: str = ADMIN_USER) -> dict[str, str]:
-    """Headers a gateway would add for `user` to `target` (path and query) sent straight to MLflow, with
-    the secret every process of the suite shares (tests/conftest.py)."""
+def signed(method: str, target: str, user: str = ADMIN_USER, body: bytes = b"") -> dict[str, str]:
+    """Headers a gateway would add for `user` to `target` (path and query) with `body`, sent straight to
+    MLflow, with the secret every process of the suite shares (tests/conftest.py)."""
     path, _, query = target.partition("?")
-    value = sign(assertion_secret(), user, method, path, query, now=time.time(), nonce=os.urandom(9).hex())
+    nonce = os.urandom(9).hex()
+    value = sign(
+        assertion_secret(), user, method, path, query, now=time.time(), nonce=nonce, body=body_digest(body)
+    )
     return {"X-Hokusai-Assertion": value.decode()}

@@ -572,8 +572,15 @@ def test_get_is_retried_once_on_a_stale_connection_and_post_runs_create_never_is
         assert len(posts) == 1 and posts[0].position > 1
         runs = requests.post(
             f"{own_mlflow.url}/api/2.0/mlflow/runs/search",
-            json={"experiment_ids": [experiment_id]},
-            headers=signed("POST", "/api/2.0/mlflow/runs/search"),
+            data=json.dumps({"experiment_ids": [experiment_id]}),
+            headers={
+                "Content-Type": "application/json",
+                **signed(
+                    "POST",
+                    "/api/2.0/mlflow/runs/search",
+                    body=json.dumps({"experiment_ids": [experiment_id]}).encode(),
+                ),
+            },
             timeout=60,
         ).json()
         assert len(runs.get("runs", [])) == 1  # one run, not two

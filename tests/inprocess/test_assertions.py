@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hokusai_registry.policy.assertions import ADMIN_USER, AssertionRejected, verify
+from hokusai_registry.policy.assertions import (
+    ADMIN_USER,
+    UNBOUND_BODY,
+    Asserted,
+    AssertionRejected,
+    body_digest,
+    verify,
+)
 from hokusai_registry.store.key_store import ADMIN_SCOPES
 from tests.support.inprocess import InProcessGateway
 from tests.support.stub import StubUpstream
@@ -26,11 +33,15 @@ def secret() -> bytes:
     return Path(os.environ["HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE"]).read_bytes().strip()
 
 
-def asserted_user(upstream: StubUpstream, index: int = -1) -> str:
+def asserted(upstream: StubUpstream, index: int = -1) -> Asserted:
     arrival = upstream.requests[index]
     path, _, query = arrival.target.partition("?")
     (value,) = arrival.header("x-hokusai-assertion")
-    return verify(secret(), value, arrival.method, path, query, now=time.time()).user
+    return verify(secret(), value, arrival.method, path, query, now=time.time())
+
+
+def asserted_user(upstream: StubUpstream, index: int = -1) -> str:
+    return asserted(upstream, index).user
 
 
 @pytest.mark.parametrize(
@@ -62,6 +73,48 @@ def test_every_forwarded_request_is_asserted_for_its_owner_and_only_for_itself(
             verify(secret(), value, other_method, other_path, query, now=time.time())
     with pytest.raises(AssertionRejected, match="expired"):
         verify(secret(), value, method, target_path, query, now=time.time() + 60)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        (
+            "POST",
+            "/api/2.0/mlflow/runs/log-metric",
+            b'{"run_id": "r", "key": "m", "value": 1, "timestamp": 1}',
+        ),
+        # Rewritten by the gateway (the owner is set as mlflow.user): the digest is of what MLflow gets.
+        ("POST", "/api/2.0/mlflow/runs/create", b'{"experiment_id": "1"}'),
+        ("GET", "/api/2.0/mlflow/runs/get?run_id=r", b""),
+    ],
+)
+def test_the_assertion_binds_the_body_mlflow_receives(
+    method: str, path: str, body: bytes, new_upstream: UpstreamFactory, new_gateway: GatewayFactory
+) -> None:
+    upstream = new_upstream()
+    gateway = new_gateway(upstream.url)
+    key = gateway.create_key("trainer", owner="alice")
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    gateway.raw(method, path, headers, body)
+    arrival = upstream.requests[-1]
+    assert asserted(upstream).body == body_digest(arrival.body)
+    if "runs/create" in path:
+        assert b"alice" in arrival.body
+
+
+def test_a_streamed_upload_is_asserted_without_its_body(
+    new_upstream: UpstreamFactory, new_gateway: GatewayFactory
+) -> None:
+    upstream = new_upstream()
+    gateway = new_gateway(upstream.url)
+    key = gateway.create_key("trainer")
+    gateway.raw(
+        "PUT",
+        "/api/2.0/mlflow-artifacts/artifacts/1/r/model.pkl",
+        {"Authorization": f"Bearer {key}"},
+        b"x" * 9,
+    )
+    assert asserted(upstream).body == UNBOUND_BODY
 
 
 def test_admin_keys_act_as_mlflow_administrator_and_reserved_owners_are_refused(

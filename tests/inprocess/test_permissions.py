@@ -22,7 +22,7 @@ from aiohttp import web
 
 from hokusai_registry.auth.sessions import csrf_token
 from hokusai_registry.ops.audit import AUDIT_LOGGER, AuditFormatter
-from hokusai_registry.policy.assertions import ADMIN_USER, verify
+from hokusai_registry.policy.assertions import ADMIN_USER, body_digest, verify
 from tests.support.cookies import COOKIE, session_cookie_in
 from tests.support.inprocess import InProcessGateway
 from tests.support.logs import Lines, captured
@@ -85,14 +85,15 @@ def secret() -> bytes:
 
 def calls(upstream: StubUpstream) -> list[tuple[str, str, Any]]:
     """What reached MLflow from the team and grant operations: method, target, JSON body; each checked
-    to carry the gateway's assertion for MLflow's administrator, bound to that very request."""
+    to carry the gateway's assertion for MLflow's administrator, bound to that very request and body."""
     made = []
     for arrival in upstream.requests:
         if arrival.header("user-agent") != ["hokusai-registry-admin"]:
             continue
         path, _, query = arrival.target.partition("?")
         (value,) = arrival.header("x-hokusai-assertion")
-        assert verify(secret(), value, arrival.method, path, query, now=time.time()).user == ADMIN_USER
+        asserted = verify(secret(), value, arrival.method, path, query, now=time.time())
+        assert asserted.user == ADMIN_USER and asserted.body == body_digest(arrival.body)
         made.append((arrival.method, arrival.target, json.loads(arrival.body) if arrival.body else None))
     return made
 

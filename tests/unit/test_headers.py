@@ -216,3 +216,13 @@ def test_session_writes_pass_only_from_this_host(origin: bytes, referer: bytes, 
     claimed = origin if send_origin else referer
     if not refused:
         assert urlsplit(claimed.decode("latin-1")).netloc.lower() == HOST.decode()
+
+
+@pytest.mark.parametrize(
+    "name", [b"x_hokusai_assertion", b"x-hokusai_key_id", b"x_forwarded_for", b"x_mlflow_workspace"]
+)
+def test_underscore_spellings_of_owned_headers_are_dropped(name: bytes) -> None:
+    """MLflow's WSGI bridge turns `_` into `-`: the spelling would join the gateway's own header."""
+    sent = upstream([(name, b"client value"), (b"x_custom", b"kept")])
+    assert b"client value" not in {value for _, value in sent}
+    assert (b"x_custom", b"kept") in sent

@@ -40,7 +40,8 @@ from hokusai_registry.ops.audit import audit
 from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.logs import flush_periodically, log_access
 from hokusai_registry.ops.metrics import Metrics
-from hokusai_registry.policy.assertions import mlflow_user
+from hokusai_registry.policy.assertions import body_digest, mlflow_user
+from hokusai_registry.policy.delete_bodies import unlabelled_delete_body
 from hokusai_registry.policy.forwarding import TrustedProxies
 from hokusai_registry.policy.forwarding import resolve as resolve_forwarded
 from hokusai_registry.policy.headers import SAFE_METHODS, request_id
@@ -230,7 +231,9 @@ class Gateway:
         method = request.method
         # Only writes have an origin to check: reads never look for the session cookie here.
         request.via_session = method not in SAFE_METHODS and self.access.session_id(scope) is not None
-        refusal = first_refusal(ON_TARGET, request, self.policy)
+        refusal = first_refusal(ON_TARGET, request, self.policy) or unlabelled_delete_body(
+            method, scope["headers"]
+        )
         if refusal is not None:
             raise refusal
         record.family = target.family.value
@@ -254,7 +257,7 @@ class Gateway:
             record.status = 499
             return
         with body:
-            await self._pass_on(body.scope, body.receive, send, record, target, identity)
+            await self._pass_on(body.scope, body.receive, send, record, target, identity, body.digest)
 
     async def _pass_on(
         self,
@@ -264,16 +267,17 @@ class Gateway:
         record: RequestRecord,
         target: Target,
         identity: Identity,
+        digest: str,
     ) -> None:
-        """The authorized request, its body checked: the server-info answer, or forwarded (inspected first
-        where `policy/inspection.py` says so)."""
+        """The authorized request, its body checked (`digest`: what the assertion binds): the server-info
+        answer, or forwarded (inspected first where `policy/inspection.py` says so)."""
         method = scope["method"]
         if not self.policy.direct_transfers and method == "GET" and is_server_info(target.path):
             await self._server_info(target.path, scope["query_string"], counted(send, record))
             return
         found = inspection(method, target.path)
         if found is None:
-            await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity))
+            await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
             return
         await self._forward_inspected(scope, receive, send, record, target, found, identity)
 
@@ -291,8 +295,8 @@ class Gateway:
         if inspected is None:
             record.status = 499  # the client left while sending its body
             return
-        scope, receive, fields = inspected
-        await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity))
+        scope, receive, fields, digest = inspected
+        await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
         if found.event is not None:
             audit(
                 found.event,
@@ -316,7 +320,7 @@ class Gateway:
 
     async def _inspect(
         self, scope: Scope, receive: Receive, found: Inspection, identity: Identity, path: str
-    ) -> tuple[Scope, Receive, dict[str, str]] | None:
+    ) -> tuple[Scope, Receive, dict[str, str], str] | None:
         """Reads a small JSON body and lets `policy/inspection.py` judge it (attribution, reserved
         tags, GraphQL operations)."""
         body = await read_body(receive, found.max_body)
@@ -338,7 +342,12 @@ class Gateway:
                 f"{path} (a GraphQL mutation)",
                 inspected.needs,
             )
-        return with_length(scope, len(inspected.body)), replay(inspected.body, receive), inspected.fields
+        return (
+            with_length(scope, len(inspected.body)),
+            replay(inspected.body, receive),
+            inspected.fields,
+            body_digest(inspected.body),  # as rewritten: what MLflow receives
+        )
 
 
 def _acts_as(identity: Identity) -> str:

@@ -25,8 +25,10 @@ from hokusai_registry.policy.assertions import (
     ADMIN_USER,
     MAX_AGE_SECONDS,
     SECRET_FILE_ENV,
+    UNBOUND_BODY,
     Asserted,
     AssertionRejected,
+    body_digest,
     verify,
 )
 
@@ -115,6 +117,11 @@ def authenticate() -> Authorization | Response:
         return _refused(str(rejected))
     if not _nonces.admit(asserted, now):
         return _refused("the gateway assertion was already used for another request")
+    # MLflow's FastAPI routes call this in a context of their own making, without the body (werkzeug's
+    # test environ, which has RAW_URI); everywhere else the body is here, and must be the one signed.
+    checkable = asserted.body != UNBOUND_BODY and "RAW_URI" not in request.environ
+    if checkable and body_digest(request.get_data(cache=True)) != asserted.body:
+        return _refused("the request body is not the one the gateway signed")
     _users.ensure(asserted.user, now)
     authorization = Authorization("basic", {"username": asserted.user})
     g.hokusai_authorization = authorization

@@ -2,9 +2,10 @@
 
 With permissions on, MLflow (started with this package's authorization function, `mlflow_app/`)
 accepts a request only with a valid assertion, so a task that can reach MLflow's private address
-cannot act as anyone. An assertion is `v1.<user>.<issued>.<nonce>.<mac>`: the user base64url-encoded,
-the issue time in whole seconds, a random nonce, and an HMAC-SHA256 over those and the request's
-method and target, keyed with a secret that only the gateways and MLflow hold.
+cannot act as anyone. An assertion is `v1.<user>.<issued>.<nonce>.<body>.<mac>`: the user base64url-encoded,
+the issue time in whole seconds, a random nonce, the SHA-256 of the body (`-` for a body the gateway
+streams, artifact uploads), and an HMAC-SHA256 over those and the request's method and target, keyed
+with a secret that only the gateways and MLflow hold.
 
 The target is compared after percent-decoding to a fixed point: MLflow's Flask routes see a decoded
 path, its FastAPI routes hand their decoded path to Flask once more, and both must agree with what
@@ -39,12 +40,26 @@ class AssertionRejected(Exception):
     """An assertion that does not prove the gateway authenticated this request; the text says why."""
 
 
+# The body field of a streamed body, which the gateway never holds whole.
+UNBOUND_BODY = "-"
+
+
 @dataclass(frozen=True, slots=True)
 class Asserted:
     user: str
     issued: int
     nonce: str
+    body: str  # body_digest(...) of the body the gateway sent, or UNBOUND_BODY
     binding: bytes  # what the assertion is bound to: a request asserting the same nonce must match it
+
+
+def digest_text(sha256: bytes) -> str:
+    """The body field for a body whose SHA-256 is `sha256` (hashed as it arrived)."""
+    return _b64(sha256)
+
+
+def body_digest(body: bytes) -> str:
+    return digest_text(hashlib.sha256(body).digest())
 
 
 def reserved_user(name: str) -> bool:
@@ -83,8 +98,11 @@ def _mac(secret: bytes, head: str, target: bytes) -> bytes:
     return hmac.new(secret, head.encode("ascii") + b"\n" + target, hashlib.sha256).digest()
 
 
-def sign(secret: bytes, user: str, method: str, path: str, query: str, *, now: float, nonce: str) -> bytes:
-    head = f"{_VERSION}.{_b64(user.encode('utf-8'))}.{int(now)}.{nonce}"
+def sign(
+    secret: bytes, user: str, method: str, path: str, query: str, *, now: float, nonce: str, body: str
+) -> bytes:
+    """`body` is body_digest(...) of the body as sent, or UNBOUND_BODY for a streamed one."""
+    head = f"{_VERSION}.{_b64(user.encode('utf-8'))}.{int(now)}.{nonce}.{body}"
     return f"{head}.{_b64(_mac(secret, head, canonical_target(method, path, query)))}".encode("ascii")
 
 
@@ -93,9 +111,9 @@ def verify(secret: bytes, value: str | None, method: str, path: str, query: str,
     if not value:
         raise AssertionRejected("the request carries no gateway assertion")
     parts = value.split(".")
-    if len(parts) != 5 or parts[0] != _VERSION:
+    if len(parts) != 6 or parts[0] != _VERSION:
         raise AssertionRejected("the gateway assertion is malformed")
-    _, user_text, issued_text, nonce, mac_text = parts
+    _, user_text, issued_text, nonce, body, mac_text = parts
     try:
         user = _unb64(user_text).decode("utf-8")
         issued = int(issued_text)
@@ -103,10 +121,13 @@ def verify(secret: bytes, value: str | None, method: str, path: str, query: str,
     except ValueError:
         raise AssertionRejected("the gateway assertion is malformed") from None
     target = canonical_target(method, path, query)
-    if not hmac.compare_digest(mac, _mac(secret, ".".join(parts[:4]), target)):
+    if not hmac.compare_digest(mac, _mac(secret, ".".join(parts[:5]), target)):
         raise AssertionRejected("the gateway assertion is not valid for this request")
     if issued > now + CLOCK_SKEW_SECONDS or now - issued > MAX_AGE_SECONDS:
         raise AssertionRejected(f"the gateway assertion has expired (good for {MAX_AGE_SECONDS} s)")
-    if not user or not nonce:
+    if not user or not nonce or not body:
         raise AssertionRejected("the gateway assertion is malformed")
-    return Asserted(user, issued, nonce, target)
+    return Asserted(user, issued, nonce, body, target)
+
+
+EMPTY_BODY = body_digest(b"")

@@ -98,7 +98,9 @@ def upstream_request_headers(
     for name, value in headers:
         if name == b"host":
             forwarded_host = value
-        if name in _DROP_UPSTREAM or name in listed or name.startswith(GATEWAY_PREFIX):
+        # MLflow's WSGI bridge reads `_` as `-` (X_Hokusai_Assertion is x-hokusai-assertion to Flask).
+        dashed = name.replace(b"_", b"-")
+        if dashed in _DROP_UPSTREAM or name in listed or dashed.startswith(GATEWAY_PREFIX):
             continue
         out.append((name, value))
     out.append((b"x-forwarded-for", client_ip.encode("latin-1")))

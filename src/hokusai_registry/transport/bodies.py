@@ -16,6 +16,7 @@ arrive, so a chunked body cannot go past a limit either.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -23,6 +24,7 @@ from hokusai_registry.core.asgi import Headers, Receive, Scope
 from hokusai_registry.core.bodies import replay, size_text, with_length
 from hokusai_registry.core.codings import DecodedTooLarge, Decoder
 from hokusai_registry.core.refusals import Reason, Refusal
+from hokusai_registry.policy.assertions import EMPTY_BODY, UNBOUND_BODY, digest_text
 from hokusai_registry.policy.bodies import BodyRule, body_rule, request_coding
 from hokusai_registry.policy.paths import Target
 
@@ -52,11 +54,15 @@ class Body:
     """A request as it goes on: its scope and receive (for a body read whole, framed by its length and
     replayed from memory). `release()` when the request is over: the bytes held count until then."""
 
-    __slots__ = ("_budget", "_held", "receive", "scope")
+    __slots__ = ("_budget", "_held", "digest", "receive", "scope")
 
-    def __init__(self, scope: Scope, receive: Receive, budget: ByteBudget | None = None) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, budget: ByteBudget | None = None, digest: str = EMPTY_BODY
+    ) -> None:
         self.scope = scope
         self.receive = receive
+        # What the gateway's assertion binds (`policy/assertions.py`): the digest of a body read whole.
+        self.digest = digest
         self._budget = budget
         self._held = 0
 
@@ -115,8 +121,10 @@ class RequestBodies:
         has_body = chunked or bool(length)
         method = scope["method"]
         rule = body_rule(method, target.family, target.path)
-        if rule is BodyRule.STREAMED or not has_body:
+        if not has_body:
             return Body(scope, receive)
+        if rule is BodyRule.STREAMED:
+            return Body(scope, receive, digest=UNBOUND_BODY)
         if rule is BodyRule.NONE:
             framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}"
             raise Refusal(
@@ -161,6 +169,7 @@ class RequestBodies:
     ) -> Body | None:
         decoder = Decoder(coding, limit) if coding else None
         body = Body(scope, receive, self.budget)
+        digest = hashlib.sha256()
         pieces: list[bytes] = []
         size = 0
         loop = asyncio.get_running_loop()
@@ -194,6 +203,7 @@ class RequestBodies:
                                 raise too_large()
                             if not body.hold(len(piece)):
                                 self._buffer_full()
+                            digest.update(piece)
                             pieces.append(piece)
                     if not message.get("more_body", False):
                         break
@@ -215,6 +225,7 @@ class RequestBodies:
             raise
         body.scope = with_length(scope, size, drop=drop)
         body.receive = replay(pieces, receive)
+        body.digest = digest_text(digest.digest())
         return body
 
     def _buffer_full(self) -> NoReturn:

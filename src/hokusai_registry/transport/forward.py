@@ -21,7 +21,14 @@ from hokusai_registry.core.net import redact_url
 from hokusai_registry.core.record import RequestRecord, counted
 from hokusai_registry.core.redaction import redact_headers
 from hokusai_registry.core.refusals import Reason, Refusal, send_body, send_refusal
-from hokusai_registry.policy.assertions import ADMIN_USER, ASSERTION_HEADER, ASSERTION_REFUSAL_MARK, sign
+from hokusai_registry.policy.assertions import (
+    ADMIN_USER,
+    ASSERTION_HEADER,
+    ASSERTION_REFUSAL_MARK,
+    EMPTY_BODY,
+    body_digest,
+    sign,
+)
 from hokusai_registry.policy.headers import (
     LOOP_MARK,
     client_response_headers,
@@ -144,8 +151,9 @@ class Forwarder:
         path = (self._base_path + upstream_path(target.path, self._api_prefix)).encode("ascii")
         return path + b"?" + query if query else path
 
-    def assertion(self, method: str, target: bytes, user: str) -> Header:
-        """The header asserting that `user` sends this request (`policy/assertions.py`)."""
+    def assertion(self, method: str, target: bytes, user: str, body: str = EMPTY_BODY) -> Header:
+        """The header asserting that `user` sends this request, with the body whose digest is `body`
+        (`policy/assertions.py`)."""
         assert self._assertion_secret is not None  # nosec B101 - callers check `signs`
         path, _, query = target.partition(b"?")
         value = sign(
@@ -156,6 +164,7 @@ class Forwarder:
             query.decode("latin-1"),
             now=time.time(),
             nonce=secrets.token_urlsafe(12),
+            body=body,
         )
         return (ASSERTION_HEADER, value)
 
@@ -164,7 +173,7 @@ class Forwarder:
         return self._assertion_secret is not None
 
     def _request(
-        self, scope: Scope, receive: Receive, target: Target, record: RequestRecord, user: str
+        self, scope: Scope, receive: Receive, target: Target, record: RequestRecord, user: str, body: str
     ) -> UpstreamRequest:
         """The request for MLflow: the client's headers as `upstream_request_headers` leaves them, and
         its body streamed (framed as the client framed it) when it has one."""
@@ -184,7 +193,7 @@ class Forwarder:
         record.upstream = upstream_target.decode("ascii")
         method = scope["method"]
         if self._assertion_secret is not None:
-            headers.append(self.assertion(method, upstream_target, user))
+            headers.append(self.assertion(method, upstream_target, user, body))
         if self._debug:
             log.debug(
                 "%s rewrite: %s -> mount %r, MLflow path %s -> upstream %s%s",
@@ -222,7 +231,7 @@ class Forwarder:
         target = target + b"?" + query if query else target
         headers = self._probe_headers if body is None else self._probe_json_headers
         if signed and self._assertion_secret is not None:
-            headers = (*headers, self.assertion(method, target, ADMIN_USER))
+            headers = (*headers, self.assertion(method, target, ADMIN_USER, body_digest(body or b"")))
         request = UpstreamRequest(
             method,
             target,
@@ -248,7 +257,7 @@ class Forwarder:
         if body is not None:
             headers = (*headers, (b"content-type", b"application/json"))
         if self._assertion_secret is not None:
-            headers = (*headers, self.assertion(method, target, ADMIN_USER))
+            headers = (*headers, self.assertion(method, target, ADMIN_USER, body_digest(body or b"")))
         request = UpstreamRequest(
             method,
             target,
@@ -260,11 +269,19 @@ class Forwarder:
         return await self.pool.exchange(request, limit)
 
     async def forward(
-        self, scope: Scope, receive: Receive, send: Send, target: Target, record: RequestRecord, user: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        record: RequestRecord,
+        user: str,
+        body: str,
     ) -> None:
-        """Forward one request for MLflow's `user` and stream the answer back."""
+        """Forward one request for MLflow's `user`, its body the one whose digest is `body` (or
+        UNBOUND_BODY, streamed), and stream the answer back."""
         method = scope["method"]
-        request = self._request(scope, receive, target, record, user)
+        request = self._request(scope, receive, target, record, user, body)
         started = time.perf_counter()
         read_timeout = request.read_timeout
         try:
