@@ -10,7 +10,7 @@ owners and grants travel as form fields and query parameters, never as path segm
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
 
 from pydantic import ValidationError
@@ -27,14 +27,29 @@ from hokusai_registry.admin.permission_models import (
     MemberSpec,
     TeamSpec,
 )
+from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.rendering import PageError, page, render
 from hokusai_registry.admin.service import problems
 from hokusai_registry.auth.caller import Caller
 from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.policy.routes import ADMIN_GRANTS_PATH, ADMIN_TEAMS_PATH
 
-if TYPE_CHECKING:
-    from hokusai_registry.admin.pages import WebPages
+
+class WebPages(Protocol):
+    """What these pages use of `pages.WebPages` (which lists them: it cannot be imported here)."""
+
+    permissions: PermissionAdmin
+
+    async def _admin(self, request: Request, *, keys: bool = ..., back: str = ...) -> Caller | Response: ...
+
+    async def _admin_form(
+        self, request: Request, *, keys: bool = ..., back: str = ...
+    ) -> tuple[Caller, dict[str, str]] | Response: ...
+
+    async def _step_up(self, request: Request, caller: Caller, form: dict[str, str]) -> Refusal | None: ...
+
+    def _context(self, caller: Caller) -> dict[str, Any]: ...
+
 
 MEMBERS_PATH = ADMIN_TEAMS_PATH + "/members"
 REMOVE_MEMBER_PATH = ADMIN_TEAMS_PATH + "/remove-member"
