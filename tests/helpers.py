@@ -184,6 +184,15 @@ class GatewayProcess:
         self._log.close()
 
 
+def stated_requirements() -> list[str]:
+    """`pip_requirements` for `log_model` of a scikit-learn model, stated as the doctor states them:
+    inferring them loads the model in a subprocess for seconds a model, and none of it reaches the
+    gateway (what is uploaded is the same set of files)."""
+    import sklearn  # type: ignore[import-untyped]
+
+    return [f"scikit-learn=={sklearn.__version__}"]
+
+
 def mistyped(key: str) -> str:
     """The key with its last character changed (always to a different one)."""
     return key[:-1] + ("Q" if key[-1] != "Q" else "R")
