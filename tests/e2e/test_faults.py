@@ -51,7 +51,7 @@ import requests
 from hokusai_registry.run.mlflow_process import MlflowProcess, mlflow_command, wait_until_healthy
 from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
-from tests.helpers import GatewayProcess, TcpServer, free_port
+from tests.helpers import GatewayProcess, TcpServer, free_port, uncovered_environment
 from tests.support.stub import ThreadedStub
 
 CLIENT_TIMEOUT = 120  # generous: a hang fails the test, a slow machine does not
@@ -258,7 +258,7 @@ def own_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowProce
     data_dir = tmp_path_factory.mktemp("faults-mlflow")
     port = free_port()
     command = mlflow_command(Settings.load(data_dir=data_dir, mlflow_workers=1), port)
-    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port)
+    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port, env=uncovered_environment())
     process.start()
     try:
         asyncio.run(wait_until_healthy(process, 180))
