@@ -72,13 +72,30 @@ def uncovered_environment() -> dict[str, str]:
 @contextlib.contextmanager
 def running_mlflow(command: list[str], data_dir: Path, port: int) -> Iterator[str]:
     """An `mlflow server` child for the tests, stopped with all its workers afterwards; yields its URL."""
-    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port, env=uncovered_environment())
-    process.start()
+    with running_mlflows({"mlflow": (command, data_dir, port)}) as urls:
+        yield urls["mlflow"]
+
+
+@contextlib.contextmanager
+def running_mlflows(servers: Mapping[str, tuple[list[str], Path, int]]) -> Iterator[dict[str, str]]:
+    """`mlflow server` children (name: command, data directory, port) started side by side, as a start is
+    seconds of imports that another core can take; yields their URLs by name; all stopped afterwards."""
+    processes = {
+        name: MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port, env=uncovered_environment())
+        for name, (command, data_dir, port) in servers.items()
+    }
+
+    async def all_healthy() -> None:
+        await asyncio.gather(*(wait_until_healthy(process, 180) for process in processes.values()))
+
     try:
-        asyncio.run(wait_until_healthy(process, 180))
-        yield process.url
+        for process in processes.values():
+            process.start()
+        asyncio.run(all_healthy())
+        yield {name: process.url for name, process in processes.items()}
     finally:
-        process.stop()
+        for process in processes.values():
+            process.stop()
 
 
 @contextlib.contextmanager
