@@ -64,18 +64,48 @@ def key_store(data_dir: Path) -> KeyStore:
     return store
 
 
+def uncovered_environment(environment: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`environment` (default: this one) without coverage's variables, for `mlflow server`: measuring it
+    (`make test` measures every subprocess) made its start take twice as long and slowed every answer.
+    The one module of the package it runs, `mlflow_app`, has tests of its own."""
+    source = os.environ if environment is None else environment
+    return {name: value for name, value in source.items() if not name.startswith("COVERAGE_")}
+
+
 @contextlib.contextmanager
 def running_mlflow(command: list[str], data_dir: Path, port: int) -> Iterator[str]:
-    """An `mlflow server` child for the tests, stopped with all its workers afterwards; yields its URL.
-    Its environment is the one `serve` gives it (auth app configuration, secrets) for this data dir."""
-    environment = mlflow_environment(Settings.load(data_dir=data_dir))
-    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port, env=environment)
-    process.start()
+    """An `mlflow server` child for the tests, stopped with all its workers afterwards; yields its URL."""
+    with running_mlflows({"mlflow": (command, data_dir, port)}) as urls:
+        yield urls["mlflow"]
+
+
+@contextlib.contextmanager
+def running_mlflows(servers: Mapping[str, tuple[list[str], Path, int]]) -> Iterator[dict[str, str]]:
+    """`mlflow server` children (name: command, data directory, port) started side by side, as a start is
+    seconds of imports that another core can take; yields their URLs by name; all stopped afterwards."""
+    # Each gets the environment `serve` gives MLflow (auth app configuration, secrets) for its data dir.
+    processes = {
+        name: MlflowProcess(
+            command,
+            data_dir / "mlflow.log",
+            "127.0.0.1",
+            port,
+            env=uncovered_environment(mlflow_environment(Settings.load(data_dir=data_dir))),
+        )
+        for name, (command, data_dir, port) in servers.items()
+    }
+
+    async def all_healthy() -> None:
+        await asyncio.gather(*(wait_until_healthy(process, 180) for process in processes.values()))
+
     try:
-        asyncio.run(wait_until_healthy(process, 180))
-        yield process.url
+        for process in processes.values():
+            process.start()
+        asyncio.run(all_healthy())
+        yield {name: process.url for name, process in processes.items()}
     finally:
-        process.stop()
+        for process in processes.values():
+            process.stop()
 
 
 @contextlib.contextmanager
@@ -186,6 +216,15 @@ class GatewayProcess:
         self.process.terminate()
         self.process.wait(30)
         self._log.close()
+
+
+def stated_requirements() -> list[str]:
+    """`pip_requirements` for `log_model` of a scikit-learn model, stated as the doctor states them:
+    inferring them loads the model in a subprocess for seconds a model, and none of it reaches the
+    gateway (what is uploaded is the same set of files)."""
+    import sklearn  # type: ignore[import-untyped]
+
+    return [f"scikit-learn=={sklearn.__version__}"]
 
 
 def mistyped(key: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import sklearn  # type: ignore[import-untyped]
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
@@ -26,7 +27,9 @@ with tempfile.TemporaryDirectory() as scratch:
         mlflow.log_param("p", "1")
         mlflow.log_metric("m", 0.5)
         mlflow.log_artifact(str(notes))
-        mlflow.sklearn.log_model(model, "model", registered_model_name=name)
+        # Stated requirements: inferring them loads the model in a subprocess for seconds.
+        requirements = [f"scikit-learn=={sklearn.__version__}"]
+        mlflow.sklearn.log_model(model, "model", registered_model_name=name, pip_requirements=requirements)
     done["logged"] = True
     client = MlflowClient()
     version = client.search_model_versions(f"name='{name}'")[0].version

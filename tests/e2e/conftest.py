@@ -26,6 +26,28 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+def without_serve_artifacts(command: list[str], default_root: str) -> list[str]:
+    """An `mlflow_command` with --no-serve-artifacts, and the default artifact root new experiments get
+    instead of a destination (without one MLflow would use ./mlruns in the tests' working directory)."""
+    changed = list(command)
+    changed[changed.index("--serve-artifacts")] = "--no-serve-artifacts"
+    destination = changed.index("--artifacts-destination")
+    changed[destination : destination + 2] = ["--default-artifact-root", default_root]
+    return changed
+
+
+@pytest.fixture(scope="session")
+def mlflow_without_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow started with --no-serve-artifacts and a plain directory as default artifact root:
+    what a misconfigured deployment runs (the health and doctor tests share it: a start takes seconds)."""
+    data_dir = tmp_path_factory.mktemp("no-artifacts")
+    os.environ["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # as for mlflow_server
+    port = free_port()
+    command = mlflow_command(Settings.load(data_dir=data_dir, mlflow_workers=1), port)
+    with running_mlflow(without_serve_artifacts(command, str(data_dir / "artifacts")), data_dir, port) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def gateway(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     # Many tests send bad keys from 127.0.0.1 on purpose: the failure throttle has its own tests.

@@ -17,7 +17,7 @@ import requests
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-from tests.helpers import HOKUSAI, GatewayProcess, key_store
+from tests.helpers import HOKUSAI, GatewayProcess, key_store, stated_requirements
 from tests.support.polling import eventually
 
 
@@ -83,6 +83,7 @@ def test_registry_writes_are_audited_with_key_and_owner(
             LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1]),
             name="m",
             registered_model_name="audited",
+            pip_requirements=stated_requirements(),
         )
     client = MlflowClient()
     client.set_registered_model_alias("audited", "champion", "1")

@@ -21,7 +21,7 @@ from sklearn.linear_model import LinearRegression  # type: ignore[import-untyped
 
 from hokusai_registry.auth.sessions import csrf_token
 from hokusai_registry.policy import keys
-from tests.helpers import GatewayProcess, free_port, key_store
+from tests.helpers import GatewayProcess, free_port, key_store, stated_requirements
 from tests.support.polling import eventually
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -105,6 +105,7 @@ def tracked(gateway_client: pytest.MonkeyPatch, api_key: str, tmp_path: Path) ->
             LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]),
             name="model",
             registered_model_name=f"browser-model-{suffix}",
+            pip_requirements=stated_requirements(),
         )
     version = MlflowClient().search_model_versions(f"name = 'browser-model-{suffix}'")[0].version
     return {

@@ -1,13 +1,17 @@
-"""`serve` and `mlflow` as users run them: real processes, real signals."""
+"""`serve` and `mlflow` as users run them: real processes, real signals; and the passphrase `serve` keeps
+for MLflow's secrets."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import stat
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -33,41 +37,120 @@ def test_mlflow_command_flags(tmp_path: Path) -> None:
     assert "--static-prefix" not in command and "--default-artifact-root" not in command
 
 
-def test_serve_first_and_later_start_and_sigterm(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    env = {"HOKUSAI_DATA_DIR": str(data_dir), "HOKUSAI_PORT": str(free_port()), "HOKUSAI_MLFLOW_WORKERS": "1"}
+SECRETS_CONFIG = "/mlflow/ajax-api/3.0/mlflow/gateway/secrets/config"
 
-    first = Running([HOKUSAI, "serve"], env)
-    first.wait_for("Press Ctrl-C to stop.")
-    output = "".join(first.seen)
-    assert "First start: an admin key was created" in output
-    token = next(line.split("=", 1)[1].strip() for line in first.seen if "MLFLOW_TRACKING_TOKEN=" in line)
-    url = f"http://127.0.0.1:{env['HOKUSAI_PORT']}"
-    assert requests.get(url + "/mlflow/version", headers={"Authorization": f"Bearer {token}"}, timeout=10).ok
-    # Teams and grants on serve's data directory find its MLflow without flags (DATA_DIR/mlflow-url).
-    teams = subprocess.run(
-        [HOKUSAI, "teams", "list", "--json"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+
+@dataclass
+class ServeRun:
+    """One `serve` from start to SIGTERM on a data directory: what it printed, what MLflow answered
+    through it, the command lines of its children, how it ended, and the passphrase file afterwards."""
+
+    output: str
+    token: str
+    version_ok: bool
+    secrets_config: dict[str, Any]
+    command_lines: list[str]
+    exit_code: int
+    left_running: list[psutil.Process]
+    passphrase: str
+    teams: subprocess.CompletedProcess[str]  # `teams list --json` on the data directory, while it ran
+    address_file_left: bool  # DATA_DIR/mlflow-url after the stop
+
+
+def serve_once(data_dir: Path, port: int, token: str | None) -> ServeRun:
+    """`serve` started, asked with `token` (or the admin key a first start prints), and stopped."""
+    env = {
+        "HOKUSAI_DATA_DIR": str(data_dir),
+        "HOKUSAI_PORT": str(port),
+        "HOKUSAI_MLFLOW_WORKERS": "1",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_CRYPTO_KEK_PASSPHRASE": "",  # not inherited from whoever runs the tests
+    }
+    running = Running([HOKUSAI, "serve"], env)
+    try:
+        running.wait_for("Press Ctrl-C to stop.")
+        if token is None:
+            token = next(
+                line.split("=", 1)[1].strip() for line in running.seen if "MLFLOW_TRACKING_TOKEN=" in line
+            )
+        url, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+        version_ok = requests.get(url + "/mlflow/version", headers=auth, timeout=10).ok
+        answer = requests.get(url + SECRETS_CONFIG, headers=auth, timeout=30)
+        assert answer.status_code == 200, answer.text
+        command_lines = [
+            " ".join(child.cmdline())
+            for child in psutil.Process(running.process.pid).children(recursive=True)
+        ]
+        # Teams and grants on serve's data directory find its MLflow without flags (DATA_DIR/mlflow-url).
+        teams = subprocess.run(
+            [HOKUSAI, "teams", "list", "--json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        exit_code = running.terminate()
+    return ServeRun(
+        output="".join(running.seen),
+        token=token,
+        version_ok=version_ok,
+        secrets_config=answer.json(),
+        command_lines=command_lines,
+        exit_code=exit_code,
+        left_running=processes_using(data_dir),
+        passphrase=(data_dir / "mlflow-kek-passphrase").read_text().strip(),
+        teams=teams,
+        address_file_left=(data_dir / "mlflow-url").exists(),
     )
-    assert teams.returncode == 0 and json.loads(teams.stdout) == [], teams.stderr
-    assert first.terminate() == 0
-    assert "Stopped." in "".join(first.seen)
-    assert processes_using(data_dir) == []
-    assert not (data_dir / "mlflow-url").exists()
 
-    later = Running([HOKUSAI, "serve"], env)
-    later.wait_for("Press Ctrl-C to stop.")
-    output = "".join(later.seen)
-    assert "hk_live_" not in output
-    assert "hokusai-registry keys create --name NAME" in output
-    # The key from the first start still works.
-    assert requests.get(url + "/mlflow/version", headers={"Authorization": f"Bearer {token}"}, timeout=10).ok
-    assert later.terminate() == 0
-    assert processes_using(data_dir) == []
+
+@pytest.fixture(scope="module")
+def serve_twice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ServeRun, ServeRun]:
+    """A first `serve` on a new data directory and a later one on the same (each start costs an MLflow
+    start: the tests below share these two)."""
+    data_dir = tmp_path_factory.mktemp("serve") / "data"
+    port = free_port()
+    first = serve_once(data_dir, port, None)
+    return data_dir, first, serve_once(data_dir, port, first.token)
+
+
+def test_serve_first_and_later_start_and_sigterm(serve_twice: tuple[Path, ServeRun, ServeRun]) -> None:
+    _, first, later = serve_twice
+    assert "First start: an admin key was created" in first.output
+    assert first.token.startswith("hk_live_") and first.version_ok
+    assert first.exit_code == 0 and "Stopped." in first.output
+    assert first.left_running == []
+    assert first.teams.returncode == 0 and json.loads(first.teams.stdout) == [], first.teams.stderr
+    assert not first.address_file_left
+
+    assert "hk_live_" not in later.output
+    assert "hokusai-registry keys create --name NAME" in later.output
+    assert later.version_ok  # the key from the first start still works
+    assert later.exit_code == 0 and later.left_running == []
+
+
+def test_serve_gives_mlflow_a_kept_passphrase_of_its_own(
+    serve_twice: tuple[Path, ServeRun, ServeRun],
+) -> None:
+    """MLflow's AI-gateway secrets are encrypted with a passphrase of this installation, not MLflow's
+    default one. Without MLFLOW_CRYPTO_KEK_PASSPHRASE, MLflow 3.17 encrypts the secrets it keeps (LLM
+    provider keys) with a passphrase every MLflow installation shares, and `/gateway/secrets/config` tells
+    any read key so. `serve` creates one in the data directory (mode 0600) on the first start, reuses it
+    on later ones, and hands it to MLflow in its environment only."""
+    data_dir, first, later = serve_twice
+    assert first.secrets_config == {"secrets_available": True, "using_default_passphrase": False}
+    assert len(first.passphrase) >= 32
+    kept = data_dir / "mlflow-kek-passphrase"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+    assert later.secrets_config["using_default_passphrase"] is False
+    assert later.passphrase == first.passphrase  # reused, not replaced: old secrets stay readable
+    # In MLflow's environment only: never on a command line, in serve's output or in MLflow's log.
+    mlflow_log = (data_dir / "mlflow.log").read_text(errors="replace")
+    for seen in (*first.command_lines, first.output, *later.command_lines, later.output, mlflow_log):
+        assert first.passphrase not in seen
 
 
 def test_serve_refuses_a_busy_port(tmp_path: Path) -> None:

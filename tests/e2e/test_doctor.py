@@ -17,7 +17,7 @@ import os
 import re
 import ssl
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
+from tests.e2e.conftest import without_serve_artifacts
 from tests.helpers import (
     HOKUSAI,
     FrontProxy,
@@ -34,7 +35,7 @@ from tests.helpers import (
     TcpServer,
     free_port,
     key_store,
-    running_mlflow,
+    running_mlflows,
 )
 
 STEPS = ["reach", "auth", "tracking", "artifacts", "registry", "cleanup"]
@@ -116,30 +117,6 @@ def doctor_through_new_gateway(upstream: str, data_dir: Path, **kwargs: Any) -> 
         return run_doctor(process.url + "/mlflow", process.create_key("doctor"))
 
 
-@contextlib.contextmanager
-def mlflow_with(data_dir: Path, change: Callable[[list[str]], None], **settings: Any) -> Iterator[str]:
-    """A second real MLflow, started as `serve` starts it but with `change` applied to its command."""
-    port = free_port()
-    command = mlflow_command(Settings.load(data_dir=data_dir, mlflow_workers=1, **settings), port)
-    change(command)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # a faster start
-        with running_mlflow(command, data_dir, port) as url:
-            yield url
-
-
-def no_serve_artifacts(default_root: str) -> Callable[[list[str]], None]:
-    """--no-serve-artifacts, and the default artifact root new experiments get instead of a destination
-    (without one MLflow would use ./mlruns in the tests' working directory)."""
-
-    def change(command: list[str]) -> None:
-        command[command.index("--serve-artifacts")] = "--no-serve-artifacts"
-        destination = command.index("--artifacts-destination")
-        command[destination : destination + 2] = ["--default-artifact-root", default_root]
-
-    return change
-
-
 # -- healthy
 
 
@@ -214,19 +191,40 @@ def test_healthy_deployment_passes_and_leaves_nothing_behind(
 
 
 @pytest.fixture(scope="module")
-def without_artifacts_local_root(tmp_path_factory: pytest.TempPathFactory) -> Checkup:
-    """--no-serve-artifacts with a plain directory as default root: new experiments get a local path."""
-    data_dir = tmp_path_factory.mktemp("no-artifacts-local")
-    with mlflow_with(data_dir, no_serve_artifacts(str(data_dir / "artifacts"))) as url:
-        return doctor_through_new_gateway(url, data_dir / "gateway")
+def other_mlflows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Two more real MLflows, started side by side: --no-serve-artifacts with `mlflow-artifacts:/` as
+    default root, and one that allows only another host name."""
+    servers = {}
+    for name, default_root, settings in (
+        ("no-artifacts-proxied", "mlflow-artifacts:/", {}),
+        ("allowed-hosts", None, {"mlflow_allowed_hosts": "somewhere.else"}),
+    ):
+        data_dir, port = tmp_path_factory.mktemp(name), free_port()
+        command = mlflow_command(Settings.load(data_dir=data_dir, mlflow_workers=1, **settings), port)
+        if default_root is not None:
+            command = without_serve_artifacts(command, default_root)
+        servers[name] = (command, data_dir, port)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # a faster start
+        with running_mlflows(servers) as urls:
+            yield urls
 
 
 @pytest.fixture(scope="module")
-def without_artifacts_proxied_root(tmp_path_factory: pytest.TempPathFactory) -> Checkup:
+def without_artifacts_local_root(
+    mlflow_without_artifacts: str, tmp_path_factory: pytest.TempPathFactory
+) -> Checkup:
+    """--no-serve-artifacts with a plain directory as default root: new experiments get a local path."""
+    return doctor_through_new_gateway(mlflow_without_artifacts, tmp_path_factory.mktemp("no-artifacts-local"))
+
+
+@pytest.fixture(scope="module")
+def without_artifacts_proxied_root(
+    other_mlflows: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Checkup:
     """--no-serve-artifacts but `mlflow-artifacts:/` as default root: tracking works, artifacts do not."""
-    data_dir = tmp_path_factory.mktemp("no-artifacts-proxied")
-    with mlflow_with(data_dir, no_serve_artifacts("mlflow-artifacts:/")) as url:
-        return doctor_through_new_gateway(url, data_dir / "gateway")
+    gateway_dir = tmp_path_factory.mktemp("no-artifacts-proxied-gateway")
+    return doctor_through_new_gateway(other_mlflows["no-artifacts-proxied"], gateway_dir)
 
 
 def test_no_serve_artifacts_with_a_local_root_fails_tracking_on_the_artifact_location(
@@ -268,11 +266,9 @@ def test_no_serve_artifacts_does_not_mislead_the_registry_step(
 
 
 def test_mlflow_rejecting_the_gateways_host_header_is_named_allowed_hosts(
-    tmp_path_factory: pytest.TempPathFactory,
+    other_mlflows: dict[str, str], tmp_path: Path
 ) -> None:
-    data_dir = tmp_path_factory.mktemp("allowed-hosts")
-    with mlflow_with(data_dir, lambda command: None, mlflow_allowed_hosts="somewhere.else") as url:
-        checkup = doctor_through_new_gateway(url, data_dir / "gateway")
+    checkup = doctor_through_new_gateway(other_mlflows["allowed-hosts"], tmp_path)
     assert_fails_at(checkup, "auth")
     assert "allowed-hosts" in checkup.cause("auth")
     assert "--allowed-hosts" in checkup.next_check("auth")

@@ -56,7 +56,7 @@ from hokusai_registry.run.mlflow_process import (
 )
 from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
-from tests.helpers import GatewayProcess, TcpServer, free_port, signed
+from tests.helpers import GatewayProcess, TcpServer, free_port, signed, uncovered_environment
 from tests.support.stub import ThreadedStub
 
 CLIENT_TIMEOUT = 120  # generous: a hang fails the test, a slow machine does not
@@ -264,9 +264,8 @@ def own_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowProce
     port = free_port()
     settings = Settings.load(data_dir=data_dir, mlflow_workers=1)
     command = mlflow_command(settings, port)
-    process = MlflowProcess(
-        command, data_dir / "mlflow.log", "127.0.0.1", port, env=mlflow_environment(settings)
-    )
+    environment = uncovered_environment(mlflow_environment(settings))
+    process = MlflowProcess(command, data_dir / "mlflow.log", "127.0.0.1", port, env=environment)
     process.start()
     try:
         asyncio.run(wait_until_healthy(process, 180))

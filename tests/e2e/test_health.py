@@ -4,28 +4,11 @@ and caching are in tests/inprocess/test_health.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
-from hokusai_registry.run.mlflow_process import mlflow_command
-from hokusai_registry.settings import Settings
-from tests.helpers import GatewayProcess, free_port, running_mlflow
-
-
-@pytest.fixture(scope="module")
-def mlflow_without_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow started with --no-serve-artifacts: what a misconfigured deployment runs."""
-    data_dir = tmp_path_factory.mktemp("no-artifacts")
-    port = free_port()
-    command = mlflow_command(Settings.load(data_dir=data_dir, mlflow_workers=1), port)
-    command[command.index("--serve-artifacts")] = "--no-serve-artifacts"
-    destination = command.index("--artifacts-destination")
-    command[destination : destination + 2] = ["--default-artifact-root", str(data_dir / "artifacts")]
-    with running_mlflow(command, data_dir, port) as url:
-        yield url
+from tests.helpers import GatewayProcess
 
 
 def get(url: str, key: str | None = None) -> requests.Response:

@@ -13,7 +13,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-from tests.helpers import GatewayProcess
+from tests.helpers import GatewayProcess, stated_requirements
 
 MOUNTS = {"mlflow": "/mlflow", "api-mlflow": "/api/mlflow", "bare": ""}
 
@@ -42,8 +42,12 @@ def register_and_load(tracking_uri: str, name: str, tmp_path: Path) -> str:
         )
         mlflow.log_artifact(str(notes), "docs")
         mlflow.log_artifacts(str(bundle), "bundle")
-        mlflow.sklearn.log_model(first, name="model", registered_model_name=name)
-        mlflow.sklearn.log_model(second, name="model-2", registered_model_name=name)
+        mlflow.sklearn.log_model(
+            first, name="model", registered_model_name=name, pip_requirements=stated_requirements()
+        )
+        mlflow.sklearn.log_model(
+            second, name="model-2", registered_model_name=name, pip_requirements=stated_requirements()
+        )
     versions = client.search_model_versions(f"name = '{name}'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     client.set_registered_model_alias(name, "champion", "2")

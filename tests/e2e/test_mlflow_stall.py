@@ -26,7 +26,7 @@ import pytest
 
 from hokusai_registry.run.mlflow_process import mlflow_command, mlflow_executable
 from hokusai_registry.settings import Settings
-from tests.helpers import HOKUSAI, GatewayProcess, free_port, running_mlflow
+from tests.helpers import HOKUSAI, GatewayProcess, free_port, running_mlflows
 
 LEGACY_LISTENER = Path(__file__).resolve().parents[1] / "support" / "legacy_listener"
 # MLflow's cheapest call (its answer goes out in two writes, like any other): load moves it least.
@@ -71,29 +71,43 @@ def legacy_environment() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def nagle_mlflow(legacy_environment: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`mlflow server --workers 2` as someone else starts it, on that environment."""
-    data_dir = tmp_path_factory.mktemp("nagle-mlflow")
-    port = free_port()
-    command = [
+def stall_mlflows(
+    legacy_environment: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """Two MLflows with two workers on that environment, started side by side: `nagle`, `mlflow server` as
+    someone else starts it, and `product`, as the product starts it."""
+    nagle_dir, nagle_port = tmp_path_factory.mktemp("nagle-mlflow"), free_port()
+    nagle = [
         mlflow_executable(),
         "server",
         "--host",
         "127.0.0.1",
         "--port",
-        str(port),
+        str(nagle_port),
         "--workers",
         "2",
         "--backend-store-uri",
-        f"sqlite:///{data_dir / 'mlflow.db'}",
+        f"sqlite:///{nagle_dir / 'mlflow.db'}",
     ]
-    with running_mlflow(command, data_dir, port) as url:
-        kept, fresh = p50s(url + GET)
-        # The condition under test: without this the tests below prove nothing.
-        assert kept - fresh >= STALL_MS, (
-            f"this MLflow does not stall: kept-alive {kept:.1f} ms, fresh {fresh:.1f}"
-        )
-        yield url
+    product_dir, product_port = tmp_path_factory.mktemp("product-mlflow"), free_port()
+    # Permissions off: requests go straight to MLflow, unsigned (the stall is in TCP, not in auth).
+    product = mlflow_command(
+        Settings.load(data_dir=product_dir, mlflow_workers=2, permissions=False), product_port
+    )
+    servers = {"nagle": (nagle, nagle_dir, nagle_port), "product": (product, product_dir, product_port)}
+    with running_mlflows(servers) as urls:
+        yield urls
+
+
+@pytest.fixture(scope="module")
+def nagle_mlflow(stall_mlflows: dict[str, str]) -> str:
+    url = stall_mlflows["nagle"]
+    kept, fresh = p50s(url + GET)
+    # The condition under test: without this the tests below prove nothing.
+    assert kept - fresh >= STALL_MS, (
+        f"this MLflow does not stall: kept-alive {kept:.1f} ms, fresh {fresh:.1f}"
+    )
+    return url
 
 
 def test_gateway_does_not_wait_for_delayed_acks_of_an_mlflow_with_nagle_on(
@@ -116,14 +130,8 @@ def test_gateway_does_not_wait_for_delayed_acks_of_an_mlflow_with_nagle_on(
     )
 
 
-def test_mlflow_started_by_the_product_has_no_stall_with_two_workers(
-    legacy_environment: None, tmp_path: Path
-) -> None:
-    port = free_port()
-    # Permissions off: the requests go straight to MLflow, unsigned (the stall is in TCP, not in auth).
-    command = mlflow_command(Settings.load(data_dir=tmp_path, mlflow_workers=2, permissions=False), port)
-    with running_mlflow(command, tmp_path, port) as url:
-        kept, fresh = p50s(url + GET)
+def test_mlflow_started_by_the_product_has_no_stall_with_two_workers(stall_mlflows: dict[str, str]) -> None:
+    kept, fresh = p50s(stall_mlflows["product"] + GET)
     print(f"product's MLflow, 2 workers: kept-alive {kept:.1f} ms, fresh {fresh:.1f} ms")
     assert kept - fresh < STALL_MS / 2, f"kept-alive {kept:.1f} ms, fresh {fresh:.1f} ms"
 

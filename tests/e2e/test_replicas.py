@@ -21,7 +21,14 @@ from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyp
 
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.e2e.conftest import s3_environment
-from tests.helpers import HOKUSAI, FrontProxy, GatewayProcess, clear_of_minute_edge, hokusai_mlflow
+from tests.helpers import (
+    HOKUSAI,
+    FrontProxy,
+    GatewayProcess,
+    clear_of_minute_edge,
+    hokusai_mlflow,
+    stated_requirements,
+)
 
 
 @dataclass
@@ -104,7 +111,9 @@ def test_replicas_share_keys_revocations_limits_and_models(
     mlflow.set_experiment("replicas")
     model = LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1])
     with mlflow.start_run():
-        mlflow.sklearn.log_model(model, name="m", registered_model_name="replicated")
+        mlflow.sklearn.log_model(
+            model, name="m", registered_model_name="replicated", pip_requirements=stated_requirements()
+        )
     mlflow.set_tracking_uri(second.url + "/mlflow")
     loaded = mlflow.pyfunc.load_model("models:/replicated/1")
     assert list(loaded.predict(np.array([[1.0]]))) == [1]

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-from tests.helpers import HOKUSAI, GatewayProcess
+from tests.helpers import HOKUSAI, GatewayProcess, stated_requirements
 
 
 def read_key(gateway: GatewayProcess) -> str:
@@ -46,7 +46,11 @@ def test_read_key_reads_but_cannot_write(
     notes.write_text("read me")
     with mlflow.start_run() as run:
         mlflow.log_artifact(str(notes))
-        model = mlflow.sklearn.log_model(LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1]), name="m")
+        model = mlflow.sklearn.log_model(
+            LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1]),
+            name="m",
+            pip_requirements=stated_requirements(),
+        )
 
     gateway_client.setenv("MLFLOW_TRACKING_TOKEN", read_key(gateway))
     client = MlflowClient()

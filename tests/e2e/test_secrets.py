@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 from hokusai_registry.policy import keys
-from tests.helpers import FrontProxy, GatewayProcess
+from tests.helpers import FrontProxy, GatewayProcess, stated_requirements
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,9 @@ def test_no_secret_in_logs_or_upstream_requests_of_the_whole_flow(
         mlflow.log_metric("m", 0.5)
         mlflow.log_artifact(str(notes))
         model = LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1])
-        mlflow.sklearn.log_model(model, name="m", registered_model_name="no-leaks")
+        mlflow.sklearn.log_model(
+            model, name="m", registered_model_name="no-leaks", pip_requirements=stated_requirements()
+        )
     client = MlflowClient()
     client.set_registered_model_alias("no-leaks", "champion", "1")
     assert list(mlflow.pyfunc.load_model("models:/no-leaks@champion").predict(np.array([[1.0]]))) == [1]
