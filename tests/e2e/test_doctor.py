@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 
 from hokusai_registry.run.mlflow_process import mlflow_command
@@ -35,9 +36,10 @@ from tests.helpers import (
     free_port,
     key_store,
     running_mlflow,
+    signed,
 )
 
-STEPS = ["reach", "auth", "tracking", "artifacts", "registry", "cleanup"]
+STEPS = ["reach", "auth", "permissions", "tracking", "artifacts", "registry", "cleanup"]
 CREDENTIALS = (
     "HOKUSAI_API_KEY",
     "MLFLOW_TRACKING_TOKEN",
@@ -195,7 +197,7 @@ def test_healthy_deployment_passes_and_leaves_nothing_behind(
     checkup = run_doctor(url, key, *extra, key_from=key_from)
     dates.add(f"{dt.datetime.now(dt.UTC):%Y-%m-%d}")
 
-    expected = STEPS[:4] + (["large"] if extra else []) + STEPS[4:]
+    expected = STEPS[:5] + (["large"] if extra else []) + STEPS[5:]
     assert [step["name"] for step in checkup.document["steps"]] == expected
     assert checkup.statuses() == dict.fromkeys(expected, "pass"), checkup.printed
     assert checkup.code == 0 and checkup.document["passed"] is True
@@ -203,6 +205,9 @@ def test_healthy_deployment_passes_and_leaves_nothing_behind(
     assert checkup.document["versions"]["mlflow (server)"] == checkup.document["versions"]["mlflow client"]
     client_env.setenv("MLFLOW_TRACKING_TOKEN", key)
     assert_nothing_left(gateway.url + "/mlflow", checkup)
+    permissions = checkup.step("permissions")["detail"]
+    assert "MLflow refuses requests the gateway did not sign" in permissions
+    assert re.search(rf"doctor-{key_from} holds MANAGE on experiment \d+ it created", permissions)
     if extra:
         assert "20 MB up and down" in checkup.step("large")["detail"]
         report = (tmp_path / "report.md").read_text(encoding="utf-8")
@@ -277,6 +282,58 @@ def test_mlflow_rejecting_the_gateways_host_header_is_named_allowed_hosts(
     assert "allowed-hosts" in checkup.cause("auth")
     assert "--allowed-hosts" in checkup.next_check("auth")
     assert any("Invalid Host header" in line for line in checkup.step("auth")["evidence"])
+
+
+# -- permissions
+
+
+def test_an_mlflow_that_does_not_enforce_permissions_fails_the_permissions_step_only(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("no-permissions")
+    with mlflow_with(data_dir, lambda command: None, permissions=False) as url:
+        checkup = doctor_through_new_gateway(url, data_dir / "gateway")
+    statuses = checkup.statuses()
+    assert statuses["permissions"] == "fail" and checkup.code == 1, statuses
+    assert {statuses[name] for name in ("auth", "tracking", "artifacts", "registry", "cleanup")} == {"pass"}
+    assert "does not enforce permissions" in checkup.cause("permissions")
+    assert "anyone who reaches its address can act as anyone" in checkup.cause("permissions")
+    assert "hokusai-registry mlflow" in checkup.next_check("permissions")
+
+
+def test_a_gateway_signing_with_another_secret_is_named_the_secret(
+    mlflow_server: str, tmp_path: Path
+) -> None:
+    other = {"HOKUSAI_MLFLOW_ASSERTION_SECRET": "not-the-secret-mlflow-holds-0123456789"}
+    checkup = doctor_through_new_gateway(mlflow_server, tmp_path, env=other)
+    assert_fails_at(checkup, "auth")
+    assert "different assertion secrets" in checkup.cause("auth")
+    assert "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE" in checkup.next_check("auth")
+    assert other["HOKUSAI_MLFLOW_ASSERTION_SECRET"] not in checkup.printed
+
+
+def grant(mlflow_server: str, action: str, body: dict[str, str]) -> None:
+    path = f"/api/3.0/mlflow/users/permissions/{action}"
+    answer = requests.post(mlflow_server + path, json=body, headers=signed("POST", path), timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+def test_an_owner_mlflow_refuses_is_named_with_how_to_get_a_grant(
+    gateway: GatewayProcess, mlflow_server: str
+) -> None:
+    key = key_with(gateway, "doctor-denied", scopes=("read", "write"))
+    # The owner's first request makes it an MLflow user; then a DENY on every experiment.
+    search = gateway.url + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
+    denied = {"username": "doctor-denied", "resource_type": "experiment", "resource_id": "*"}
+    grant(mlflow_server, "grant", {**denied, "permission": "DENY"})
+    try:
+        checkup = run_doctor(gateway.url + "/mlflow", key)
+    finally:
+        grant(mlflow_server, "revoke", denied)
+    assert checkup.statuses()["permissions"] == "fail"
+    assert checkup.cause("permissions").startswith("MLflow's permissions refuse this owner: doctor-denied")
+    assert "grants add" in checkup.next_check("permissions")
 
 
 # -- the gateway's upstream
