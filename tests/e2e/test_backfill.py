@@ -1,9 +1,10 @@
 """The upgrade path, live: a registry that ran with HOKUSAI_PERMISSIONS=off (MLflow and gateway, as before
 permissions) where two owners made experiments, runs and models is restarted with permissions on over the
 same backend store and `HOKUSAI_DEFAULT_PERMISSION=NO_PERMISSIONS`. Without a backfill the owners cannot see
-their own things; `grants backfill` proposes MANAGE grants from what the registry knows (runs' owners, model
-versions' runs, the audit log) and changes nothing; `--apply` makes them, after which each owner sees and
-edits their own things again (and still not the other's); a second `--apply` changes nothing."""
+their own things; `grants backfill` proposes MANAGE grants (EDIT on the Default experiment) from what the
+registry knows (runs' owners, model versions' runs, the audit log) and changes nothing; `--apply` makes them,
+after which each owner sees and edits their own things again (and still not the other's); a second `--apply`
+changes nothing."""
 
 from __future__ import annotations
 
@@ -109,6 +110,7 @@ def test_an_upgrade_from_permissions_off_locks_nobody_out(
         theirs = as_owner(before, bob, client_env)
         bob_experiment = theirs.create_experiment("bob-exp")
         theirs.create_run(bob_experiment)
+        in_default = theirs.create_run("0").info.run_id  # the Default experiment, which nobody created
         theirs.create_registered_model("bob-model")  # no versions: known from the audit log only
 
     # After: permissions on over the same backend store, teams isolated.
@@ -127,8 +129,11 @@ def test_an_upgrade_from_permissions_off_locks_nobody_out(
             ("alice", "experiment", "alice-empty"),
             ("alice", "registered_model", "alice-model"),
             ("bob", "experiment", "bob-exp"),
+            ("bob", "experiment", "Default"),
             ("bob", "registered_model", "bob-model"),
         }, proposed
+        levels = {name: row["permission"] for (_, _, name), row in rows.items()}
+        assert levels.pop("Default") == "EDIT" and set(levels.values()) == {"MANAGE"}
         assert {row["status"] for row in rows.values()} == {"new"}
         assert rows["alice", "experiment", "alice-exp"]["evidence"] == ["audit: created it", "runs"]
         assert rows["alice", "experiment", "alice-empty"]["evidence"] == ["audit: created it"]
@@ -137,7 +142,7 @@ def test_an_upgrade_from_permissions_off_locks_nobody_out(
         assert refused(lambda: mine.get_experiment(experiment))  # a proposal changes nothing
 
         applied = backfill(after, "--apply")
-        assert applied["counts"] == {"new": 0, "applied": 5, "exists": 0, "skipped": 0, "failed": 0}
+        assert applied["counts"] == {"new": 0, "applied": 6, "exists": 0, "skipped": 0, "failed": 0}
 
         # Each owner sees and edits their own things again, and still not the other's.
         mine = as_owner(after, alice, client_env)
@@ -152,16 +157,19 @@ def test_an_upgrade_from_permissions_off_locks_nobody_out(
         assert refused(lambda: mine.get_registered_model("bob-model"))
         theirs = as_owner(after, bob, client_env)
         theirs.update_registered_model("bob-model", description="still mine")
+        theirs.log_metric(in_default, "loss", 0.1)  # EDIT on Default: still logging there
+        assert refused(lambda: theirs.delete_experiment("0"))  # but it is nobody's to delete
         assert refused(lambda: theirs.get_experiment(experiment))
 
         again = backfill(after, "--apply")
-        assert again["counts"] == {"new": 0, "applied": 0, "exists": 5, "skipped": 0, "failed": 0}
+        assert again["counts"] == {"new": 0, "applied": 0, "exists": 6, "skipped": 0, "failed": 0}
 
     grants = [
         json.loads(line)
         for line in (gateway_dir / "audit.log").read_text().splitlines()
         if '"grant.added"' in line
     ]
-    assert len(grants) == 5
+    assert len(grants) == 6
     assert {line["via"] for line in grants} == {"backfill"}
-    assert all(line["actor"].startswith("cli:") and line["permission"] == "MANAGE" for line in grants)
+    assert all(line["actor"].startswith("cli:") for line in grants)
+    assert sorted(line["permission"] for line in grants) == ["EDIT"] + ["MANAGE"] * 5

@@ -128,7 +128,8 @@ def test_owners_no_key_has_are_skipped_unless_asked_and_reserved_names_always() 
 def test_the_table_names_resources_and_shared_ones() -> None:
     found: Attributions = {("alice", OLD): {"runs"}, ("bob", OLD): {"runs"}, ("alice", GREETING): {"a"}}
     lines = list(table(propose(found, key_owners=None)))
-    assert lines[0].split() == ["OWNER", "RESOURCE", "FROM", "STATUS"]
+    assert lines[0].split() == ["OWNER", "GRANT", "RESOURCE", "FROM", "STATUS"]
+    assert lines[1].split()[:2] == ["alice", "MANAGE"]
     assert "experiment 12 (old) [deleted]" in lines[1] and "one of 2 owners: review" in lines[1]
     assert "prompt greeting" in lines[3] and "review" not in lines[3]
     assert "Nothing to propose" in next(table([]))
@@ -139,3 +140,14 @@ def test_filter_literals_quote_what_they_can() -> None:
     assert _quoted("o'hara") == '"o\'hara"'
     assert _quoted("o'h\"x") is None
     assert _quoted("back\\slash") is None
+
+
+def test_the_default_experiment_gets_edit_not_manage() -> None:
+    """It was created by nobody: those who logged runs there keep logging and reading it, and none of them
+    may delete it or grant on it."""
+    default = Resource("experiment", "0", "Default")
+    found: Attributions = {(owner, default): {"runs"} for owner in ("alice", "bob")}
+    found[("alice", IRIS)] = {"runs"}
+    levels = {(p.owner, p.resource.id): p.level for p in propose(found, key_owners=None)}
+    assert levels == {("alice", "0"): "EDIT", ("bob", "0"): "EDIT", ("alice", "7"): "MANAGE"}
+    assert propose(found, key_owners=None)[0].as_dict()["permission"] == "EDIT"

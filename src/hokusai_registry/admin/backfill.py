@@ -11,10 +11,12 @@ claim made now:
 - the audit log: `experiment.created`, `promptlab_run.created`, `registered_model.created` and
   `model_version.created` (renames and deletions followed, in time order) -> the experiment or model.
 
-Each (owner, resource) becomes a proposed MANAGE grant. An owner's own grant on the resource, whatever its
-level (a deliberate READ or DENY included), is kept: the proposal marks it and `apply` skips it, so running
-it again changes nothing. Owners no key has (names MLflow recorded before the gateway attributed runs) are
-skipped unless asked for, and names reserved for the gateway (`hokusai:...`) always are.
+Each (owner, resource) becomes a proposed MANAGE grant (EDIT on the Default experiment, which belongs to
+nobody: those who logged there keep logging and reading, none may delete it or grant on it). An owner's
+own grant on the resource, whatever its level (a deliberate READ or DENY included), is kept: the proposal
+marks it and `apply` skips it, so running it again changes nothing. Owners no key has (names MLflow
+recorded before the gateway attributed runs) are skipped unless asked for, and names reserved for the
+gateway (`hokusai:...`) always are.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from hokusai_registry.admin.signed_mlflow import MlflowError, SignedMlflow
 from hokusai_registry.policy.assertions import reserved_user
 
 LEVEL = "MANAGE"
+# The Default experiment was created by nobody (docs/permissions.md): those who logged runs there keep
+# logging and reading, but none of them may delete it or grant on it.
+DEFAULT_EXPERIMENT = "0"
+SHARED_LEVEL = "EDIT"
 CREATOR_TAG = "mlflow.user"
 PROMPT_FILTER = "tags.`mlflow.prompt.is_prompt` = 'true'"
 # Distinct run owners are found one query each (runs whose owner is none of those found so far); past this
@@ -76,6 +82,7 @@ class Proposal:
     status: str = "new"  # new, exists, skipped, applied, failed
     detail: str = ""  # the kept grant's level, or why skipped or failed
     owners_of_resource: int = 1  # proposals on the same resource, this one included
+    level: str = LEVEL
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -84,7 +91,7 @@ class Proposal:
             "resource_id": self.resource.id,
             "resource_name": self.resource.name,
             "resource_deleted": self.resource.deleted,
-            "permission": LEVEL,
+            "permission": self.level,
             "evidence": self.evidence,
             "status": self.status,
             "detail": self.detail,
@@ -288,6 +295,10 @@ def audit_attributions(events: Iterable[dict[str, object]], registry: Registry) 
 # -- proposals
 
 
+def _default_experiment(resource: Resource) -> Resource | None:
+    return resource if resource.kind == "experiment" and resource.id == DEFAULT_EXPERIMENT else None
+
+
 def _order(owner: str, resource: Resource) -> tuple[str, int, str, str]:
     """Experiments before models and prompts, experiment ids in numeric order, then owners."""
     number = int(resource.id) if resource.kind == "experiment" and resource.id.isdigit() else 0
@@ -310,6 +321,8 @@ def propose(*sources: Attributions, key_owners: set[str] | None, any_owner: bool
         per_resource[proposal.resource] = per_resource.get(proposal.resource, 0) + 1
     for proposal in proposals:
         proposal.owners_of_resource = per_resource[proposal.resource]
+        if proposal.resource == _default_experiment(proposal.resource):
+            proposal.level = SHARED_LEVEL
         if reserved_user(proposal.owner):
             proposal.status, proposal.detail = "skipped", "a name reserved for the gateway"
         elif key_owners is not None and proposal.owner not in key_owners and not any_owner:
@@ -371,7 +384,7 @@ def apply(
                     "username": proposal.owner,
                     "resource_type": proposal.resource.kind,
                     "resource_id": proposal.resource.id,
-                    "permission": LEVEL,
+                    "permission": proposal.level,
                 },
             )
         except MlflowError as exc:
@@ -420,22 +433,22 @@ def table(proposals: list[Proposal]) -> Iterator[str]:
     rows = [
         (
             proposal.owner,
+            proposal.level,
             proposal.resource.label(),
             ", ".join(proposal.evidence),
             proposal.status + (f": {proposal.detail}" if proposal.detail else "") + _shared(proposal),
         )
         for proposal in proposals
     ]
-    heading = ("OWNER", "RESOURCE", "FROM", "STATUS")
-    widths = [min(40, max(len(row[column]) for row in (heading, *rows))) for column in range(3)]
+    heading = ("OWNER", "GRANT", "RESOURCE", "FROM", "STATUS")
+    widths = [min(40, max(len(row[column]) for row in (heading, *rows))) for column in range(4)]
     for row in (heading, *rows):
-        yield f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}"
+        yield "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=False)) + f"  {row[4]}"
 
 
 def as_json(proposals: list[Proposal], *, applied: bool) -> str:
     return json.dumps(
         {
-            "permission": LEVEL,
             "applied": applied,
             "counts": counts(proposals),
             "proposals": [proposal.as_dict() for proposal in proposals],

@@ -485,7 +485,8 @@ def grants_backfill(
     apply_grants: bool, as_json: bool, audit_files: tuple[Path, ...], any_owner: bool, **flags: Any
 ) -> None:
     """Propose MANAGE grants for what owners made before permissions were on (runs' owners on their
-    experiments, model versions' owners on their models, the audit log), and make them with --apply.
+    experiments, model versions' owners on their models, the audit log; EDIT on the Default experiment,
+    which belongs to nobody), and make them with --apply.
     Run it once after upgrading a registry that ran without permissions; running it again changes
     nothing."""
     from hokusai_registry.admin import backfill
@@ -546,7 +547,7 @@ def grants_backfill(
                     owner=proposal.owner,
                     resource_type=proposal.resource.kind,
                     resource_id=proposal.resource.id,
-                    permission=backfill.LEVEL,
+                    permission=proposal.level,
                     via="backfill",
                 )
 
@@ -570,7 +571,7 @@ def grants_backfill(
     say(f"\nFrom MLflow at {mlflow.display} and the audit log: {sources}.")
     if apply_grants:
         say(
-            f"Applied {found['applied']} {backfill.LEVEL} grants; {found['exists']} already there, "
+            f"Applied {found['applied']} grants; {found['exists']} already there, "
             f"{found['skipped']} skipped, {found['failed']} failed."
         )
     elif found["new"]:
