@@ -314,7 +314,9 @@ def test_a_gateway_signing_with_another_secret_is_named_the_secret(
 
 def grant(mlflow_server: str, action: str, body: dict[str, str]) -> None:
     path = f"/api/3.0/mlflow/users/permissions/{action}"
-    answer = requests.post(mlflow_server + path, json=body, headers=signed("POST", path), timeout=10)
+    data = json.dumps(body).encode()
+    headers = {**signed("POST", path, body=data), "Content-Type": "application/json"}
+    answer = requests.post(mlflow_server + path, data=data, headers=headers, timeout=10)
     assert answer.status_code == 200, answer.text
 
 

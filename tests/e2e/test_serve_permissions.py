@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from hokusai_registry.policy.assertions import ADMIN_USER, SECRET_FILE_ENV, sign
+from hokusai_registry.policy.assertions import ADMIN_USER, EMPTY_BODY, SECRET_FILE_ENV, sign
 from tests.helpers import HOKUSAI, Running, free_port, processes_using
 
 
@@ -56,7 +56,9 @@ def test_serve_on_sqlite_enforces_permissions_by_default(
         unsigned = requests.get(direct, timeout=10)
         assert unsigned.status_code == 401 and "a Hokusai Registry gateway authenticated" in unsigned.text
         secret = secret_file.read_text().strip().encode()
-        value = sign(secret, ADMIN_USER, "GET", path, "max_results=1", now=time.time(), nonce="serve-check")
+        value = sign(
+            secret, ADMIN_USER, "GET", path, "max_results=1", now=time.time(), nonce="serve", body=EMPTY_BODY
+        )
         assert requests.get(direct, headers={"X-Hokusai-Assertion": value.decode()}, timeout=10).ok
 
         # Through the gateway: ready (MLflow enforces), and an owner manages what it creates.

@@ -7,6 +7,7 @@ JSON in, JSON out; a refusal becomes `MlflowError` with MLflow's error code.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterator, Mapping
@@ -20,6 +21,7 @@ from hokusai_registry.policy.assertions import (
     ADMIN_USER,
     ASSERTION_HEADER,
     ASSERTION_REFUSAL_MARK,
+    body_digest,
     sign,
 )
 from hokusai_registry.policy.paths import upstream_path
@@ -61,6 +63,8 @@ class SignedMlflow:
         """One request as MLflow's administrator; the answer's JSON object."""
         target = self._base_path + upstream_path(path, self._api_prefix)
         encoded = urlencode(query or {})
+        # Serialized here: the assertion binds the bytes sent.
+        data = json.dumps(body).encode() if body is not None else b""
         assertion = sign(
             self._secret,
             ADMIN_USER,
@@ -69,14 +73,18 @@ class SignedMlflow:
             encoded,
             now=time.time(),
             nonce=secrets.token_urlsafe(12),
+            body=body_digest(data),
         )
+        headers = {ASSERTION_HEADER.decode(): assertion.decode()}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         url = self._origin + target + ("?" + encoded if encoded else "")
         try:
             response = self._session.request(
                 method,
                 url,
-                json=body,
-                headers={ASSERTION_HEADER.decode(): assertion.decode()},
+                data=data or None,
+                headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
             )
