@@ -37,7 +37,7 @@ resource "aws_secretsmanager_secret" "database_urls" {
   #checkov:skip=CKV_AWS_149:encrypted with the AWS-managed key; a customer key is an account policy choice
   #checkov:skip=CKV2_AWS_57:the RDS master password is managed and rotated by RDS; these URLs follow it
   name        = "${local.name}/database-urls"
-  description = "DATABASE_URL (keys) and the MLflow backend store URI; filled in after the instance exists"
+  description = "DATABASE_URL (keys), MLflow's backend store URI (mlflow) and auth database URI (mlflow_auth); filled in after the instance exists"
 }
 
 # MLflow encrypts its AI-gateway secrets with this passphrase (MLFLOW_CRYPTO_KEK_PASSPHRASE). Its value is
@@ -64,6 +64,26 @@ resource "aws_secretsmanager_secret_version" "mlflow_kek_passphrase" {
     # After `mlflow crypto rotate-kek` the secret is updated by hand: apply must not put the old one back.
     ignore_changes = [secret_string]
   }
+}
+
+# The gateways sign every request to MLflow with this secret, and MLflow accepts no others
+# (HOKUSAI_MLFLOW_ASSERTION_SECRET in both task definitions). Its value is in the Terraform state too. A new one
+# only needs both services restarted: nothing is stored under it.
+resource "random_password" "mlflow_assertion" {
+  length  = 48
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "mlflow_assertion_secret" {
+  #checkov:skip=CKV_AWS_149:encrypted with the AWS-managed key; a customer key is an account policy choice
+  #checkov:skip=CKV2_AWS_57:rotating it means restarting the gateway and MLflow services together, not a rotation Lambda
+  name        = "${local.name}/mlflow-assertion-secret"
+  description = "HOKUSAI_MLFLOW_ASSERTION_SECRET: gateways sign MLflow requests with it, MLflow checks them with it"
+}
+
+resource "aws_secretsmanager_secret_version" "mlflow_assertion_secret" {
+  secret_id     = aws_secretsmanager_secret.mlflow_assertion_secret.id
+  secret_string = random_password.mlflow_assertion.result
 }
 
 resource "aws_s3_bucket" "artifacts" {

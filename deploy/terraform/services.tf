@@ -29,8 +29,12 @@ resource "aws_iam_role_policy_attachment" "execution" {
 
 data "aws_iam_policy_document" "read_secrets" {
   statement {
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.database_urls.arn, aws_secretsmanager_secret.mlflow_kek_passphrase.arn]
+    actions = ["secretsmanager:GetSecretValue"]
+    resources = [
+      aws_secretsmanager_secret.database_urls.arn,
+      aws_secretsmanager_secret.mlflow_kek_passphrase.arn,
+      aws_secretsmanager_secret.mlflow_assertion_secret.arn,
+    ]
   }
 }
 
@@ -86,9 +90,13 @@ resource "aws_ecs_task_definition" "gateway" {
       # send a request on one the gateway is closing and answer 502.
       { name = "HOKUSAI_KEEPALIVE_TIMEOUT", value = tostring(aws_lb.public.idle_timeout + 5) },
       { name = "LOG_FORMAT", value = "json" },
+      # The same as MLflow's: a gateway with permissions refuses an MLflow that does not enforce them.
+      { name = "HOKUSAI_PERMISSIONS", value = tostring(var.permissions) },
     ]
     secrets = [
       { name = "DATABASE_URL", valueFrom = "${aws_secretsmanager_secret.database_urls.arn}:keys::" },
+      # The gateway signs every request to MLflow with it (the same secret as MLflow's).
+      { name = "HOKUSAI_MLFLOW_ASSERTION_SECRET", valueFrom = aws_secretsmanager_secret.mlflow_assertion_secret.arn },
     ]
     logConfiguration = {
       logDriver = "awslogs"
@@ -118,17 +126,29 @@ resource "aws_ecs_task_definition" "mlflow" {
     image        = var.mlflow_image
     essential    = true
     portMappings = [{ containerPort = 5000, protocol = "tcp" }]
+    # MLflow as the gateway needs it: --serve-artifacts, and with permissions its auth app checking the
+    # gateway's assertions (the image's CMD too; stated so an image change cannot drop it).
+    command = ["hokusai-registry", "mlflow", "--port", "5000"]
     environment = [
       # Artifacts in S3 through MLflow; the default artifact root stays mlflow-artifacts:/.
       { name = "HOKUSAI_MLFLOW_ARTIFACTS_DESTINATION", value = "s3://${aws_s3_bucket.artifacts.bucket}/mlflow" },
       { name = "HOKUSAI_MLFLOW_ALLOWED_HOSTS", value = "mlflow.${local.namespace},mlflow.${local.namespace}:*" },
+      { name = "HOKUSAI_PERMISSIONS", value = tostring(var.permissions) },
+      { name = "HOKUSAI_DEFAULT_PERMISSION", value = var.default_permission },
     ]
     secrets = [
       {
         name      = "HOKUSAI_MLFLOW_BACKEND_STORE_URI"
         valueFrom = "${aws_secretsmanager_secret.database_urls.arn}:mlflow::"
       },
+      # MLflow's users, teams (roles) and grants: on the same instance, in a database of its own.
+      {
+        name      = "HOKUSAI_MLFLOW_AUTH_DATABASE_URI"
+        valueFrom = "${aws_secretsmanager_secret.database_urls.arn}:mlflow_auth::"
+      },
       { name = "MLFLOW_CRYPTO_KEK_PASSPHRASE", valueFrom = aws_secretsmanager_secret.mlflow_kek_passphrase.arn },
+      # MLflow accepts only requests signed with it (the same secret as the gateways').
+      { name = "HOKUSAI_MLFLOW_ASSERTION_SECRET", valueFrom = aws_secretsmanager_secret.mlflow_assertion_secret.arn },
     ]
     logConfiguration = {
       logDriver = "awslogs"

@@ -57,3 +57,19 @@ variable "alarm_topic_arn" {
   description = "SNS topic for the alarms."
   type        = string
 }
+
+variable "permissions" {
+  description = "HOKUSAI_PERMISSIONS for the gateway and MLflow alike: per-resource permissions decided by MLflow's auth app (docs/permissions.md)."
+  type        = bool
+  default     = true
+}
+
+variable "default_permission" {
+  description = "HOKUSAI_DEFAULT_PERMISSION: what an owner may do where nobody granted anything (READ, as MLflow's; NO_PERMISSIONS isolates teams)."
+  type        = string
+  default     = "READ"
+  validation {
+    condition     = contains(["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"], var.default_permission)
+    error_message = "default_permission must be one of READ, USE, EDIT, MANAGE, NO_PERMISSIONS."
+  }
+}

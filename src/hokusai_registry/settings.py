@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hokusai_registry.core.net import is_internal_host, is_unspecified, redact_url, same_machine
@@ -351,6 +351,14 @@ class Settings(BaseSettings):
         "permissions on). Default: `DATA_DIR/mlflow-assertion-secret`, created once (mode 0600) when "
         "missing; a file named here must exist. Gateway replicas and MLflow need the same file.",
     )
+    mlflow_assertion_secret: SecretStr | None = _setting(
+        None,
+        "HOKUSAI_MLFLOW_ASSERTION_SECRET",
+        None,
+        "The same secret as a value, for platforms that hand secrets to containers as environment variables "
+        "(ECS task secrets); wins over `HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE`. At least 16 characters; "
+        "gateway replicas and MLflow need the same value.",
+    )
     mlflow_auth_database_uri: str | None = _setting(
         None,
         "HOKUSAI_MLFLOW_AUTH_DATABASE_URI",
@@ -373,6 +381,15 @@ class Settings(BaseSettings):
                 f"expected a database URL such as postgresql://HOST/DB, got {redact_url(value)!r}"
             )
         return value
+
+    @field_validator("mlflow_assertion_secret")
+    @classmethod
+    def _assertion_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # an empty variable means unset
+        if len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (a random value: openssl rand -base64 32)")
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("redis_url")
     @classmethod

@@ -90,6 +90,7 @@ def test_registry_writes_are_audited_with_key_and_owner(
     client.transition_model_version_stage("audited", "1", "Staging")
     client.delete_registered_model_alias("audited", "champion")
     who = {"key_id": key_id, "owner": "bob@example.com"}
+    assert audit_lines(audited, "experiment.created", name="audited-registry", status=200, **who)
     assert audit_lines(audited, "registered_model.created", name="audited", status=200, **who)
     created = audit_lines(audited, "model_version.created", name="audited", **who)
     assert created and created[0]["source"].startswith(("models:/", "mlflow-artifacts:"))

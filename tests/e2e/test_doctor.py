@@ -17,12 +17,13 @@ import os
 import re
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 
 from hokusai_registry.run.mlflow_process import mlflow_command
@@ -35,10 +36,12 @@ from tests.helpers import (
     TcpServer,
     free_port,
     key_store,
+    running_mlflow,
     running_mlflows,
+    signed,
 )
 
-STEPS = ["reach", "auth", "tracking", "artifacts", "registry", "cleanup"]
+STEPS = ["reach", "auth", "permissions", "tracking", "artifacts", "registry", "cleanup"]
 CREDENTIALS = (
     "HOKUSAI_API_KEY",
     "MLFLOW_TRACKING_TOKEN",
@@ -117,6 +120,18 @@ def doctor_through_new_gateway(upstream: str, data_dir: Path, **kwargs: Any) -> 
         return run_doctor(process.url + "/mlflow", process.create_key("doctor"))
 
 
+@contextlib.contextmanager
+def mlflow_with(data_dir: Path, change: Callable[[list[str]], None], **settings: Any) -> Iterator[str]:
+    """Another real MLflow, started as `serve` starts it but with `change` applied to its command."""
+    port = free_port()
+    command = mlflow_command(Settings.load(data_dir=data_dir, mlflow_workers=1, **settings), port)
+    change(command)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # a faster start
+        with running_mlflow(command, data_dir, port) as url:
+            yield url
+
+
 # -- healthy
 
 
@@ -172,7 +187,7 @@ def test_healthy_deployment_passes_and_leaves_nothing_behind(
     checkup = run_doctor(url, key, *extra, key_from=key_from)
     dates.add(f"{dt.datetime.now(dt.UTC):%Y-%m-%d}")
 
-    expected = STEPS[:4] + (["large"] if extra else []) + STEPS[4:]
+    expected = STEPS[:5] + (["large"] if extra else []) + STEPS[5:]
     assert [step["name"] for step in checkup.document["steps"]] == expected
     assert checkup.statuses() == dict.fromkeys(expected, "pass"), checkup.printed
     assert checkup.code == 0 and checkup.document["passed"] is True
@@ -180,6 +195,9 @@ def test_healthy_deployment_passes_and_leaves_nothing_behind(
     assert checkup.document["versions"]["mlflow (server)"] == checkup.document["versions"]["mlflow client"]
     client_env.setenv("MLFLOW_TRACKING_TOKEN", key)
     assert_nothing_left(gateway.url + "/mlflow", checkup)
+    permissions = checkup.step("permissions")["detail"]
+    assert "MLflow refuses requests the gateway did not sign" in permissions
+    assert re.search(rf"doctor-{key_from} holds MANAGE on experiment \d+ it created", permissions)
     if extra:
         assert "20 MB up and down" in checkup.step("large")["detail"]
         report = (tmp_path / "report.md").read_text(encoding="utf-8")
@@ -273,6 +291,60 @@ def test_mlflow_rejecting_the_gateways_host_header_is_named_allowed_hosts(
     assert "allowed-hosts" in checkup.cause("auth")
     assert "--allowed-hosts" in checkup.next_check("auth")
     assert any("Invalid Host header" in line for line in checkup.step("auth")["evidence"])
+
+
+# -- permissions
+
+
+def test_an_mlflow_that_does_not_enforce_permissions_fails_the_permissions_step_only(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("no-permissions")
+    with mlflow_with(data_dir, lambda command: None, permissions=False) as url:
+        checkup = doctor_through_new_gateway(url, data_dir / "gateway")
+    statuses = checkup.statuses()
+    assert statuses["permissions"] == "fail" and checkup.code == 1, statuses
+    assert {statuses[name] for name in ("auth", "tracking", "artifacts", "registry", "cleanup")} == {"pass"}
+    assert "does not enforce permissions" in checkup.cause("permissions")
+    assert "anyone who reaches its address can act as anyone" in checkup.cause("permissions")
+    assert "hokusai-registry mlflow" in checkup.next_check("permissions")
+
+
+def test_a_gateway_signing_with_another_secret_is_named_the_secret(
+    mlflow_server: str, tmp_path: Path
+) -> None:
+    other = {"HOKUSAI_MLFLOW_ASSERTION_SECRET": "not-the-secret-mlflow-holds-0123456789"}
+    checkup = doctor_through_new_gateway(mlflow_server, tmp_path, env=other)
+    assert_fails_at(checkup, "auth")
+    assert "different assertion secrets" in checkup.cause("auth")
+    assert "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE" in checkup.next_check("auth")
+    assert other["HOKUSAI_MLFLOW_ASSERTION_SECRET"] not in checkup.printed
+
+
+def grant(mlflow_server: str, action: str, body: dict[str, str]) -> None:
+    path = f"/api/3.0/mlflow/users/permissions/{action}"
+    data = json.dumps(body).encode()
+    headers = {**signed("POST", path, body=data), "Content-Type": "application/json"}
+    answer = requests.post(mlflow_server + path, data=data, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+def test_an_owner_mlflow_refuses_is_named_with_how_to_get_a_grant(
+    gateway: GatewayProcess, mlflow_server: str
+) -> None:
+    key = key_with(gateway, "doctor-denied", scopes=("read", "write"))
+    # The owner's first request makes it an MLflow user; then a DENY on every experiment.
+    search = gateway.url + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
+    denied = {"username": "doctor-denied", "resource_type": "experiment", "resource_id": "*"}
+    grant(mlflow_server, "grant", {**denied, "permission": "DENY"})
+    try:
+        checkup = run_doctor(gateway.url + "/mlflow", key)
+    finally:
+        grant(mlflow_server, "revoke", denied)
+    assert checkup.statuses()["permissions"] == "fail"
+    assert checkup.cause("permissions").startswith("MLflow's permissions refuse this owner: doctor-denied")
+    assert "grants add" in checkup.next_check("permissions")
 
 
 # -- the gateway's upstream

@@ -66,8 +66,39 @@ def test_compose_gives_mlflow_its_secrets_passphrase_from_a_secret() -> None:
     stack = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     mlflow = stack["services"]["mlflow"]
     assert "MLFLOW_CRYPTO_KEK_PASSPHRASE" not in mlflow["environment"]  # no value in the file itself
-    (name,) = mlflow["secrets"]
+    name = "mlflow-kek-passphrase"
+    assert name in mlflow["secrets"]
     assert mlflow["environment"]["HOKUSAI_MLFLOW_KEK_PASSPHRASE_FILE"] == f"/run/secrets/{name}"
     assert stack["secrets"][name]["file"] == "./mlflow-kek-passphrase"
     ignored = (DEPLOY.parent / ".gitignore").read_text().splitlines()
     assert "deploy/mlflow-kek-passphrase" in ignored
+
+
+def test_compose_shares_one_assertion_secret_between_gateway_and_mlflow() -> None:
+    """With permissions on, MLflow accepts only requests signed with the gateway's secret: both read the
+    same compose secret (a default file in each container's data directory would differ)."""
+    stack = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = stack["services"]
+    for name in ("gateway", "mlflow"):
+        environment = services[name]["environment"]
+        assert "mlflow-assertion-secret" in services[name]["secrets"]
+        path = "/run/secrets/mlflow-assertion-secret"
+        assert environment["HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE"] == path, name
+        assert "HOKUSAI_MLFLOW_ASSERTION_SECRET" not in environment  # no value in the file itself
+        assert environment["HOKUSAI_PERMISSIONS"] == "${HOKUSAI_PERMISSIONS:-true}", name  # the same setting
+    assert stack["secrets"]["mlflow-assertion-secret"]["file"] == "./mlflow-assertion-secret"
+    ignored = (DEPLOY.parent / ".gitignore").read_text().splitlines()
+    assert "deploy/mlflow-assertion-secret" in ignored
+
+
+def test_compose_runs_mlflow_with_permissions_and_its_auth_database_on_postgres() -> None:
+    stack = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    mlflow = stack["services"]["mlflow"]
+    assert mlflow["command"] == ["hokusai-registry", "mlflow", "--port", "5000"]
+    environment = mlflow["environment"]
+    # MLflow's container has no volume: grants in its default SQLite file would go with the container.
+    auth = environment["HOKUSAI_MLFLOW_AUTH_DATABASE_URI"]
+    assert auth.startswith("postgresql://") and auth.rsplit("/", 1)[1] == "mlflow_auth"
+    assert auth.rsplit("/", 1)[0] == environment["HOKUSAI_MLFLOW_BACKEND_STORE_URI"].rsplit("/", 1)[0]
+    assert "CREATE DATABASE mlflow_auth;" in (DEPLOY / "postgres-init.sql").read_text()
+    assert environment["HOKUSAI_DEFAULT_PERMISSION"] == "${HOKUSAI_DEFAULT_PERMISSION:-READ}"

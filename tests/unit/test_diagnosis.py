@@ -9,8 +9,11 @@ from hokusai_registry.doctor.diagnosis import (
     Diagnosis,
     artifact_location,
     auth_is_off,
+    creator_lacks_manage,
     diagnose,
     keep_alive_stall,
+    manage_refused,
+    not_enforced,
 )
 from hokusai_registry.doctor.evidence import Answer, KeepAlive
 from hokusai_registry.doctor.steps import gateway_root, parse_size
@@ -208,3 +211,58 @@ def test_a_stall_in_front_of_the_gateway_points_at_the_proxy() -> None:
 )
 def test_no_stall_is_reported_without_a_consistent_delay(kept: list[float], fresh: list[float]) -> None:
     assert stall(kept, fresh) is None
+
+
+# -- permissions
+
+
+def test_a_permission_refusal_names_mlflows_decision_and_how_to_get_a_grant() -> None:
+    message = "bob may not POST /api/2.0/mlflow/runs/log-batch: that needs EDIT on the experiment it names"
+    said = "Hokusai Registry gateway: " + message  # as the gateway's refusal reads
+    found = diagnose(gateway(403, "PERMISSION_DENIED", said, "permission"), Context("tracking", URL))
+    assert found.cause == f"MLflow's permissions refuse this owner: {message}"
+    assert "grants add" in found.next_check and "grants backfill" in found.next_check
+
+
+def test_mlflow_refusing_the_gateways_signature_is_the_secret_not_an_unreachable_mlflow() -> None:
+    refused = gateway(502, "INTERNAL_ERROR", ": MLflow at http://m:5000 refused", "assertion_refused")
+    found = diagnose(refused, Context("auth", URL))
+    assert "different assertion secrets" in found.cause and "cannot reach" not in found.cause
+    assert "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE" in found.next_check
+    assert "HOKUSAI_MLFLOW_ASSERTION_SECRET)" in found.next_check and "NTP" in found.next_check
+
+
+def test_an_unsigning_gateway_in_front_of_an_enforcing_mlflow_is_named() -> None:
+    body = (
+        '{"error_code": "UNAUTHENTICATED", "message": "MLflow accepts only requests a Hokusai Registry '
+        'gateway authenticated: the request carries no gateway assertion."}'
+    )
+    answer = relayed(401, body, content_type="application/json", error_code="UNAUTHENTICATED")
+    found = diagnose(answer, Context("auth", URL))
+    assert "HOKUSAI_PERMISSIONS is off on the gateway but on for MLflow" in found.cause
+    assert "the same for MLflow and every gateway" in found.next_check
+
+
+def test_an_mlflow_that_does_not_enforce_is_named_with_how_to_start_it() -> None:
+    check = {
+        "status": "failed",
+        "http_status": 200,
+        "detail": "answered 200 to a request the gateway did not",
+    }
+    found = not_enforced(check)
+    assert "answered 200 to a request the gateway did not sign" in found.cause
+    assert "anyone who reaches its address can act as anyone" in found.cause
+    assert "hokusai-registry mlflow" in found.next_check and "HOKUSAI_PERMISSIONS=off" in found.next_check
+    unknown = not_enforced({"status": "failed", "http_status": None, "detail": "no answer within 5 s"})
+    assert unknown.cause.endswith("no answer within 5 s") and "MLFLOW_SERVER_URL" in unknown.next_check
+
+
+def test_a_creator_without_manage_is_named_with_what_it_holds() -> None:
+    found = creator_lacks_manage("alice", "READ", "5")
+    assert found.cause.startswith("alice created experiment 5 but holds READ on it")
+    assert "hokusai-registry mlflow" in found.next_check and "grants list --owner alice" in found.next_check
+    assert "holds no grant" in creator_lacks_manage("alice", None, "5").cause
+    denied = Answer("POST", "/x", 403, error_code="PERMISSION_DENIED", message="alice may not POST /x")
+    assert manage_refused("alice", "delete", denied).cause.startswith(
+        "alice may not delete the experiment it just created (403 PERMISSION_DENIED: alice may not POST /x)"
+    )

@@ -150,3 +150,40 @@ def test_mlflow_gets_its_secrets_passphrase_from_secrets_manager(tf: dict[str, A
     assert (
         "${aws_secretsmanager_secret.mlflow_kek_passphrase.arn}" in read_secrets["statement"][0]["resources"]
     )
+
+
+def _secrets_and_environment(tf: dict[str, Any], task: str) -> tuple[str, str]:
+    definitions: str = resource(tf, "aws_ecs_task_definition", task)["container_definitions"]
+    before, secrets = definitions.split("secrets = [", 1)
+    return secrets.split("]", 1)[0], before
+
+
+def test_gateway_and_mlflow_share_the_assertion_secret_from_secrets_manager(tf: dict[str, Any]) -> None:
+    """With permissions on, MLflow accepts only requests signed with the gateways' secret: one random value
+    in Secrets Manager, given to both task definitions as a secret (never a plain environment value)."""
+    arn = "aws_secretsmanager_secret.mlflow_assertion_secret.arn"
+    for task in ("gateway", "mlflow"):
+        secrets, environment = _secrets_and_environment(tf, task)
+        assert f'{{name = "HOKUSAI_MLFLOW_ASSERTION_SECRET", valueFrom = {arn}}}' in secrets, task
+        assert "HOKUSAI_MLFLOW_ASSERTION_SECRET" not in environment, task
+        assert '{name = "HOKUSAI_PERMISSIONS", value = tostring(var.permissions)}' in environment, task
+    version = resource(tf, "aws_secretsmanager_secret_version", "mlflow_assertion_secret")
+    assert version["secret_string"] == "${random_password.mlflow_assertion.result}"
+    assert resource(tf, "random_password", "mlflow_assertion")["length"] >= 32
+    with (TERRAFORM / "services.tf").open() as handle:
+        documents: dict[str, Any] = {}
+        for block in hcl2.load(handle)["data"]:
+            documents.update(block.get('"aws_iam_policy_document"', {}))
+    assert f"${{{arn}}}" in documents['"read_secrets"']["statement"][0]["resources"]
+
+
+def test_mlflow_runs_with_permissions_and_its_auth_database_on_the_same_instance(tf: dict[str, Any]) -> None:
+    definitions = resource(tf, "aws_ecs_task_definition", "mlflow")["container_definitions"]
+    assert 'command = ["hokusai-registry", "mlflow", "--port", "5000"]' in definitions
+    secrets, environment = _secrets_and_environment(tf, "mlflow")
+    urls = "aws_secretsmanager_secret.database_urls.arn"
+    auth = f'{{name = "HOKUSAI_MLFLOW_AUTH_DATABASE_URI", valueFrom = "${{{urls}}}:mlflow_auth::"}}'
+    assert auth in secrets
+    assert '{name = "HOKUSAI_DEFAULT_PERMISSION", value = var.default_permission}' in environment
+    described = _unquote(resource(tf, "aws_secretsmanager_secret", "database_urls")["description"])
+    assert "(mlflow_auth)" in described

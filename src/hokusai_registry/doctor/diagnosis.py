@@ -12,8 +12,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from hokusai_registry.core.refusals import Reason
+from hokusai_registry.core.refusals import PRODUCT, Reason
 from hokusai_registry.doctor.evidence import Answer, KeepAlive
+from hokusai_registry.policy.assertions import ADMIN_USER, ASSERTION_REFUSAL_MARK
 
 # A delayed ACK costs ~40 ms on Linux: kept-alive requests this much slower than fresh ones wait for one.
 STALL_MS = 25.0
@@ -129,6 +130,19 @@ def gateway_refusal(answer: Answer, context: Context) -> Diagnosis | None:
                 f"the key lacks the '{needed.group(1)}' scope (refused: {what})",
                 f"use a key created with --scope {needed.group(1)} (or ask an admin for one)",
             )
+    if reason == Reason.PERMISSION.value:
+        return Diagnosis(
+            f"MLflow's permissions refuse this owner: {message.removeprefix(PRODUCT + ': ')}",
+            "ask an owner with MANAGE on it, or an admin, for a grant (`hokusai-registry grants add`); "
+            "after an upgrade from a registry without permissions, an admin runs "
+            "`hokusai-registry grants backfill`",
+        )
+    if reason == Reason.ASSERTION_REFUSED.value:
+        return Diagnosis(
+            "MLflow refuses this gateway's signature: the gateway and MLflow hold different assertion "
+            "secrets, or their clocks differ",
+            SIGNING_FIX,
+        )
     if reason == Reason.SERVICE.value:
         return Diagnosis(
             "the key is limited to other service ids than this gateway's (AUTH_SERVICE_ID)",
@@ -191,6 +205,13 @@ def upstream_or_front(answer: Answer, context: Context) -> Diagnosis | None:
             "raise that proxy's body limit for this host (nginx: client_max_body_size 0; and turn off "
             "proxy_request_buffering)",
         )
+    if answer.status == 401 and ASSERTION_REFUSAL_MARK.decode() in body:
+        return Diagnosis(
+            "MLflow accepts only requests a gateway signed, and this gateway does not sign: "
+            "HOKUSAI_PERMISSIONS is off on the gateway but on for MLflow",
+            "set HOKUSAI_PERMISSIONS the same for MLflow and every gateway (on, the default, with one shared "
+            "assertion secret; or off on all of them) and restart them",
+        )
     serving_off = "--no-serve-artifacts" in body or "Artifact serving is disabled" in body
     if answer.status == 503 and (serving_off or _artifacts_check(context.health) == "disabled"):
         return Diagnosis(
@@ -221,6 +242,13 @@ def upstream_or_front(answer: Answer, context: Context) -> Diagnosis | None:
 
 
 RULES = (network, gateway_refusal, upstream_or_front)
+
+# The fix for a gateway and an MLflow that do not agree on the assertion secret (advice, not a secret).
+SIGNING_FIX = (
+    "give MLflow and every gateway the same secret (one mounted file in "
+    "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE, or the value in HOKUSAI_MLFLOW_ASSERTION_SECRET), keep their "
+    "clocks in sync (NTP), and restart them"
+)
 
 
 def diagnose(answer: Answer, context: Context) -> Diagnosis:
@@ -288,3 +316,56 @@ def keep_alive_stall(timings: KeepAlive, url: str, *, from_gateway: bool) -> Dia
         "with uvicorn 0.55 or newer, or with --workers 1; a Hokusai gateway in front acknowledges at once "
         "(TCP_QUICKACK), so clients of the gateway do not wait",
     )
+
+
+# -- permissions (the doctor's permissions step)
+
+
+def permissions_off() -> str:
+    return (
+        "permissions are off on this gateway (HOKUSAI_PERMISSIONS=off): every write key can change "
+        "everything, and MLflow trusts whoever reaches it"
+    )
+
+
+def not_enforced(check: dict[str, Any]) -> Diagnosis:
+    """The gateway's `permissions` health check failed: MLflow answered a request it did not sign, or the
+    gateway could not ask."""
+    if check.get("http_status") is None:
+        return Diagnosis(
+            f"the gateway could not check whether MLflow enforces permissions: {check.get('detail')}",
+            "check that MLflow runs and that MLFLOW_SERVER_URL is its internal address",
+        )
+    return Diagnosis(
+        f"MLflow answered {check.get('http_status')} to a request the gateway did not sign: it does not "
+        "enforce permissions, and anyone who reaches its address can act as anyone",
+        "start MLflow with `hokusai-registry mlflow` (or `serve`): MLflow's auth app with the gateway's "
+        "authorization function; " + SIGNING_FIX + ". Or set HOKUSAI_PERMISSIONS=off on every gateway to run "
+        "without permissions",
+    )
+
+
+def creator_lacks_manage(user: str, level: str | None, experiment_id: str) -> Diagnosis:
+    """The owner created an experiment but does not hold MANAGE on it."""
+    held = f"holds {level}" if level else "holds no grant"
+    return Diagnosis(
+        f"{user} created experiment {experiment_id} but {held} on it: MLflow did not give the creator "
+        "MANAGE, so owners cannot manage (delete, share) what they make",
+        "start MLflow with `hokusai-registry mlflow` (its auth app grants creators MANAGE), not a "
+        "hand-written `mlflow server --app-name basic-auth`; and look for a DENY on a team of "
+        f"{user}'s (`hokusai-registry grants list --owner {user}`)",
+    )
+
+
+def manage_refused(user: str, action: str, answer: Answer) -> Diagnosis:
+    """The owner could not change or delete the experiment it just created."""
+    return Diagnosis(
+        f"{user} may not {action} the experiment it just created ({answer.status} {answer.error_code or ''}"
+        f"{': ' + answer.message[:200] if answer.message else ''}): creators cannot manage what they make",
+        "start MLflow with `hokusai-registry mlflow` (its auth app grants creators MANAGE), and look for a "
+        f"DENY on a team of {user}'s (`hokusai-registry grants list --owner {user}`)",
+    )
+
+
+def acts_as_admin(user: str) -> bool:
+    return user == ADMIN_USER

@@ -27,10 +27,15 @@ from hokusai_registry.core.refusals import PRODUCT
 from hokusai_registry.doctor.diagnosis import (
     Context,
     Diagnosis,
+    acts_as_admin,
     artifact_location,
     auth_is_off,
+    creator_lacks_manage,
     diagnose,
     keep_alive_stall,
+    manage_refused,
+    not_enforced,
+    permissions_off,
 )
 from hokusai_registry.doctor.evidence import Answer, Http, connect, keep_alive_timings
 from hokusai_registry.policy import keys
@@ -220,6 +225,7 @@ class Doctor:
         steps: list[tuple[str, str, Callable[[StepResult], None]]] = [
             ("reach", "Gateway reachable", self.reach),
             ("auth", "Authentication", self.auth),
+            ("permissions", "Permissions: enforced by MLflow, the owner manages its own", self.permissions),
             ("tracking", "Tracking: experiment, run, params, metrics", self.tracking),
             ("artifacts", "Artifacts: upload, list, download, sha256", self.artifacts),
         ]
@@ -442,6 +448,92 @@ class Doctor:
         if self.warnings:
             result.status = "warn"
             result.detail += "; " + "; ".join(self.warnings)
+
+    def permissions(self, result: StepResult) -> None:
+        """MLflow refuses what the gateway did not sign (the gateway's own `permissions` health check), and
+        the key's owner gets MANAGE on an experiment it creates: it can rename and delete it."""
+        if self.health is None:
+            result.status = "warn"
+            result.detail = "the gateway's detailed health could not be read; permissions not checked"
+            return
+        check = (self.health.get("checks") or {}).get("permissions")
+        if not isinstance(check, dict):
+            result.status = "warn"
+            result.detail = permissions_off()
+            return
+        if check.get("status") != "ok":
+            raise StepFailed(f"the gateway's permissions check: {check.get('detail')}", not_enforced(check))
+        me = self.http.request("GET", self._api("users/current"))
+        user = str(((me.data or {}).get("user") or {}).get("username") or "")
+        if me.status != 200 or not user:
+            raise StepFailed(f"users/current answered {me.status}", answer=me)
+        facts = ["MLflow refuses requests the gateway did not sign"]
+        if acts_as_admin(user):
+            result.detail = "; ".join(
+                [
+                    *facts,
+                    f"the key acts as MLflow's administrator ({user}), which sees and changes everything",
+                ]
+            )
+            return
+        created = self.http.request(
+            "POST", self._api("experiments/create"), json_body={"name": self.name + "-permissions"}
+        )
+        if created.status != 200 or not created.data:
+            if created.reason == "scope":
+                result.status = "warn"
+                result.detail = "; ".join([*facts, f"{user}'s key may not create (read scope): not checked"])
+                return
+            raise StepFailed(f"experiments/create answered {created.status}", answer=created)
+        experiment_id = str(created.data["experiment_id"])
+        try:
+            self._owner_manages(user, experiment_id)
+        except StepFailed:
+            # The scratch experiment goes whatever the owner could not do (if the key may delete it at all).
+            self.http.request(
+                "POST", self._api("experiments/delete"), json_body={"experiment_id": experiment_id}
+            )
+            raise
+        result.detail = "; ".join(
+            [*facts, f"{user} holds MANAGE on experiment {experiment_id} it created: renamed and deleted it"]
+        )
+
+    def _owner_manages(self, user: str, experiment_id: str) -> None:
+        listed = self.http.request("GET", f"{self.tracking_uri}/api/3.0/mlflow/users/current/permissions")
+        if listed.status != 200 or listed.data is None:
+            raise StepFailed(f"users/current/permissions answered {listed.status}", answer=listed)
+        rows = listed.data.get("permissions") or []
+        level = next(
+            (
+                str(row.get("permission"))
+                for row in rows
+                if isinstance(row, dict)
+                and row.get("resource_type") == "experiment"
+                and str(row.get("resource_pattern")) == experiment_id
+            ),
+            None,
+        )
+        if level != "MANAGE":
+            raise StepFailed(
+                f"{user} holds {level or 'nothing'} on its new experiment {experiment_id}",
+                creator_lacks_manage(user, level, experiment_id),
+            )
+        renamed = self.http.request(
+            "POST",
+            self._api("experiments/update"),
+            json_body={"experiment_id": experiment_id, "new_name": self.name + "-permissions-renamed"},
+        )
+        if renamed.status != 200:
+            raise StepFailed(
+                f"experiments/update answered {renamed.status}", manage_refused(user, "rename", renamed)
+            )
+        deleted = self.http.request(
+            "POST", self._api("experiments/delete"), json_body={"experiment_id": experiment_id}
+        )
+        if deleted.status != 200:
+            raise StepFailed(
+                f"experiments/delete answered {deleted.status}", manage_refused(user, "delete", deleted)
+            )
 
     def tracking(self, result: StepResult) -> None:
         from mlflow.entities import Metric, Param

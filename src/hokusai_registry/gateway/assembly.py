@@ -28,8 +28,11 @@ from hokusai_registry.transport.forward import Forwarder
 
 
 def assertion_secret(settings: Settings) -> bytes:
-    """The key gateways sign MLflow requests with (permissions on); the default file is created on first
-    use, by whichever of MLflow and the gateway starts first."""
+    """The key gateways sign MLflow requests with (permissions on): HOKUSAI_MLFLOW_ASSERTION_SECRET if set,
+    else the file's; the default file is created on first use, by whichever of MLflow and the gateway
+    starts first."""
+    if settings.mlflow_assertion_secret is not None:
+        return settings.mlflow_assertion_secret.get_secret_value().encode()
     try:
         return read_secret(
             settings.assertion_secret_path,

@@ -24,6 +24,7 @@ from werkzeug.datastructures import Authorization
 from hokusai_registry.policy.assertions import (
     ADMIN_USER,
     MAX_AGE_SECONDS,
+    SECRET_ENV,
     SECRET_FILE_ENV,
     UNBOUND_BODY,
     Asserted,
@@ -37,9 +38,14 @@ _KNOWN_USERS_SECONDS = 30.0
 
 @functools.cache
 def _secret() -> bytes:
+    value = os.environ.get(SECRET_ENV, "").strip()
+    if value:
+        return value.encode()
     path = os.environ.get(SECRET_FILE_ENV)
     if not path:
-        raise RuntimeError(f"{SECRET_FILE_ENV} is not set: MLflow cannot check the gateway's assertions")
+        raise RuntimeError(
+            f"neither {SECRET_ENV} nor {SECRET_FILE_ENV} is set: MLflow cannot check the gateway's assertions"
+        )
     secret = Path(path).read_bytes().strip()
     if not secret:
         raise RuntimeError(f"{SECRET_FILE_ENV} ({path}) is empty")

@@ -23,6 +23,8 @@ from urllib.parse import unquote
 ASSERTION_HEADER = b"x-hokusai-assertion"
 # The file MLflow reads the secret from: the same variable as the gateway's setting.
 SECRET_FILE_ENV = "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE"  # noqa: S105  # nosec B105 - a variable name
+# Or the secret itself, where a platform hands secrets over as environment variables; wins over the file.
+SECRET_ENV = "HOKUSAI_MLFLOW_ASSERTION_SECRET"  # noqa: S105  # nosec B105 - a variable name
 # MLflow's administrator, as which `admin`-scope keys act. Owners cannot take names with this prefix
 # (`reserved_user`): a key's owner named like the administrator would be one.
 RESERVED_PREFIX = "hokusai:"

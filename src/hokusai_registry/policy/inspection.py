@@ -7,8 +7,8 @@
   write: a later set, batch or delete that names it is refused (400), on every route and spelling MLflow
   accepts. (`mlflow.trace.user` is not one: MLflow keeps the application's end user there, set by
   `mlflow.trace(user=...)`.)
-- Registry writes and prompt-lab runs: the audit log records what was created, renamed, aliased, moved
-  or deleted, and by whom.
+- Experiment creation, registry writes and prompt-lab runs: the audit log records what was created,
+  renamed, aliased, moved or deleted, and by whom.
 - GraphQL: MLflow's schema has mutations; they need the `write` scope, decided by a GraphQL parser.
 
 Everything else streams through unread. MLflow parses bodies with protobuf's JSON parser, which takes a
@@ -92,6 +92,8 @@ _TABLE = {
     ("POST", "runs/delete-tag"): _ONE_TAG,
     ("POST", "runs/log-batch"): _TAGS_SET,
     ("POST", "logged-models"): Inspection(creates=(_TAGS,)),
+    # Who created an experiment: MLflow keeps no creator, and `grants backfill` reads this line.
+    ("POST", "experiments/create"): Inspection("experiment.created", ("name",)),
     ("POST", "registered-models/create"): Inspection("registered_model.created", ("name",)),
     ("POST", "registered-models/rename"): Inspection("registered_model.renamed", ("name", "new_name")),
     ("DELETE", "registered-models/delete"): Inspection("registered_model.deleted", ("name",)),

@@ -724,3 +724,120 @@ def deploy_rollback(cluster: str, service: str, region: str | None, timeout: flo
 def config_reference() -> None:
     """Print the configuration reference (docs/configuration.md)."""
     click.echo(reference_markdown(), nl=False)
+
+
+# -- `grants backfill` (the upgrade path): logic in admin/backfill.py.
+
+
+@grants.command("backfill")
+@click.option("--apply", "apply_grants", is_flag=True, help="Make the proposed grants (existing ones kept).")
+@click.option("--json", "as_json", is_flag=True, help="The proposal (and what was applied) as JSON.")
+@click.option(
+    "--audit-file",
+    "audit_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also read this audit log (rotated or collected ones; repeat for several). HOKUSAI_AUDIT_LOG is "
+    "read when it is a file.",
+)
+@click.option(
+    "--any-owner",
+    is_flag=True,
+    help="Also propose grants for owners no key has (names recorded before the gateway attributed runs).",
+)
+@setting_options("mlflow_server_url", "data_dir", "key_store_url", "audit_log")
+def grants_backfill(
+    apply_grants: bool, as_json: bool, audit_files: tuple[Path, ...], any_owner: bool, **flags: Any
+) -> None:
+    """Propose MANAGE grants for what owners made before permissions were on (runs' owners on their
+    experiments, model versions' owners on their models, the audit log; EDIT on the Default experiment,
+    which belongs to nobody), and make them with --apply.
+    Run it once after upgrading a registry that ran without permissions; running it again changes
+    nothing."""
+    from hokusai_registry.admin import backfill
+    from hokusai_registry.admin.signed_mlflow import MlflowError, SignedMlflow
+    from hokusai_registry.gateway.assembly import assertion_secret, open_key_store
+    from hokusai_registry.ops.audit import audit, configure_audit
+
+    settings = load_settings(**flags)
+    if not settings.permissions:
+        raise click.UsageError(
+            "HOKUSAI_PERMISSIONS is off: there are no grants to make. Turn it on (the default) for MLflow "
+            "and every gateway, restart them, then run this again."
+        )
+    mlflow_url, _ = _mlflow_url(settings)
+    files = list(audit_files)
+    if settings.audit_log != "stderr" and Path(settings.audit_log).is_file():
+        files.append(Path(settings.audit_log))
+    key_owners: set[str] | None = None
+    try:
+        secret = assertion_secret(settings)
+        if not settings.auth_service_url:
+            store = open_key_store(settings)
+            try:
+                key_owners = {record.user_id for record in store.list()}
+            finally:
+                store.close()
+    except ConfigError as exc:
+        config_failure(exc)
+    mlflow = SignedMlflow(mlflow_url, secret, api_prefix=settings.upstream_api_prefix)
+    say = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    try:
+        current = mlflow.call("GET", "/api/2.0/mlflow/users/current")
+        if not (current.get("user") or {}).get("is_admin"):
+            raise MlflowError(None, "NOT_ADMIN", "MLflow does not take hokusai:admin for its administrator")
+        registry = backfill.read_registry(mlflow)
+        lines: list[str] = []
+        for path in files:
+            lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+        proposals = backfill.propose(
+            backfill.mlflow_attributions(mlflow, registry),
+            backfill.audit_attributions(backfill.audit_events(lines), registry),
+            key_owners=key_owners,
+            any_owner=any_owner,
+        )
+        users = backfill.mark_existing(mlflow, proposals)
+        if apply_grants:
+            configure_audit(settings.audit_log)
+            actor = _actor()
+
+            def audited(proposal: backfill.Proposal) -> None:
+                audit(
+                    "grant.added",
+                    actor=actor,
+                    owner=proposal.owner,
+                    resource_type=proposal.resource.kind,
+                    resource_id=proposal.resource.id,
+                    permission=proposal.level,
+                    via="backfill",
+                )
+
+            backfill.apply(mlflow, proposals, users, audited)
+    except MlflowError as exc:
+        if exc.error_code == "ENDPOINT_NOT_FOUND" or exc.status == 404:
+            raise click.ClickException(
+                f"MLflow at {mlflow.display} runs without its auth app ({exc.message}): start it with "
+                "`hokusai-registry mlflow` (or `serve`) with HOKUSAI_PERMISSIONS on"
+            ) from None
+        raise click.ClickException(exc.message) from None
+    finally:
+        mlflow.close()
+    found = backfill.counts(proposals)
+    if as_json:
+        click.echo(backfill.as_json(proposals, applied=apply_grants))
+    else:
+        for line in backfill.table(proposals):
+            say(line)
+    sources = ", ".join(str(path) for path in files) if files else "none (HOKUSAI_AUDIT_LOG is not a file)"
+    say(f"\nFrom MLflow at {mlflow.display} and the audit log: {sources}.")
+    if apply_grants:
+        say(
+            f"Applied {found['applied']} grants; {found['exists']} already there, "
+            f"{found['skipped']} skipped, {found['failed']} failed."
+        )
+    elif found["new"]:
+        say(f"{found['new']} grants to make. Review them, then: hokusai-registry grants backfill --apply")
+    else:
+        say("Nothing to apply.")
+    if found["failed"]:
+        sys.exit(1)

@@ -28,7 +28,7 @@ from typing import IO
 
 from hokusai_registry.auth.secret_files import SecretFileError, read_secret
 from hokusai_registry.gateway.assembly import assertion_secret
-from hokusai_registry.policy.assertions import ADMIN_USER, SECRET_FILE_ENV
+from hokusai_registry.policy.assertions import ADMIN_USER, SECRET_ENV, SECRET_FILE_ENV
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.transport.request import UpstreamRequest
 from hokusai_registry.transport.upstream import UpstreamError, UpstreamPool
@@ -122,14 +122,24 @@ def _kek_passphrase(settings: Settings) -> str:
 
 def mlflow_environment(settings: Settings) -> dict[str, str]:
     """MLflow's environment: this one, with the passphrase for its secrets (in the environment only, never
-    on a command line): MLFLOW_CRYPTO_KEK_PASSPHRASE as set (a secret of the platform), else the file's."""
+    on a command line): MLFLOW_CRYPTO_KEK_PASSPHRASE as set (a secret of the platform), else the file's;
+    with permissions on, the auth app's configuration and the assertion secret (value or file)."""
     environment = dict(os.environ)
     if not environment.get(KEK_PASSPHRASE_ENV):
         environment[KEK_PASSPHRASE_ENV] = _kek_passphrase(settings)
     if settings.permissions:
         secret = assertion_secret(settings)
         environment["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config_file(settings))
-        environment[SECRET_FILE_ENV] = str(settings.assertion_secret_path.resolve())
+        # MLflow's authorization function reads the value if given, else the file (`mlflow_app/`).
+        environment.pop(SECRET_ENV, None)
+        environment.pop(SECRET_FILE_ENV, None)
+        if settings.mlflow_assertion_secret is not None:
+            environment[SECRET_ENV] = secret.decode()
+        else:
+            environment[SECRET_FILE_ENV] = str(settings.assertion_secret_path.resolve())
+        # The administrator is always the one admin-scope keys act as, whatever a container's environment
+        # says (MLflow lets this variable win over the configuration file).
+        environment["MLFLOW_AUTH_ADMIN_USERNAME"] = ADMIN_USER
         # Used once, to create the administrator in an empty auth database; nobody signs in with it.
         environment["MLFLOW_AUTH_ADMIN_PASSWORD"] = secrets.token_urlsafe(24)
         # The auth app's CSRF key must be the same in every worker and replica: derived from the secret.

@@ -368,8 +368,8 @@ class Forwarder:
             raise Refusal(
                 Reason.ASSERTION_REFUSED,
                 f": MLflow at {self.upstream_display} refused this gateway's signature. Its "
-                "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE must hold the same secret as every gateway's, and "
-                "their clocks must agree within seconds.",
+                "HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE (or HOKUSAI_MLFLOW_ASSERTION_SECRET) must hold the "
+                "same secret as every gateway's, and their clocks must agree within seconds.",
             )
         headers = client_response_headers(
             response.headers, upstream_base=self._upstream_base, mount=target.mount
