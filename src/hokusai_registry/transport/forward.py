@@ -133,6 +133,8 @@ class Forwarder:
         self._assertion_secret = assertion_secret
         self._probe_headers = ((LOOP_MARK, mark.encode()), (b"user-agent", b"hokusai-registry-health-check"))
         self._probe_json_headers = (*self._probe_headers, (b"content-type", b"application/json"))
+        self._admin_headers = ((LOOP_MARK, mark.encode()), (b"user-agent", b"hokusai-registry-admin"))
+        self._admin_json_headers = (*self._admin_headers, (b"content-type", b"application/json"))
         # Read once: the level is set before the gateway is built (MLFLOW_PROXY_DEBUG).
         self._debug = log.isEnabledFor(logging.DEBUG)
         self._read_timeouts = {
@@ -227,20 +229,8 @@ class Forwarder:
         """A request of the gateway's own (health checks), sent through the same pool, path translation
         and fixed headers as users' requests, as MLflow's administrator (unless not `signed`: the check
         that MLflow refuses such requests). Reads at most PROBE_LIMIT bytes of the answer."""
-        target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
-        target = target + b"?" + query if query else target
         headers = self._probe_headers if body is None else self._probe_json_headers
-        if signed and self._assertion_secret is not None:
-            headers = (*headers, self.assertion(method, target, ADMIN_USER, body_digest(body or b"")))
-        request = UpstreamRequest(
-            method,
-            target,
-            headers,
-            body,
-            idempotent=method == "GET",
-            read_timeout=self._read_timeouts[Family.REST],
-        )
-        return await self.pool.exchange(request, PROBE_LIMIT)
+        return await self._own_request(method, path, query, body, headers, signed=signed, limit=PROBE_LIMIT)
 
     async def administer(
         self, method: str, path: str, query: bytes, body: bytes | None, limit: int = 64 << 20
@@ -248,15 +238,23 @@ class Forwarder:
         """A request of MLflow's administrator for teams and grants (`admin/permissions.py`), sent as
         `probe` sends it, with a JSON `body` if any. Reads at most `limit` bytes of the answer (a longer
         one is cut there, so no longer parses): every user's roles and grants come in one answer."""
+        headers = self._admin_headers if body is None else self._admin_json_headers
+        return await self._own_request(method, path, query, body, headers, signed=True, limit=limit)
+
+    async def _own_request(
+        self,
+        method: str,
+        path: str,
+        query: bytes,
+        body: bytes | None,
+        headers: tuple[Header, ...],
+        *,
+        signed: bool,
+        limit: int,
+    ) -> tuple[int, bytes]:
         target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
         target = target + b"?" + query if query else target
-        headers: tuple[Header, ...] = (
-            (LOOP_MARK, self.mark.encode()),
-            (b"user-agent", b"hokusai-registry-admin"),
-        )
-        if body is not None:
-            headers = (*headers, (b"content-type", b"application/json"))
-        if self._assertion_secret is not None:
+        if signed and self._assertion_secret is not None:
             headers = (*headers, self.assertion(method, target, ADMIN_USER, body_digest(body or b"")))
         request = UpstreamRequest(
             method,
