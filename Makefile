@@ -29,14 +29,14 @@ $(CHECKOV)/.installed: | $(BIN)/python
 
 # The Python linters, shared by `make check`, `make test` (through lint) and .pre-commit-config.yaml, fastest
 # first: ruff, ruff format, bandit, the import contracts of pyproject.toml ([tool.importlinter]: rooms import
-# only downward, policy and core are pure, no import cycles), then mypy --strict on src and tests.
+# only downward, policy and core are pure, no import cycles), then mypy --strict on src, tests, bench and soak.
 LINTED := src tests bench soak
 define PYTHON_LINTERS
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/bandit -q -r src
 	$(BIN)/lint-imports --no-logo
-	$(BIN)/mypy --strict src tests
+	$(BIN)/mypy --strict src tests bench soak
 endef
 
 lint: $(VENV)/.installed-test $(CHECKOV)/.installed

@@ -37,7 +37,7 @@ from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.rate_limits import RateLimits
 from hokusai_registry.auth.throttle import Guard
-from hokusai_registry.policy.assertions import sign, verify
+from hokusai_registry.policy.assertions import EMPTY_BODY, sign, verify
 from hokusai_registry.run.mlflow_process import (
     MlflowProcess,
     mlflow_command,
@@ -468,9 +468,13 @@ def assertion_costs(iterations: int) -> dict[str, float]:
     secret, path, query = os.urandom(32), f"{API}/experiments/get", "experiment_id=1"
     started = time.perf_counter()
     for index in range(iterations):
-        sign(secret, "bench-owner", "GET", path, query, now=time.time(), nonce=f"{index:018x}")
+        sign(
+            secret, "bench-owner", "GET", path, query, now=time.time(), nonce=f"{index:018x}", body=EMPTY_BODY
+        )
     signed = time.perf_counter() - started
-    value = sign(secret, "bench-owner", "GET", path, query, now=time.time(), nonce="0" * 18).decode()
+    value = sign(
+        secret, "bench-owner", "GET", path, query, now=time.time(), nonce="0" * 18, body=EMPTY_BODY
+    ).decode()
     started = time.perf_counter()
     for _ in range(iterations):
         verify(secret, value, "GET", path, query, now=time.time())

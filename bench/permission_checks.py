@@ -63,7 +63,7 @@ def measure_one(data_dir: Path, permissions: bool, requests: int) -> dict[str, d
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from hokusai_registry.policy.assertions import sign
+    from hokusai_registry.policy.assertions import body_digest, sign
     from hokusai_registry.run.mlflow_process import mlflow_environment
     from hokusai_registry.settings import Settings
 
@@ -117,11 +117,15 @@ def measure_one(data_dir: Path, permissions: bool, requests: int) -> dict[str, d
     client = app.test_client()
 
     def call(method: str, path: str, body: dict[str, Any] | None, user: str, query: str = "") -> Any:
-        headers = {}
+        headers = {"Content-Type": "application/json"}
+        data = json.dumps(body).encode() if body is not None else b""
         if permissions:
-            value = sign(secret, user, method, path, query, now=time.time(), nonce=secrets.token_hex(9))
+            nonce = secrets.token_hex(9)
+            value = sign(
+                secret, user, method, path, query, now=time.time(), nonce=nonce, body=body_digest(data)
+            )
             headers["X-Hokusai-Assertion"] = value.decode()
-        response = client.open(path, method=method, query_string=query, json=body, headers=headers)
+        response = client.open(path, method=method, query_string=query, data=data, headers=headers)
         if response.status_code != 200:
             raise RuntimeError(
                 f"{method} {path} as {user}: {response.status_code} {response.get_data()[:300]!r}"

@@ -26,6 +26,7 @@ import psutil
 
 from bench.__main__ import start_mlflow
 from bench.stack import gateway, make_key, running
+from hokusai_registry.settings import Settings
 from soak.clients import Plan, worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +58,20 @@ def gateway_usage(pid: int) -> tuple[float, int]:
 def soak(plan: Plan, workdir: Path, mlflow_url: str | None) -> dict[str, Any]:
     with running(workdir) as processes:
         own = None
+        # With permissions on, as the product runs: the gateway signs with the secret of the MLflow it fronts.
+        secret = Settings.load().mlflow_assertion_secret_file
         if mlflow_url is None:
-            mlflow_url, own = start_mlflow(workdir)
+            mlflow_url, own, settings = start_mlflow(workdir, "mlflow", permissions=True)
+            secret = settings.assertion_secret_path
+        if secret is None:
+            raise SystemExit(
+                "--mlflow-url needs HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE (the secret that MLflow checks)"
+            )
         try:
             data_dir = workdir / "gateway"
             key = make_key(data_dir)
-            gateway_url, gateway_process = gateway(processes, "gateway", mlflow_url, data_dir)
+            env = {"HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE": str(secret.resolve())}
+            gateway_url, gateway_process = gateway(processes, "gateway", mlflow_url, data_dir, env=env)
             results: Any = multiprocessing.get_context("spawn").Queue()
             per_process = [plan.clients // plan.processes] * plan.processes
             for index in range(plan.clients % plan.processes):

@@ -134,7 +134,7 @@ class Client:
     def register(self) -> None:
         import mlflow
         import numpy as np
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
         self.models += 1
         saved = self.scratch / f"model-{self.models}"
