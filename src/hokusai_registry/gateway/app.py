@@ -231,9 +231,7 @@ class Gateway:
         method = request.method
         # Only writes have an origin to check: reads never look for the session cookie here.
         request.via_session = method not in SAFE_METHODS and self.access.session_id(scope) is not None
-        refusal = first_refusal(ON_TARGET, request, self.policy) or unlabelled_delete_body(
-            method, scope["headers"]
-        )
+        refusal = first_refusal(ON_TARGET, request, self.policy)
         if refusal is not None:
             raise refusal
         record.family = target.family.value
@@ -257,6 +255,10 @@ class Gateway:
             record.status = 499
             return
         with body:
+            # After the caller's checks and the route's body rule, as a body check (`delete_bodies.py`).
+            refusal = unlabelled_delete_body(method, scope["headers"])
+            if refusal is not None:
+                raise refusal
             await self._pass_on(body.scope, body.receive, send, record, target, identity, body.digest)
 
     async def _pass_on(
