@@ -483,3 +483,17 @@ def signed(method: str, target: str, user: str = ADMIN_USER, body: bytes = b"") 
         assertion_secret(), user, method, path, query, now=time.time(), nonce=nonce, body=body_digest(body)
     )
     return {"X-Hokusai-Assertion": value.decode()}
+
+
+def shared_key_store_with_admin(database: str) -> str:
+    """A PostgreSQL key store as replicas share it (`db upgrade` once), with an admin key; returns the key."""
+    env = {**os.environ, "DATABASE_URL": database}
+    assert subprocess.run([HOKUSAI, "db", "upgrade"], env=env, timeout=120).returncode == 0
+    return subprocess.run(
+        [HOKUSAI, "keys", "create", "--name", "replica-admin", "--admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.strip()

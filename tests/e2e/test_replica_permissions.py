@@ -7,9 +7,7 @@ revocation. Skips with the reason where PostgreSQL does not answer on loopback."
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ import requests
 
 from hokusai_registry.policy.assertions import SECRET_ENV, SECRET_FILE_ENV
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.helpers import HOKUSAI, GatewayProcess, hokusai_mlflow, signed
+from tests.helpers import GatewayProcess, hokusai_mlflow, shared_key_store_with_admin, signed
 
 
 @dataclass
@@ -53,16 +51,7 @@ def deployment(
     database: str, more_databases: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Deployment]:
     backend, auth = more_databases
-    env = {**os.environ, "DATABASE_URL": database}
-    assert subprocess.run([HOKUSAI, "db", "upgrade"], env=env, timeout=120).returncode == 0
-    admin = subprocess.run(
-        [HOKUSAI, "keys", "create", "--name", "replica-admin", "--admin"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout.strip()
+    admin = shared_key_store_with_admin(database)
     secret = secrets.token_urlsafe(32)
     secret_file = tmp_path / "assertion-secret"
     secret_file.write_text(secret + "\n")

@@ -6,8 +6,6 @@ on loopback."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +20,11 @@ from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyp
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.e2e.conftest import s3_environment
 from tests.helpers import (
-    HOKUSAI,
     FrontProxy,
     GatewayProcess,
     clear_of_minute_edge,
     hokusai_mlflow,
+    shared_key_store_with_admin,
     stated_requirements,
 )
 
@@ -56,16 +54,7 @@ def mlflow_database(database: str) -> Iterator[str]:
 def deployment(
     database: str, mlflow_database: str, redis_url: str, s3: FrontProxy, tmp_path: Path
 ) -> Iterator[Deployment]:
-    env = {**os.environ, "DATABASE_URL": database}
-    assert subprocess.run([HOKUSAI, "db", "upgrade"], env=env, timeout=120).returncode == 0
-    admin = subprocess.run(
-        [HOKUSAI, "keys", "create", "--name", "replica-admin", "--admin"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout.strip()
+    admin = shared_key_store_with_admin(database)
     shared = {"DATABASE_URL": database, "REDIS_URL": redis_url}
     destination = f"s3://artifacts/replicas-{tmp_path.name}"
     with (

@@ -6,10 +6,8 @@ MLflow refusing the gateway's signature is reported as the misconfiguration it i
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -22,6 +20,7 @@ from hokusai_registry.policy.assertions import (
     verify,
 )
 from hokusai_registry.store.key_store import ADMIN_SCOPES
+from tests.helpers import assertion_secret
 from tests.support.inprocess import InProcessGateway
 from tests.support.stub import StubUpstream
 
@@ -29,15 +28,11 @@ GatewayFactory = Callable[..., InProcessGateway]
 UpstreamFactory = Callable[..., StubUpstream]
 
 
-def secret() -> bytes:
-    return Path(os.environ["HOKUSAI_MLFLOW_ASSERTION_SECRET_FILE"]).read_bytes().strip()
-
-
 def asserted(upstream: StubUpstream, index: int = -1) -> Asserted:
     arrival = upstream.requests[index]
     path, _, query = arrival.target.partition("?")
     (value,) = arrival.header("x-hokusai-assertion")
-    return verify(secret(), value, arrival.method, path, query, now=time.time())
+    return verify(assertion_secret(), value, arrival.method, path, query, now=time.time())
 
 
 def asserted_user(upstream: StubUpstream, index: int = -1) -> str:
@@ -70,9 +65,9 @@ def test_every_forwarded_request_is_asserted_for_its_owner_and_only_for_itself(
     target_path, _, query = arrival.target.partition("?")
     for other_method, other_path in [("PATCH", target_path), (method, target_path + "x")]:
         with pytest.raises(AssertionRejected):
-            verify(secret(), value, other_method, other_path, query, now=time.time())
+            verify(assertion_secret(), value, other_method, other_path, query, now=time.time())
     with pytest.raises(AssertionRejected, match="expired"):
-        verify(secret(), value, method, target_path, query, now=time.time() + 60)
+        verify(assertion_secret(), value, method, target_path, query, now=time.time() + 60)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ synthetic one made for each call; the result is kept on `flask.g` for the calls 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 import threading
@@ -23,6 +24,7 @@ from werkzeug.datastructures import Authorization
 
 from hokusai_registry.policy.assertions import (
     ADMIN_USER,
+    ASSERTION_REFUSAL_MARK,
     MAX_AGE_SECONDS,
     SECRET_ENV,
     SECRET_FILE_ENV,
@@ -98,10 +100,10 @@ _users = _Users()
 
 
 def _refused(why: str) -> Response:
-    body = (
-        '{"error_code": "UNAUTHENTICATED", "message": "MLflow accepts only requests a Hokusai Registry '
-        f'gateway authenticated: {why}. Send requests through the gateway."}}'
-    )
+    # The gateway tells this refusal from MLflow's others by ASSERTION_REFUSAL_MARK.
+    mark = ASSERTION_REFUSAL_MARK.decode()
+    message = f"MLflow accepts only requests {mark}: {why}. Send requests through the gateway."
+    body = json.dumps({"error_code": "UNAUTHENTICATED", "message": message})
     return Response(body, status=401, mimetype="application/json")
 
 
