@@ -6,17 +6,23 @@ generated from this class (`hokusai-registry config-reference`), so the referenc
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hokusai_registry.core.net import is_internal_host, is_unspecified, redact_url, same_machine
 from hokusai_registry.policy.forwarding import TrustedProxies
-from hokusai_registry.policy.keys import SERVICE_ID
+from hokusai_registry.policy.keys import SERVICE_ID, parse_duration
+
+
+def _listed(value: str) -> tuple[str, ...]:
+    """A comma-separated setting as its non-empty items."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
 class ConfigError(Exception):
@@ -367,6 +373,119 @@ class Settings(BaseSettings):
         "`postgresql://USER:PASSWORD@HOST:5432/mlflow_auth`. Default: `sqlite:///DATA_DIR/mlflow-auth.db`.",
     )
 
+    oidc_issuer: str | None = _setting(
+        None,
+        "HOKUSAI_OIDC_ISSUER",
+        None,
+        "Issuer URL of the identity provider people sign in with (`docs/sso.md`); its "
+        "`/.well-known/openid-configuration` is read at start-up. Unset: sign-in with a key only.",
+    )
+    oidc_client_id: str | None = _setting(
+        None,
+        "HOKUSAI_OIDC_CLIENT_ID",
+        None,
+        "The gateway's client id at the identity provider (required with `HOKUSAI_OIDC_ISSUER`). Its "
+        "redirect URI is `HOKUSAI_PUBLIC_URL` + `/login/oidc/callback`.",
+    )
+    oidc_client_secret: SecretStr | None = _setting(
+        None,
+        "HOKUSAI_OIDC_CLIENT_SECRET",
+        None,
+        "The client's secret (a confidential client; required with `HOKUSAI_OIDC_ISSUER`).",
+    )
+    oidc_display_name: str | None = _setting(
+        None,
+        "HOKUSAI_OIDC_DISPLAY_NAME",
+        None,
+        "Name on the sign-in button (`Sign in with NAME`). Default: the issuer's host name.",
+    )
+    oidc_scopes: str = _setting(
+        "openid profile email",
+        "HOKUSAI_OIDC_SCOPES",
+        None,
+        "Space-separated scopes asked for at sign-in (`openid` is always included); add the provider's "
+        "groups scope where it needs one (for example `groups`).",
+    )
+    oidc_username_claim: str = _setting(
+        "preferred_username",
+        "HOKUSAI_OIDC_USERNAME_CLAIM",
+        None,
+        "Claim whose value is the user's name and owner (MLflow user); falls back to `email` when absent.",
+    )
+    oidc_auto_create_users: bool = _setting(
+        True,
+        "HOKUSAI_OIDC_AUTO_CREATE_USERS",
+        None,
+        "Create a user the first time someone signs in; `off` admits only users an admin created.",
+    )
+    oidc_groups_claim: str = _setting(
+        "groups",
+        "HOKUSAI_OIDC_GROUPS_CLAIM",
+        None,
+        "Claim listing the user's groups; on each sign-in the user's teams follow it (a team whose name "
+        "is one of the groups).",
+    )
+    oidc_admin_groups: str = _setting(
+        "",
+        "HOKUSAI_OIDC_ADMIN_GROUPS",
+        None,
+        "Comma-separated groups whose members are admins when they sign in. Empty: nobody becomes an "
+        "admin by signing in.",
+    )
+    oidc_user_scope: Literal["read", "write"] = _setting(
+        "write",
+        "HOKUSAI_OIDC_USER_SCOPE",
+        None,
+        "Scope of people who sign in and are not admins (their keys never exceed it).",
+    )
+    oidc_audience: str | None = _setting(
+        None,
+        "HOKUSAI_OIDC_AUDIENCE",
+        None,
+        "Audience (`aud`) a bearer token must carry. Default: `HOKUSAI_OIDC_CLIENT_ID`.",
+    )
+    jwt_issuers: str = _setting(
+        "",
+        "HOKUSAI_JWT_ISSUERS",
+        None,
+        "Comma-separated extra issuers whose signed tokens are accepted as `Authorization: Bearer` (for "
+        "example a Kubernetes service-account issuer); their keys come from their discovery document.",
+    )
+    jwt_scope_claim: str = _setting(
+        "scope",
+        "HOKUSAI_JWT_SCOPE_CLAIM",
+        None,
+        "Claim of a bearer token holding its scopes (space-separated or a list); `mlflow.read`, "
+        "`mlflow.write` and `mlflow.admin` in it map to the gateway's scopes.",
+    )
+    jwt_default_scope: Literal["none", "read", "write"] = _setting(
+        "none",
+        "HOKUSAI_JWT_DEFAULT_SCOPE",
+        None,
+        "Scope of a bearer token that carries no `mlflow.*` scope (for example a Kubernetes service-account "
+        "token); `none` refuses such tokens.",
+    )
+    jwt_allow_admin: bool = _setting(
+        False,
+        "HOKUSAI_JWT_ALLOW_ADMIN",
+        None,
+        "Let a bearer token's `mlflow.admin` scope make it an admin. Off: admin rights come only from keys "
+        "and from signing in as a member of `HOKUSAI_OIDC_ADMIN_GROUPS`.",
+    )
+    jwt_leeway: float = _setting(
+        30.0,
+        "HOKUSAI_JWT_LEEWAY",
+        None,
+        "Seconds of clock difference allowed when checking a bearer token's `exp` and `nbf` (at most 60).",
+    )
+    max_key_lifetime: str = _setting(
+        "90d",
+        "HOKUSAI_MAX_KEY_LIFETIME",
+        None,
+        "Longest lifetime of a key people create for themselves (`My keys`, `POST /api/v1/keys` as a "
+        "non-admin): such keys must expire. `90d`, `12h` or `30m`.",
+    )
+
     @field_validator("key_store_url", "mlflow_backend_store_uri", "mlflow_auth_database_uri")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
@@ -390,6 +509,38 @@ class Settings(BaseSettings):
         if len(value.get_secret_value().strip()) < 16:
             raise ValueError("must be at least 16 characters (a random value: openssl rand -base64 32)")
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected the issuer's https:// URL, got {redact_url(value)!r}")
+        return value
+
+    @field_validator("jwt_issuers")
+    @classmethod
+    def _issuers(cls, value: str) -> str:
+        for issuer in _listed(value):
+            parts = urlsplit(issuer)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"expected comma-separated https:// issuer URLs, got {redact_url(issuer)!r}")
+        return value
+
+    @field_validator("jwt_leeway")
+    @classmethod
+    def _leeway(cls, value: float) -> float:
+        if not 0 <= value <= 60:
+            raise ValueError("must be between 0 and 60 seconds")
+        return value
+
+    @field_validator("max_key_lifetime")
+    @classmethod
+    def _lifetime(cls, value: str) -> str:
+        parse_duration(value)
+        return value.strip()
 
     @field_validator("redis_url")
     @classmethod
@@ -485,6 +636,19 @@ class Settings(BaseSettings):
             raise ValueError(f"expected an http:// or https:// URL with a host, got {redact_url(value)!r}")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _oidc_client(self) -> Settings:
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_client_secret):
+            raise ValueError(
+                "HOKUSAI_OIDC_ISSUER needs HOKUSAI_OIDC_CLIENT_ID and HOKUSAI_OIDC_CLIENT_SECRET (the "
+                "gateway's client at the identity provider; docs/sso.md)"
+            )
+        if self.trusted_jwt_issuers and not self.token_audience:
+            raise ValueError(
+                "HOKUSAI_JWT_ISSUERS needs HOKUSAI_OIDC_AUDIENCE: the audience its tokens must carry"
+            )
+        return self
+
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
         """Environment first, then any flag that was given; a bad value becomes a ConfigError."""
@@ -494,11 +658,37 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             problems = []
             for error in exc.errors():
-                name = str(error["loc"][0]) if error["loc"] else "?"
+                message = error["msg"].removeprefix("Value error, ")
+                if not error["loc"]:  # a check across settings names them itself
+                    problems.append(message)
+                    continue
+                name = str(error["loc"][0])
                 field = cls.model_fields.get(name)
                 env = (field.json_schema_extra or {}).get("env", name) if field else name  # type: ignore[union-attr]
-                problems.append(f"{env}: {error['msg'].removeprefix('Value error, ')}")
+                problems.append(f"{env}: {message}")
             raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+    @property
+    def oidc_configured(self) -> bool:
+        return self.oidc_issuer is not None
+
+    @property
+    def admin_groups(self) -> tuple[str, ...]:
+        return _listed(self.oidc_admin_groups)
+
+    @property
+    def trusted_jwt_issuers(self) -> tuple[str, ...]:
+        """Every issuer whose bearer tokens are accepted: the sign-in issuer first, then the extra ones."""
+        listed = _listed(self.jwt_issuers)
+        return tuple(dict.fromkeys(((self.oidc_issuer,) if self.oidc_issuer else ()) + listed))
+
+    @property
+    def token_audience(self) -> str | None:
+        return self.oidc_audience or self.oidc_client_id
+
+    @property
+    def max_key_lifetime_delta(self) -> dt.timedelta:
+        return parse_duration(self.max_key_lifetime)
 
     @property
     def assertion_secret_path(self) -> Path:

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hokusai_registry.admin.service import KeySpec, parse_duration, problems
+from hokusai_registry.admin.service import KeySpec, problems
 from hokusai_registry.policy import keys
+from hokusai_registry.policy.keys import parse_duration
 
 
 def test_durations() -> None:

@@ -7,7 +7,6 @@ and every change is written to the audit log with who made it.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -21,8 +20,6 @@ from hokusai_registry.store.key_store import KeyNotFound, KeyRecord, KeyStore
 
 # Stored in a 64-bit integer column; no real limit comes near it (a fuzzer sent 5.7e21).
 MAX_RATE_LIMIT = 1_000_000_000
-_DURATION = re.compile(r"(\d+)([dhm])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
 
 def problems(errors: Iterable[Mapping[str, Any]], flags: bool = False) -> str:
@@ -39,14 +36,6 @@ def problems(errors: Iterable[Mapping[str, Any]], flags: bool = False) -> str:
             name = "--" + name.replace("_", "-")
         described.append(f"{name}: {message}")
     return "; ".join(described)
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """`90d`, `12h`, `30m` as a timedelta; ValueError with the expected form otherwise."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"{text!r} is not a lifetime: give a number and d, h or m, e.g. 90d")
-    return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 class KeySpec(BaseModel):
@@ -102,7 +91,7 @@ class KeySpec(BaseModel):
     @classmethod
     def _lifetime(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_duration(value)
+            key_format.parse_duration(value)
         return value
 
     @field_validator("service_ids")
@@ -173,7 +162,7 @@ class KeyAdmin:
     def create(self, spec: KeySpec, actor: str) -> CreatedKey:
         expires_at = None
         if spec.expires_in is not None:
-            expires_at = dt.datetime.now(dt.UTC) + parse_duration(spec.expires_in)
+            expires_at = dt.datetime.now(dt.UTC) + key_format.parse_duration(spec.expires_in)
         record, key = self.store.create(
             spec.name,
             environment=self.environment,

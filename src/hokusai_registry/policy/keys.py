@@ -8,6 +8,7 @@ slow password hash buys nothing and would cost milliseconds per request.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import secrets
@@ -102,3 +103,15 @@ def hint(text: str) -> str:
     if is_key_id(key_id) and text[8 + KEY_ID_LENGTH : 9 + KEY_ID_LENGTH] == "_":
         return key_id
     return text[:8]
+
+
+_DURATION = re.compile(r"(\d+)([dhm])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """`90d`, `12h`, `30m` as a timedelta; ValueError with the expected form otherwise."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a lifetime: give a number and d, h or m, e.g. 90d")
+    return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})

@@ -23,6 +23,10 @@ from hokusai_registry.policy.scopes import expand
 from hokusai_registry.store.schema import api_keys, key_store_state, ui_sessions
 
 ADMIN_SCOPES = expand("admin")
+# KeyRecord.purpose: a key its single-sign-on user made for themselves, or the one behind a browser session
+# that began at the identity provider.
+SELF_SERVICE = "self"
+SIGN_IN = "sign-in"
 DEFAULT_SCOPES = expand("write")
 
 
@@ -49,6 +53,8 @@ class KeyRecord:
     rate_limit_per_minute: int | None = None  # None: the gateway's default
     rate_limit_per_hour: int | None = None
     last_used_at: dt.datetime | None = None
+    sso_user_id: str | None = None  # the single-sign-on user it belongs to (None: issued by an admin)
+    purpose: str | None = None  # None: issued by an admin; SELF_SERVICE or SIGN_IN (see schema.py)
 
     @property
     def user_id(self) -> str:
@@ -82,6 +88,8 @@ def _record(row: Any) -> KeyRecord:
         rate_limit_per_minute=row.rate_limit_per_minute,
         rate_limit_per_hour=row.rate_limit_per_hour,
         last_used_at=as_utc(row.last_used_at) if row.last_used_at else None,
+        sso_user_id=row.sso_user_id,
+        purpose=row.purpose,
     )
 
 
@@ -170,6 +178,19 @@ class KeyStore:
         # A revoked key's browser sessions end with it, on every gateway at once.
         connection.execute(ui_sessions.delete().where(ui_sessions.c.key_id == key_id))
 
+    def revoke_all_of(self, connection: sa.Connection, sso_user_id: str) -> int:
+        """Revoke every active key of a single-sign-on user and end their sessions (in the caller's
+        transaction); the number of keys revoked."""
+        owned = sa.select(api_keys.c.key_id).where(api_keys.c.sso_user_id == sso_user_id)
+        connection.execute(ui_sessions.delete().where(ui_sessions.c.key_id.in_(owned)))
+        revoked = connection.execute(
+            api_keys.update()
+            .where(api_keys.c.sso_user_id == sso_user_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=_now())
+        ).rowcount
+        self._bump_revision(connection)
+        return int(revoked)
+
     def create(
         self,
         name: str,
@@ -181,6 +202,8 @@ class KeyStore:
         service_ids: tuple[str, ...] = (),
         rate_limit_per_minute: int | None = None,
         rate_limit_per_hour: int | None = None,
+        sso_user_id: str | None = None,
+        purpose: str | None = None,
     ) -> tuple[KeyRecord, str]:
         """Create a key; the plaintext is returned once and never stored."""
         name = name.strip()
@@ -200,6 +223,8 @@ class KeyStore:
             service_ids=service_ids,
             rate_limit_per_minute=rate_limit_per_minute,
             rate_limit_per_hour=rate_limit_per_hour,
+            sso_user_id=sso_user_id,
+            purpose=purpose,
         )
         with self.engine.begin() as connection:
             self._insert(connection, record)
@@ -231,6 +256,8 @@ class KeyStore:
                 service_ids=" ".join(record.service_ids) or None,
                 rate_limit_per_minute=record.rate_limit_per_minute,
                 rate_limit_per_hour=record.rate_limit_per_hour,
+                sso_user_id=record.sso_user_id,
+                purpose=record.purpose,
             )
         )
 

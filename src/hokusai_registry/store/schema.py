@@ -25,6 +25,12 @@ api_keys = sa.Table(
     sa.Column("rate_limit_per_hour", sa.Integer, nullable=True),
     # Written in batches by the gateways (not per request), so it lags by up to the flush interval.
     sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    # The single-sign-on user (`users.id`) the key belongs to: keys made at sign-in and by the user
+    # themselves. NULL: a key an admin issued. Disabling the user revokes all of them.
+    sa.Column("sso_user_id", sa.String(32), nullable=True, index=True),
+    # NULL: issued by an admin; "self": made by its user (must expire); "sign-in": stands behind a browser
+    # session that began at the identity provider (never shown as a key, revoked at sign-out).
+    sa.Column("purpose", sa.String(16), nullable=True),
 )
 
 # One row; its revision goes up on every key change so gateways can drop cached checks.
@@ -52,4 +58,32 @@ ui_sessions = sa.Table(
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
     # The absolute end: the session's maximum age, or the key's expiry if that comes first.
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    # For sessions begun at the identity provider: its ID token, sealed like the key, sent back as the
+    # `id_token_hint` of RP-initiated logout.
+    sa.Column("sealed_id_token", sa.Text, nullable=True),
+)
+
+# People and machines known through single sign-on, identified by (issuer, subject). Their name is the owner
+# their requests act as (MLflow's user); it is unique, so two identities can never act as one owner. A user
+# an admin added before their first sign-in has no issuer and subject yet: the first sign-in under that
+# name at HOKUSAI_OIDC_ISSUER claims it.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("issuer", sa.String(1000), nullable=True),
+    sa.Column("subject", sa.String(255), nullable=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("email", sa.String(320), nullable=True),
+    # "person": signs in through the browser; "service": known from bearer tokens (client credentials,
+    # workload identities).
+    sa.Column("kind", sa.String(16), nullable=False),
+    # Space-separated scopes: the most this user's keys and sessions may do, as of the last sign-in.
+    sa.Column("scopes", sa.String(64), nullable=False),
+    # JSON list of the groups the identity provider named at the last sign-in.
+    sa.Column("groups", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("issuer", "subject", name="uq_users_issuer_subject"),
 )
