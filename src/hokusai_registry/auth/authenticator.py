@@ -41,6 +41,9 @@ class Identity:
     service_ids: tuple[str, ...] = ()  # empty: any service
     rate_limit_per_minute: int | None = None  # None: the gateway's default
     rate_limit_per_hour: int | None = None
+    # The single-sign-on user behind the key, session or bearer token (store.user_store); None for keys
+    # an admin issued.
+    sso_user_id: str | None = None
 
 
 def service_denied(identity: Identity, service_id: str) -> Refusal | None:

@@ -34,6 +34,7 @@ def identity_of(record: KeyRecord) -> Identity:
         service_ids=record.service_ids,
         rate_limit_per_minute=record.rate_limit_per_minute,
         rate_limit_per_hour=record.rate_limit_per_hour,
+        sso_user_id=record.sso_user_id,
     )
 
 
