@@ -77,11 +77,19 @@ KEYS_PATH = "/api/v1/keys"
 VALIDATE_PATH = KEYS_PATH + "/validate"
 TEAMS_PATH = "/api/v1/teams"
 GRANTS_PATH = "/api/v1/grants"
+USERS_PATH = "/api/v1/users"
 ADMIN_API_PREFIX = "/api/v1/"
 DOCS_PATHS = ("/docs", "/openapi.json")
 DOCS_ASSETS = "/docs/assets"
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
+# Single sign-on: where the sign-in page's button starts the authorization code flow, and the redirect URI
+# registered at the identity provider (HOKUSAI_PUBLIC_URL + this).
+OIDC_LOGIN_PATH = "/login/oidc"
+OIDC_CALLBACK_PATH = "/login/oidc/callback"
+# Every signed-in user's own keys (self-service).
+MY_KEYS_PATH = "/keys"
+ADMIN_USERS_PATH = "/admin/users"
 ADMIN_KEYS_PATH = "/admin/keys"
 ADMIN_TEAMS_PATH = "/admin/teams"
 ADMIN_GRANTS_PATH = "/admin/grants"
@@ -101,6 +109,8 @@ _DOCS = OwnRoute(Handler.DOCS, methods=None)
 _KEYS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None, local_keys_only=True)
 # Teams and grants live in MLflow, wherever keys are managed.
 _PERMISSIONS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None)
+# Single-sign-on users live beside the keys.
+_USERS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None, local_keys_only=True)
 
 OWN_ROUTES: dict[str, OwnRoute] = {
     "/health": OwnRoute(Handler.LIVENESS),
@@ -114,9 +124,22 @@ OWN_ROUTES: dict[str, OwnRoute] = {
     KEYS_PATH: _KEYS,
     TEAMS_PATH: _PERMISSIONS,
     GRANTS_PATH: _PERMISSIONS,
+    USERS_PATH: _USERS,
     VALIDATE_PATH: OwnRoute(Handler.VALIDATE, methods=None, local_keys_only=True),
     **{path: _DOCS for path in DOCS_PATHS},
-    **{path: _PAGE for path in (LOGIN_PATH, LOGOUT_PATH, ADMIN_KEYS_PATH, STYLESHEET_PATH)},
+    **{
+        path: _PAGE
+        for path in (
+            LOGIN_PATH,
+            LOGOUT_PATH,
+            ADMIN_KEYS_PATH,
+            STYLESHEET_PATH,
+            OIDC_LOGIN_PATH,
+            OIDC_CALLBACK_PATH,
+            MY_KEYS_PATH,
+            ADMIN_USERS_PATH,
+        )
+    },
     **{path: _PAGE for path in ADMIN_PERMISSION_PAGES},
 }
 # Checked in order when no exact path matches.
@@ -124,6 +147,7 @@ OWN_PREFIXES: tuple[tuple[str, OwnRoute], ...] = (
     (KEYS_PATH + "/", _KEYS),
     (TEAMS_PATH + "/", _PERMISSIONS),
     (GRANTS_PATH + "/", _PERMISSIONS),
+    (USERS_PATH + "/", _USERS),
     (ADMIN_API_PREFIX, OwnRoute(Handler.NO_SUCH_API, methods=None)),
     (DOCS_ASSETS + "/", _DOCS),
 )
