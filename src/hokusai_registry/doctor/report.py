@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import platform
 from dataclasses import asdict
+from importlib import metadata
 from typing import Any
 
 from hokusai_registry import __version__
@@ -50,11 +51,14 @@ def table(results: list[StepResult]) -> str:
 
 
 def versions(health_versions: dict[str, str]) -> dict[str, str]:
-    import mlflow
-
+    # The installed distribution's version: importing mlflow for it would cost seconds.
+    try:
+        client = metadata.version("mlflow")
+    except metadata.PackageNotFoundError:
+        client = metadata.version("mlflow-skinny")
     return {
         "hokusai-registry (this doctor)": __version__,
-        "mlflow client": mlflow.__version__,
+        "mlflow client": client,
         "python": platform.python_version(),
         **{f"{name} (server)": value for name, value in health_versions.items()},
     }

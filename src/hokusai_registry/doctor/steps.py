@@ -649,6 +649,10 @@ class Doctor:
                 f"kept: experiment {self.experiment_id}, run {self.run_id}, model {self.model_name}"
             )
             return
+        if not (self.model_name or self.logged_model_id or self.run_id or self.experiment_id):
+            # Nothing to remove, and no client to import for it.
+            result.detail = "removed nothing (nothing was created)"
+            return
         client = self._client()
         removed = []
         if self.model_name:
@@ -662,4 +666,4 @@ class Doctor:
         if self.experiment_id:
             client.delete_experiment(self.experiment_id)
             removed.append(f"experiment {self.experiment_id}")
-        result.detail = "removed " + (", ".join(removed) if removed else "nothing (nothing was created)")
+        result.detail = "removed " + ", ".join(removed)
