@@ -39,6 +39,14 @@ define PYTHON_LINTERS
 	$(BIN)/mypy --strict src tests bench soak
 endef
 
+# The single-sign-on tests' OpenID Connect provider (tests/support/oidc_provider.py), in its own environment
+# for the same reason: its Flask pins would fight MLflow's.
+NANOIDP := $(VENV)/tools/nanoidp
+$(NANOIDP)/.installed: | $(BIN)/python
+	$(PYTHON) -m venv $(NANOIDP)
+	$(NANOIDP)/bin/pip install -q nanoidp==3.4.0
+	touch $@
+
 lint: $(VENV)/.installed-test $(CHECKOV)/.installed
 	$(CHECKOV)/bin/checkov -d deploy --config-file deploy/.checkov.yaml
 	$(PYTHON_LINTERS)
@@ -82,7 +90,7 @@ $(CHROMIUM):
 # their workers, bench): [tool.coverage.*] in pyproject.toml, which also holds the floor (fail_under).
 # `make test COVERAGE= PYTEST_ARGS=tests/e2e/test_auth.py` runs a part without the floor.
 COVERAGE ?= --cov --cov-report=term
-test: lint $(COMPAT_CLIENTS) $(CHROMIUM)
+test: lint $(COMPAT_CLIENTS) $(CHROMIUM) $(NANOIDP)/.installed
 	$(BIN)/pytest $(COVERAGE) $(PYTEST_ARGS)
 
 # Minutes, not part of `make test`; installs wrk and nginx from Debian's packages when missing (root).

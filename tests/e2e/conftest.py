@@ -13,6 +13,7 @@ import pytest
 from hokusai_registry.run.mlflow_process import mlflow_command
 from hokusai_registry.settings import Settings
 from tests.helpers import FrontProxy, GatewayProcess, free_port, running_mlflow
+from tests.support.oidc_provider import LOOPBACK_CALLBACK, OidcProvider, running_provider
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +130,11 @@ def gateway_client(client_env: pytest.MonkeyPatch, gateway: GatewayProcess) -> p
     client_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     mlflow.set_tracking_uri(gateway.url + "/mlflow")
     return client_env
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """The test OpenID Connect provider (tests/support/oidc_provider.py): alice (team-a), bob (team-b),
+    carol (ml-admins); a gateway on any loopback port may use it as its identity provider."""
+    with running_provider(tmp_path_factory.mktemp("oidc"), [LOOPBACK_CALLBACK]) as provider:
+        yield provider
