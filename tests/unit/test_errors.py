@@ -48,6 +48,17 @@ def test_caller_reasons_keep_the_values_audit_lines_and_metrics_carry() -> None:
         "rate_limited",
         "store_unavailable",
         "auth_service_unavailable",
+        "tokens_not_accepted",
+        "token_malformed",
+        "token_algorithm",
+        "token_issuer",
+        "token_signature",
+        "token_expired",
+        "token_not_yet_valid",
+        "token_audience",
+        "token_claims",
+        "user_disabled",
+        "issuer_unavailable",
     }
 
 

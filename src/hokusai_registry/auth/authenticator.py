@@ -58,6 +58,15 @@ def service_denied(identity: Identity, service_id: str) -> Refusal | None:
     )
 
 
+class CredentialCheck(Protocol):
+    """What the failure throttle checks a presented credential with: keys (`Authenticator`) or bearer
+    tokens (`bearer_tokens.BearerTokens`)."""
+
+    def cached(self, presented: str) -> Identity | None: ...
+
+    async def authenticate(self, presented: str, client_ip: str = "") -> Identity: ...
+
+
 class KeySource(Protocol):
     """Where presented keys are looked up."""
 
@@ -102,6 +111,11 @@ class Authenticator:
         self._inflight: dict[bytes, asyncio.Future[Identity | Refusal]] = {}
         # Bumped whenever the cache is dropped, so a lookup that began before a key change is not cached.
         self._generation = 0
+        # Other caches of checked credentials (bearer tokens) that a key or user change must drop too.
+        self._also_invalidate: list[Callable[[], None]] = []
+
+    def on_invalidate(self, invalidate: Callable[[], None]) -> None:
+        self._also_invalidate.append(invalidate)
 
     async def start(self) -> None:
         await self.source.start(self.invalidate)
@@ -112,6 +126,8 @@ class Authenticator:
     def invalidate(self) -> None:
         self._generation += 1
         self._cache.clear()
+        for invalidate in self._also_invalidate:
+            invalidate()
 
     async def check_store(self) -> None:
         """Proof that the key source answers (readiness)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
+from hokusai_registry.auth.authenticator import Authenticator, CredentialCheck, Identity, service_denied
+from hokusai_registry.auth.bearer_tokens import BearerTokens
 from hokusai_registry.auth.cookies import clear_cookie, cookie_name, read_cookie
 from hokusai_registry.auth.credentials import presented_key, sends_key
 from hokusai_registry.auth.sessions import Session, Sessions
@@ -15,6 +16,7 @@ from hokusai_registry.core.record import RequestRecord
 from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.routes import LOGIN_PATH
+from hokusai_registry.policy.tokens import looks_like_jwt
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +36,14 @@ class Access:
         authenticator: Authenticator,
         guard: Guard,
         sessions: Sessions,
+        tokens: BearerTokens,
         *,
         service_id: str,
         public_url: str | None,
     ) -> None:
         self.authenticator = authenticator
+        self.tokens = tokens
+        authenticator.on_invalidate(tokens.invalidate)
         self.guard = guard
         self.sessions = sessions
         self.service_id = service_id
@@ -73,9 +78,12 @@ class Access:
         )
 
     async def check_key(self, presented: str, scope: Scope, record: RequestRecord) -> Identity:
-        """The key's identity, if it is valid for this service (no rate limit counted)."""
+        """The identity of a key or bearer token (told apart by shape), if it is valid for this service
+        (no rate limit counted)."""
         record.key_id = keys.hint(presented)
-        identity = await self.guard.authenticate(self.authenticator, presented, client_address(scope))
+        checker: CredentialCheck = self.tokens if looks_like_jwt(presented) else self.authenticator
+        identity = await self.guard.authenticate(checker, presented, client_address(scope))
+        record.key_id = identity.key_id
         denied = service_denied(identity, self.service_id)
         if denied is not None:
             raise denied

@@ -6,14 +6,30 @@ from __future__ import annotations
 
 import asyncio
 
-from hokusai_registry.auth.authenticator import Authenticator, Identity, unavailable
+from hokusai_registry.auth.authenticator import CredentialCheck, Identity, unavailable
 from hokusai_registry.auth.rate_limits import RateLimits
 from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.ops.audit import audit
 
 # Outcomes of a key check that failed (counted before the check starts: `Guard.authenticate`).
 KEY_CHECK_FAILURES = frozenset(
-    {Reason.MALFORMED_KEY, Reason.UNKNOWN_KEY, Reason.REVOKED_KEY, Reason.EXPIRED_KEY}
+    {
+        Reason.MALFORMED_KEY,
+        Reason.UNKNOWN_KEY,
+        Reason.REVOKED_KEY,
+        Reason.EXPIRED_KEY,
+        # Bearer tokens, checked the same way (auth/bearer_tokens.py).
+        Reason.TOKENS_NOT_ACCEPTED,
+        Reason.TOKEN_MALFORMED,
+        Reason.TOKEN_ALGORITHM,
+        Reason.TOKEN_ISSUER,
+        Reason.TOKEN_SIGNATURE,
+        Reason.TOKEN_EXPIRED,
+        Reason.TOKEN_NOT_YET_VALID,
+        Reason.TOKEN_AUDIENCE,
+        Reason.TOKEN_CLAIMS,
+        Reason.USER_DISABLED,
+    }
 )
 # Refusals of presented credentials, audited: failed key checks, and credentials sent so that no key
 # could be read (counted when refused). A request without any key is not one: browsers and clients
@@ -31,7 +47,7 @@ class Guard:
         # loading, a client after a restart) are one check, counted once.
         self._checks: dict[tuple[str, str], asyncio.Future[Identity | Refusal]] = {}
 
-    async def authenticate(self, authenticator: Authenticator, presented: str, client: str) -> Identity:
+    async def authenticate(self, authenticator: CredentialCheck, presented: str, client: str) -> Identity:
         """Checks a key. Keys that passed a check recently (cached) always pass, so users behind a shared
         address keep working; any other check is counted as a failure before it starts and counted back
         if the key is valid, so at most the limit of guesses per window reach the key store, however
@@ -56,7 +72,7 @@ class Guard:
         return _identity_or_raise(result)
 
     async def _counted_check(
-        self, authenticator: Authenticator, presented: str, client: str
+        self, authenticator: CredentialCheck, presented: str, client: str
     ) -> Identity | Refusal:
         wait = await self.rate_limits.start_check(client)
         if wait is not None:

@@ -86,6 +86,18 @@ class Reason(enum.Enum):
     BAD_BASIC = ("bad_basic", "UNAUTHENTICATED", None, True)
     UNSUPPORTED_SCHEME = ("unsupported_scheme", "UNAUTHENTICATED", None, True)
     SESSION_ENDED = ("session_ended", "UNAUTHENTICATED", None, True)
+    # Bearer tokens (JWTs): each way one is refused, so a client's message and the metrics say which.
+    TOKENS_NOT_ACCEPTED = ("tokens_not_accepted", "UNAUTHENTICATED", None, True)
+    TOKEN_MALFORMED = ("token_malformed", "UNAUTHENTICATED", None, True)
+    TOKEN_ALGORITHM = ("token_algorithm", "UNAUTHENTICATED", None, True)
+    TOKEN_ISSUER = ("token_issuer", "UNAUTHENTICATED", None, True)
+    TOKEN_SIGNATURE = ("token_signature", "UNAUTHENTICATED", None, True)
+    TOKEN_EXPIRED = ("token_expired", "UNAUTHENTICATED", None, True)
+    TOKEN_NOT_YET_VALID = ("token_not_yet_valid", "UNAUTHENTICATED", None, True)
+    TOKEN_AUDIENCE = ("token_audience", "UNAUTHENTICATED", None, True)
+    TOKEN_CLAIMS = ("token_claims", "UNAUTHENTICATED", None, True)
+    USER_DISABLED = ("user_disabled", "UNAUTHENTICATED", None, True)
+    ISSUER_UNAVAILABLE = ("issuer_unavailable", "TEMPORARILY_UNAVAILABLE", None, True)
     # A key change from the browser without the session's own key entered again with it.
     STEP_UP_FAILED = ("step_up_failed", "PERMISSION_DENIED", None, True)
     SERVICE = ("service", "PERMISSION_DENIED", None, True)

@@ -127,6 +127,7 @@ class Gateway:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.access.authenticator.stop()
+                await self.access.tokens.issuers.close()
                 await self.forwarder.close()
                 if self._log_flusher is not None:
                     self._log_flusher.cancel()

@@ -9,7 +9,9 @@ from hokusai_registry.admin.pages import WebPages
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.service import KeyAdmin
 from hokusai_registry.auth.authenticator import Authenticator, KeySource
+from hokusai_registry.auth.bearer_tokens import BearerTokens, TokenRules
 from hokusai_registry.auth.caller import Access
+from hokusai_registry.auth.issuers import Issuers
 from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.rate_limits import RateLimits
 from hokusai_registry.auth.remote_keys import RemoteKeys
@@ -23,6 +25,7 @@ from hokusai_registry.ops.metrics import Metrics
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
 from hokusai_registry.store.session_store import SessionStore
+from hokusai_registry.store.user_store import UserStore
 from hokusai_registry.transport.bodies import RequestBodies
 from hokusai_registry.transport.forward import Forwarder
 
@@ -92,6 +95,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             idle_timeout=settings.session_idle_timeout,
             max_age=settings.session_max_age,
         ),
+        bearer_tokens(settings, store),
         service_id=settings.service_id,
         public_url=settings.public_url,
     )
@@ -124,6 +128,21 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         graphql_max_tokens=settings.graphql_max_tokens,
         proxies=proxies,
     )
+
+
+def bearer_tokens(settings: Settings, store: KeyStore) -> BearerTokens:
+    """Bearer tokens from the trusted issuers (none trusted: every token is refused, saying why)."""
+    rules = TokenRules(
+        audience=settings.token_audience or "",
+        leeway=settings.jwt_leeway,
+        scope_claim=settings.jwt_scope_claim,
+        username_claim=settings.oidc_username_claim,
+        default_scope=settings.jwt_default_scope,
+        allow_admin=settings.jwt_allow_admin,
+        create_users=settings.oidc_auto_create_users,
+        cache_ttl=settings.key_cache_ttl,
+    )
+    return BearerTokens(Issuers(settings.trusted_jwt_issuers), UserStore(store), rules)
 
 
 def open_key_store(settings: Settings) -> KeyStore:
