@@ -212,6 +212,18 @@ class OidcProvider:
         self._write_users()
         self._call("/api/config/reload", {})
 
+    def sign(self, claims: dict[str, Any], *, algorithm: str = "RS256") -> str:
+        """A JWT over `claims` signed with the provider's own current key (read from its keys directory):
+        for tokens the provider would never issue but whose signature is genuine (expired, another
+        audience, not yet valid)."""
+        from joserfc import jwt
+        from joserfc.jwk import RSAKey
+
+        keys = self.directory / "keys"
+        key = RSAKey.import_key((keys / "rsa_private.pem").read_bytes())
+        kid = (keys / "kid.txt").read_text().strip()
+        return jwt.encode({"alg": algorithm, "kid": kid, "typ": "JWT"}, claims, key)
+
     def rotate_signing_key(self) -> str:
         """A new signing key; the old one stays published for tokens it signed. The new key's id."""
         kid: str = self._call("/api/keys/rotate", {})["new_kid"]

@@ -380,13 +380,27 @@ def service(keystore: KeyStore, *, idle_timeout: float = 3600, max_age: float = 
     return Sessions(SessionStore(keystore.engine), idle_timeout=idle_timeout, max_age=max_age)
 
 
+def test_an_id_token_is_kept_sealed_with_the_session(keystore: KeyStore) -> None:
+    sessions = service(keystore)
+    started = asyncio.run(
+        sessions.start("hk_live_KEY000000001_secret", "KEY000000001", None, id_token="eyJ.id.token")
+    )
+    found = asyncio.run(sessions.find(started.id))
+    assert found is not None and found.id_token == "eyJ.id.token"
+    with keystore.engine.connect() as connection:
+        stored = connection.execute(sa.text("select sealed_id_token from ui_sessions")).scalar_one()
+    assert "eyJ.id.token" not in stored
+
+
 def test_start_then_find(keystore: KeyStore) -> None:
     sessions = service(keystore)
     started = asyncio.run(sessions.start("hk_live_KEY000000001_secret", "KEY000000001", None))
     assert well_formed(started.id)
     assert (started.key, started.key_id) == ("hk_live_KEY000000001_secret", "KEY000000001")
     found = asyncio.run(sessions.find(started.id))
-    assert found == Session(started.id, started.key, started.key_id, started.expires_at)
+    assert found == Session(
+        started.id, started.key, started.key_id, started.expires_at, started.started_at, id_token=None
+    )
     other = asyncio.run(sessions.start("hk_live_KEY000000002_secret", "KEY000000002", None))
     assert other.id != started.id
     found_other = asyncio.run(sessions.find(other.id))

@@ -128,22 +128,28 @@ class Issuers:
     def __bool__(self) -> bool:
         return bool(self.by_url)
 
+    def only(self, url: str) -> Issuers:
+        """These issuers narrowed to `url` (added when missing), sharing their caches and client."""
+        narrowed = Issuers((), self.client)
+        narrowed.by_url = {url: self.by_url.get(url) or Issuer(url, self.client)}
+        return narrowed
+
     async def close(self) -> None:
         await self.client.aclose()
 
 
-def _refused(reason: Reason, detail: str) -> Refusal:
-    return Refusal(reason, f"the bearer token was refused: {detail}.")
+def _refused(what: str, reason: Reason, detail: str) -> Refusal:
+    return Refusal(reason, f"the {what} was refused: {detail}.")
 
 
-def _unverified(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+def _unverified(token: str, what: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     try:
         compact = jws.extract_compact(token.encode("ascii"))
         claims = json.loads(compact.payload)
     except (JoseError, ValueError, UnicodeError):
-        raise _refused(Reason.TOKEN_MALFORMED, "it is not a well-formed signed JWT") from None
+        raise _refused(what, Reason.TOKEN_MALFORMED, "it is not a well-formed signed JWT") from None
     if not isinstance(claims, dict):
-        raise _refused(Reason.TOKEN_MALFORMED, "its payload is not a JSON object")
+        raise _refused(what, Reason.TOKEN_MALFORMED, "its payload is not a JSON object")
     return compact.headers(), claims
 
 
@@ -155,18 +161,21 @@ async def verify(
     leeway: float,
     nonce: str | None = None,
     now: float | None = None,
+    what: str = "bearer token",
 ) -> dict[str, Any]:
     """The token's claims once it is proven (see the module's docstring), or a Refusal naming why not."""
-    header, unverified = _unverified(token)
+    header, unverified = _unverified(token, what)
     algorithm = header.get("alg")
     if algorithm not in ALGORITHMS:
         raise _refused(
+            what,
             Reason.TOKEN_ALGORITHM,
             f"its algorithm {str(algorithm)[:20]!r} is not accepted (only {', '.join(ALGORITHMS)})",
         )
     issuer = issuers.by_url.get(unverified.get("iss"))  # type: ignore[arg-type]
     if issuer is None:
         raise _refused(
+            what,
             Reason.TOKEN_ISSUER,
             f"its issuer {str(unverified.get('iss'))[:100]!r} is not trusted here (HOKUSAI_OIDC_ISSUER, "
             "HOKUSAI_JWT_ISSUERS)",
@@ -175,41 +184,52 @@ async def verify(
     keys = await issuer.key_set(kid)
     if not _holds(keys, kid):
         raise _refused(
-            Reason.TOKEN_SIGNATURE, f"its signing key {str(kid)[:64]!r} is not one {issuer.url} publishes"
+            what,
+            Reason.TOKEN_SIGNATURE,
+            f"its signing key {str(kid)[:64]!r} is not one {issuer.url} publishes",
         )
     try:
         claims = jwt.decode(token, keys, algorithms=list(ALGORITHMS)).claims
     except BadSignatureError:
-        raise _refused(Reason.TOKEN_SIGNATURE, "its signature does not verify") from None
+        raise _refused(what, Reason.TOKEN_SIGNATURE, "its signature does not verify") from None
     except JoseError as error:
-        raise _refused(Reason.TOKEN_SIGNATURE, f"it could not be verified ({error.error})") from None
-    _check_claims(claims, issuer.url, audience, leeway, nonce, time.time() if now is None else now)
+        raise _refused(what, Reason.TOKEN_SIGNATURE, f"it could not be verified ({error.error})") from None
+    _check_claims(claims, issuer.url, audience, leeway, nonce, time.time() if now is None else now, what)
     return dict(claims)
 
 
 def _check_claims(
-    claims: Mapping[str, Any], issuer: str, audience: str, leeway: float, nonce: str | None, now: float
+    claims: Mapping[str, Any],
+    issuer: str,
+    audience: str,
+    leeway: float,
+    nonce: str | None,
+    now: float,
+    what: str,
 ) -> None:
     if claims.get("iss") != issuer:  # signed by this issuer's key but naming another
-        raise _refused(Reason.TOKEN_ISSUER, "its issuer does not match the key that signed it")
+        raise _refused(what, Reason.TOKEN_ISSUER, "its issuer does not match the key that signed it")
     expires = claims.get("exp")
     if not isinstance(expires, int | float) or isinstance(expires, bool):
-        raise _refused(Reason.TOKEN_CLAIMS, "it has no expiry (`exp`)")
+        raise _refused(what, Reason.TOKEN_CLAIMS, "it has no expiry (`exp`)")
     if now > expires + leeway:
         raise _refused(
+            what,
             Reason.TOKEN_EXPIRED,
             f"it expired {now - expires:.0f} s ago; get a new token from the issuer",
         )
     not_before = claims.get("nbf")
     if isinstance(not_before, int | float) and now + leeway < not_before:
-        raise _refused(Reason.TOKEN_NOT_YET_VALID, f"it is not valid for another {not_before - now:.0f} s")
+        wait = f"it is not valid for another {not_before - now:.0f} s"
+        raise _refused(what, Reason.TOKEN_NOT_YET_VALID, wait)
     audiences = claims.get("aud")
     listed = [audiences] if isinstance(audiences, str) else audiences if isinstance(audiences, list) else []
     if audience not in listed:
         raise _refused(
+            what,
             Reason.TOKEN_AUDIENCE,
             f"its audience {str(audiences)[:100]!r} is not this gateway's ({audience!r}, "
             "HOKUSAI_OIDC_AUDIENCE); request the token for that audience",
         )
     if nonce is not None and claims.get("nonce") != nonce:
-        raise _refused(Reason.TOKEN_CLAIMS, "its nonce is not the one this sign-in sent")
+        raise _refused(what, Reason.TOKEN_CLAIMS, "its nonce is not the one this sign-in sent")

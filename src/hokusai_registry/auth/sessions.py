@@ -31,6 +31,8 @@ class Session:
     key: str
     key_id: str
     expires_at: dt.datetime
+    started_at: dt.datetime
+    id_token: str | None = None  # begun at the identity provider: its ID token, for logging out there
 
 
 def well_formed(session_id: str) -> bool:
@@ -57,8 +59,11 @@ class Sessions:
         self.max_age = dt.timedelta(seconds=max_age)
         self._touch_after = min(TOUCH_INTERVAL, self.idle_timeout / 10)
 
-    async def start(self, key: str, key_id: str, key_expires_at: dt.datetime | None) -> Session:
-        """A new session for a key that has just been checked."""
+    async def start(
+        self, key: str, key_id: str, key_expires_at: dt.datetime | None, *, id_token: str | None = None
+    ) -> Session:
+        """A new session for a key that has just been checked (and, after a single sign-on, the
+        provider's ID token)."""
         session_id = secrets.token_urlsafe(32)
         now = dt.datetime.now(dt.UTC)
         expires_at = now + self.max_age
@@ -71,9 +76,10 @@ class Sessions:
             created_at=now,
             last_seen_at=now,
             expires_at=expires_at,
+            sealed_id_token=seal(id_token, session_id) if id_token else None,
         )
         await asyncio.to_thread(self.store.add, row, self.idle_timeout)
-        return Session(session_id, key, key_id, expires_at)
+        return Session(session_id, key, key_id, expires_at, now, id_token)
 
     async def find(self, session_id: str) -> Session | None:
         """The live session with this id, or None (unknown, ended, expired or altered)."""
@@ -87,7 +93,8 @@ class Sessions:
         key = unseal(row.sealed_key, session_id)
         if key is None:
             return None
-        return Session(session_id, key, row.key_id, row.expires_at)
+        id_token = unseal(row.sealed_id_token, session_id) if row.sealed_id_token else None
+        return Session(session_id, key, row.key_id, row.expires_at, row.created_at, id_token)
 
     async def end(self, session_id: str) -> None:
         if well_formed(session_id):

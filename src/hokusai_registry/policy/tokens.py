@@ -10,9 +10,10 @@ from typing import Any
 from hokusai_registry.policy.assertions import RESERVED_PREFIX
 from hokusai_registry.policy.scopes import expand
 
-# A compact JWS: three base64url segments, the first a JSON object (`{"` encodes as `eyJ`). Keys start
-# `hk_`, so the two never overlap.
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# A compact JWS: three base64url segments, the first a JSON object (`{"` encodes as `eyJ`); the signature
+# may be empty (`alg: none`), so such a token is refused for its algorithm, by name. Keys start `hk_`, so
+# the two never overlap.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # Asymmetric signatures only: `none` is no signature, and an HMAC could be forged with a published key.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 SCOPE_PREFIX = "mlflow."

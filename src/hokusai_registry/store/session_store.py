@@ -23,6 +23,7 @@ class SessionRow:
     created_at: dt.datetime
     last_seen_at: dt.datetime
     expires_at: dt.datetime
+    sealed_id_token: str | None = None
 
 
 def _row(row: Any) -> SessionRow:
@@ -33,6 +34,7 @@ def _row(row: Any) -> SessionRow:
         created_at=as_utc(row.created_at),
         last_seen_at=as_utc(row.last_seen_at),
         expires_at=as_utc(row.expires_at),
+        sealed_id_token=row.sealed_id_token,
     )
 
 
@@ -65,6 +67,7 @@ class SessionStore:
                     created_at=row.created_at,
                     last_seen_at=row.last_seen_at,
                     expires_at=row.expires_at,
+                    sealed_id_token=row.sealed_id_token,
                 )
             )
 
