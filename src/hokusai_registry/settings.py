@@ -643,6 +643,11 @@ class Settings(BaseSettings):
                 "HOKUSAI_OIDC_ISSUER needs HOKUSAI_OIDC_CLIENT_ID and HOKUSAI_OIDC_CLIENT_SECRET (the "
                 "gateway's client at the identity provider; docs/sso.md)"
             )
+        if self.oidc_issuer and self.auth_service_url:
+            raise ValueError(
+                "HOKUSAI_OIDC_ISSUER needs this gateway's own key store (the keys behind signed-in "
+                "sessions live there): unset AUTH_SERVICE_URL, or sign people in at the auth service"
+            )
         if self.trusted_jwt_issuers and not self.token_audience:
             raise ValueError(
                 "HOKUSAI_JWT_ISSUERS needs HOKUSAI_OIDC_AUDIENCE: the audience its tokens must carry"
@@ -675,6 +680,11 @@ class Settings(BaseSettings):
     @property
     def admin_groups(self) -> tuple[str, ...]:
         return _listed(self.oidc_admin_groups)
+
+    @property
+    def sso_name(self) -> str:
+        """The identity provider's name on the sign-in button."""
+        return self.oidc_display_name or urlsplit(self.oidc_issuer or "").hostname or ""
 
     @property
     def trusted_jwt_issuers(self) -> tuple[str, ...]:

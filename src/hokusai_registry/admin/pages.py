@@ -30,13 +30,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
+from hokusai_registry.admin import sign_in
 from hokusai_registry.admin.permission_pages import PERMISSION_PAGES
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.rendering import PageError, page, redirect, render, stylesheet_response
 from hokusai_registry.admin.service import KeyAdmin, KeySpec, problems
+from hokusai_registry.admin.sso import SingleSignOn
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, Caller, client_address
 from hokusai_registry.auth.cookies import set_cookie
+from hokusai_registry.auth.oidc import OidcSignIn, authenticated_at
 from hokusai_registry.auth.sessions import csrf_token, csrf_valid
 from hokusai_registry.auth.throttle import KEY_CHECK_FAILURES
 from hokusai_registry.core.asgi import Receive, Scope, Send
@@ -47,13 +50,22 @@ from hokusai_registry.ops.audit import audit
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.headers import header_value, is_cross_origin_write
 from hokusai_registry.policy.navigation import loaded_by_script, login_location, notice, safe_next
-from hokusai_registry.policy.routes import ADMIN_KEYS_PATH, LOGIN_PATH, LOGOUT_PATH, STYLESHEET_PATH
+from hokusai_registry.policy.routes import (
+    ADMIN_KEYS_PATH,
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    OIDC_CALLBACK_PATH,
+    OIDC_LOGIN_PATH,
+    STYLESHEET_PATH,
+)
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
 
 REVOKE_PATH = ADMIN_KEYS_PATH + "/{key_id:key_id}/revoke"
 ROTATE_PATH = ADMIN_KEYS_PATH + "/{key_id:key_id}/rotate"
 # The form field that carries the session's admin key again (a password field: never stored or shown).
 STEP_UP_FIELD = "admin_key"
+# A session begun at the identity provider steps up with a sign-in there at most this long ago.
+STEP_UP_WINDOW = dt.timedelta(minutes=5)
 # Refusals of a step-up's key that are said as they are: they say nothing about the key entered.
 _NOT_A_FAILED_STEP_UP = frozenset({Reason.THROTTLED, Reason.STORE_UNAVAILABLE})
 RECORD = "hokusai.record"  # the request's RequestRecord, in the scope the routes see
@@ -109,6 +121,9 @@ class WebPages:
         permissions: PermissionAdmin,
         *,
         public_url: str | None,
+        oidc: OidcSignIn | None = None,
+        sso: SingleSignOn | None = None,
+        sso_name: str = "",
     ) -> None:
         self.access = access
         # None when keys live in a remote auth service: they are managed there.
@@ -116,6 +131,10 @@ class WebPages:
         # Teams and grants live in MLflow, wherever keys are managed.
         self.permissions = permissions
         self.public_url = public_url
+        # Single sign-on, when an identity provider is configured.
+        self.oidc = oidc
+        self.sso = sso
+        self.sso_name = sso_name
         # No slash redirects: the gateway sends only page paths here (its route table). Anything
         # else a route raises propagates to the gateway as before (no ServerErrorMiddleware here).
         self._app = ExceptionMiddleware(
@@ -147,6 +166,7 @@ class WebPages:
             next=next_path,
             notice=notice((query.get("reason") or [None])[0]),
             error=None,
+            **sign_in.login_context(self),
         )
         return page(200, body)
 
@@ -172,11 +192,17 @@ class WebPages:
         cookie = set_cookie(self.access.cookie_name(scope), session.id, max_age, self.access.secure(scope))
         return redirect(next_path, [cookie])
 
-    @staticmethod
     def _login_again(
-        next_path: str, error: str, status: int, headers: tuple[tuple[bytes, bytes], ...] = ()
+        self, next_path: str, error: str, status: int, headers: tuple[tuple[bytes, bytes], ...] = ()
     ) -> Response:
-        body = render("login.html", title="Sign in", next=next_path, notice=None, error=error)
+        body = render(
+            "login.html",
+            title="Sign in",
+            next=next_path,
+            notice=None,
+            error=error,
+            **sign_in.login_context(self),
+        )
         return page(status, body, headers)
 
     async def logout_form(self, request: Request) -> Response:
@@ -190,13 +216,27 @@ class WebPages:
         self._same_origin(scope)
         form = await self._form(request)
         session_id = self.access.session_id(scope)
+        signed_out = login_location("/mlflow/", "signed_out")
+        at_provider = None
         if session_id:
             self._check_csrf(session_id, form)
             session = await self.access.sessions.find(session_id)
             await self.access.sessions.end(session_id)
             if session is not None:
                 audit("session.ended", key_id=session.key_id, client=client_address(scope))
-        return redirect(login_location("/mlflow/", "signed_out"), [self.access.clear_cookie(scope)])
+            if session is not None and session.id_token is not None and self.oidc and self.sso:
+                # Signed out at both ends: the session's key goes, then the provider's session.
+                await self.sso.signed_out(session.key_id)
+                self.access.authenticator.invalidate()
+                at_provider = await self.oidc.logout_url(
+                    session.id_token, self._public_base(scope) + signed_out
+                )
+        if at_provider is not None:
+            body = render(
+                "signing_out.html", title="Signing out", location=at_provider, provider=self.sso_name
+            )
+            return page(200, body, [self.access.clear_cookie(scope)])
+        return redirect(signed_out, [self.access.clear_cookie(scope)])
 
     # Key administration
 
@@ -451,6 +491,8 @@ class WebPages:
         free text, and the change must be made by the key the audit line names."""
         scope, record = request.scope, _record(request)
         session_key_id = caller.identity.key_id
+        if caller.session is not None and caller.session.id_token is not None:
+            return await self._fresh_sign_in(request, caller)
         presented = form.get(STEP_UP_FIELD, "").strip()
         checked: Identity | Refusal | None = None
         if presented:
@@ -474,6 +516,25 @@ class WebPages:
         # A key that failed its own check was counted by it: one failed step-up counts once.
         counted = isinstance(checked, Refusal) and checked.reason in KEY_CHECK_FAILURES
         await self.access.refused(scope, record, failed, counted=counted)
+        return failed
+
+    async def _fresh_sign_in(self, request: Request, caller: Caller) -> Refusal | None:
+        """The step-up of a session begun at the identity provider: the person entered their
+        credentials there within STEP_UP_WINDOW (the ID token's `auth_time`). A script cannot do that
+        for them; a silent sign-in at the provider keeps the old `auth_time`."""
+        assert caller.session is not None and caller.session.id_token is not None  # nosec B101
+        at = authenticated_at(caller.session.id_token)
+        if at is not None and dt.datetime.now(dt.UTC) - at <= STEP_UP_WINDOW:
+            return None
+        scope, record = request.scope, _record(request)
+        back = request.url.path
+        failed = Refusal(
+            Reason.STEP_UP_FAILED,
+            f"changes need a sign-in at {self.sso_name} within the last {STEP_UP_WINDOW.seconds // 60} "
+            f"minutes. Sign in again at {OIDC_LOGIN_PATH}?fresh=1&next={back}, then make the change.",
+        )
+        # Not a guessed credential: not counted towards the failure throttle.
+        await self.access.refused(scope, record, failed, counted=True)
         return failed
 
     @staticmethod
@@ -513,6 +574,8 @@ class WebPages:
             "key_id": identity.key_id,
             "admin": "admin" in identity.scopes,
             "csrf": csrf_token(caller.session.id) if caller.session else "",
+            # Signed in at the identity provider: forms step up with a fresh sign-in there, not a key.
+            "sso": bool(caller.session and caller.session.id_token),
         }
 
     def _public_base(self, scope: Scope) -> str:
@@ -556,6 +619,8 @@ PAGE_ROUTES = (
     Route(STYLESHEET_PATH, _on(WebPages.stylesheet), methods=["GET"]),
     Route(LOGIN_PATH, _on(WebPages.login_form), methods=["GET"]),
     Route(LOGIN_PATH, _on(WebPages.login), methods=["POST"]),
+    Route(OIDC_LOGIN_PATH, _on(sign_in.start), methods=["GET"]),
+    Route(OIDC_CALLBACK_PATH, _on(sign_in.callback), methods=["GET"]),
     Route(LOGOUT_PATH, _on(WebPages.logout_form), methods=["GET"]),
     Route(LOGOUT_PATH, _on(WebPages.logout), methods=["POST"]),
     Route(ADMIN_KEYS_PATH, _on(WebPages.keys_page), methods=["GET"]),

@@ -8,11 +8,13 @@ from hokusai_registry.admin.api import build_keys_api
 from hokusai_registry.admin.pages import WebPages
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.service import KeyAdmin
+from hokusai_registry.admin.sso import SingleSignOn, SsoRules
 from hokusai_registry.auth.authenticator import Authenticator, KeySource
 from hokusai_registry.auth.bearer_tokens import BearerTokens, TokenRules
 from hokusai_registry.auth.caller import Access
 from hokusai_registry.auth.issuers import Issuers
 from hokusai_registry.auth.local_keys import LocalKeys
+from hokusai_registry.auth.oidc import OidcSignIn
 from hokusai_registry.auth.rate_limits import RateLimits
 from hokusai_registry.auth.remote_keys import RemoteKeys
 from hokusai_registry.auth.secret_files import SecretFileError, read_secret
@@ -87,6 +89,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             redis_url=settings.redis_url,
         )
     )
+    issuers = Issuers(settings.trusted_jwt_issuers)
     access = Access(
         authenticator,
         guard,
@@ -95,7 +98,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             idle_timeout=settings.session_idle_timeout,
             max_age=settings.session_max_age,
         ),
-        bearer_tokens(settings, store),
+        bearer_tokens(settings, store, issuers),
         service_id=settings.service_id,
         public_url=settings.public_url,
     )
@@ -104,6 +107,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     key_admin = KeyAdmin(store, settings.key_environment)
     # Teams and grants: MLflow's, changed through the forwarder as MLflow's administrator.
     permissions = PermissionAdmin(forwarder)
+    oidc, sso = single_sign_on(settings, store, issuers, permissions)
     return Gateway(
         access=access,
         pages=WebPages(
@@ -111,6 +115,9 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             None if keys_elsewhere else key_admin,
             permissions,
             public_url=settings.public_url,
+            oidc=oidc,
+            sso=sso,
+            sso_name=settings.sso_name,
         ),
         forwarder=forwarder,
         bodies=RequestBodies(
@@ -130,7 +137,32 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     )
 
 
-def bearer_tokens(settings: Settings, store: KeyStore) -> BearerTokens:
+def single_sign_on(
+    settings: Settings, store: KeyStore, issuers: Issuers, permissions: PermissionAdmin
+) -> tuple[OidcSignIn | None, SingleSignOn | None]:
+    """The browser sign-in at the identity provider, when one is configured."""
+    if not settings.oidc_issuer or not settings.oidc_client_id or not settings.oidc_client_secret:
+        return None, None
+    oidc = OidcSignIn(
+        issuers,
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id,
+        client_secret=settings.oidc_client_secret.get_secret_value(),
+        scopes=settings.oidc_scopes,
+        leeway=settings.jwt_leeway,
+    )
+    rules = SsoRules(
+        username_claim=settings.oidc_username_claim,
+        groups_claim=settings.oidc_groups_claim,
+        admin_groups=settings.admin_groups,
+        user_scope=settings.oidc_user_scope,
+        create_users=settings.oidc_auto_create_users,
+        environment=settings.key_environment,
+    )
+    return oidc, SingleSignOn(UserStore(store), store, permissions, rules)
+
+
+def bearer_tokens(settings: Settings, store: KeyStore, issuers: Issuers) -> BearerTokens:
     """Bearer tokens from the trusted issuers (none trusted: every token is refused, saying why)."""
     rules = TokenRules(
         audience=settings.token_audience or "",
@@ -142,7 +174,7 @@ def bearer_tokens(settings: Settings, store: KeyStore) -> BearerTokens:
         create_users=settings.oidc_auto_create_users,
         cache_ttl=settings.key_cache_ttl,
     )
-    return BearerTokens(Issuers(settings.trusted_jwt_issuers), UserStore(store), rules)
+    return BearerTokens(issuers, UserStore(store), rules)
 
 
 def open_key_store(settings: Settings) -> KeyStore:

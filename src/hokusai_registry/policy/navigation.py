@@ -7,14 +7,14 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlencode
 
-from hokusai_registry.policy.routes import LOGIN_PATH
+from hokusai_registry.policy.routes import LOGIN_PATH, LOGOUT_PATH, OIDC_CALLBACK_PATH, OIDC_LOGIN_PATH
 
 DEFAULT_NEXT = "/mlflow/"
 _MAX_NEXT = 2000
 # A path on this site: one leading slash (`//host` and `/\host` are other sites to a browser) and no
 # control characters or spaces (which browsers strip, turning `/\t/host` into `//host`).
 _LOCAL_PATH = re.compile(r"/(?![/\\])[^\x00-\x20\x7f\\]*")
-_OWN_PAGES = ("/login", "/logout")
+_OWN_PAGES = (LOGIN_PATH, LOGOUT_PATH, OIDC_LOGIN_PATH, OIDC_CALLBACK_PATH)
 # Printable ASCII but the backslash: left as it is when non-ASCII characters are percent-encoded.
 _ASCII_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "\\")
 

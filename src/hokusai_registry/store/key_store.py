@@ -231,6 +231,47 @@ class KeyStore:
             self._bump_revision(connection)
         return record, generated.text
 
+    def create_sign_in_key(
+        self,
+        name: str,
+        *,
+        environment: keys.Environment,
+        scopes: tuple[str, ...],
+        expires_at: dt.datetime,
+        owner: str,
+        sso_user_id: str,
+    ) -> tuple[KeyRecord, str]:
+        """The key behind a new single-sign-on session. The user's dead sign-in keys (expired, or
+        revoked with their user) are deleted here: they stood for sessions that are gone."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                api_keys.delete().where(
+                    api_keys.c.sso_user_id == sso_user_id,
+                    api_keys.c.purpose == SIGN_IN,
+                    sa.or_(api_keys.c.revoked_at.is_not(None), api_keys.c.expires_at <= _now()),
+                )
+            )
+        return self.create(
+            name,
+            environment=environment,
+            scopes=scopes,
+            expires_at=expires_at,
+            owner=owner,
+            sso_user_id=sso_user_id,
+            purpose=SIGN_IN,
+        )
+
+    def end_sign_in_key(self, key_id: str) -> None:
+        """A signed-out session's key: deleted, with any session it still has, on every gateway within
+        the revision poll. Keys of any other purpose are left alone."""
+        with self.engine.begin() as connection:
+            deleted = connection.execute(
+                api_keys.delete().where(api_keys.c.key_id == key_id, api_keys.c.purpose == SIGN_IN)
+            ).rowcount
+            if deleted:
+                self._end_sessions(connection, key_id)
+                self._bump_revision(connection)
+
     def _insert(self, connection: sa.Connection, record: KeyRecord) -> None:
         taken = connection.execute(
             sa.select(api_keys.c.key_id).where(
@@ -307,9 +348,14 @@ class KeyStore:
             row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
         return _record(row) if row else None
 
-    def list(self) -> list[KeyRecord]:
+    def list(self, *, sso_user_id: str | None = None) -> list[KeyRecord]:
+        """Every managed key, oldest first, or only those of one single-sign-on user. Never the keys
+        behind sign-in sessions: nobody holds them, and each sign-in adds one."""
+        query = sa.select(api_keys).where(sa.or_(api_keys.c.purpose.is_(None), api_keys.c.purpose != SIGN_IN))
+        if sso_user_id is not None:
+            query = query.where(api_keys.c.sso_user_id == sso_user_id)
         with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
+            rows = connection.execute(query.order_by(api_keys.c.created_at)).all()
         return [_record(row) for row in rows]
 
     def count(self) -> int:

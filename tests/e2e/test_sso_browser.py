@@ -1,0 +1,269 @@
+"""Single sign-on in a real browser: Chromium signs in through the loopback OIDC provider's own login page,
+lands in the MLflow UI seeing what its teams may read (Step 11 permissions, on), and signs out at both
+ends. Teams follow the provider's groups at each sign-in; members of the admin group are admins; a
+disabled user's session ends at once. And the callback's refusals, sent as an attacker would send them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from hokusai_registry.store.user_store import UserStore
+from tests.e2e.permission_world import Owner, make_owner
+from tests.e2e.test_browser import CHROMIUM_ARGS, UI_TIMEOUT_MS, shot
+from tests.helpers import GatewayProcess, key_store
+from tests.support.oidc_provider import UI_CLIENT, UI_SECRET, OidcProvider
+from tests.support.polling import eventually
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, Page
+
+from tests.e2e.test_browser import CHROMIUM  # noqa: E402
+
+SEARCH = "/mlflow/ajax-api/2.0/mlflow/experiments/search"
+SET_TAG = "/mlflow/ajax-api/2.0/mlflow/experiments/set-experiment-tag"
+
+
+@pytest.fixture(scope="module")
+def sso_gateway(
+    mlflow_server: str, oidc_provider: OidcProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    env = {
+        "HOKUSAI_OIDC_ISSUER": oidc_provider.issuer,
+        "HOKUSAI_OIDC_CLIENT_ID": UI_CLIENT,
+        "HOKUSAI_OIDC_CLIENT_SECRET": UI_SECRET,
+        "HOKUSAI_OIDC_DISPLAY_NAME": "NanoIDP",
+        "HOKUSAI_OIDC_ADMIN_GROUPS": "ml-admins",
+        "HOKUSAI_DEFAULT_PERMISSION": "NO_PERMISSIONS",
+    }
+    process = GatewayProcess(mlflow_server, tmp_path_factory.mktemp("sso-gateway"), env=env)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(sso_gateway: GatewayProcess) -> Owner:
+    return make_owner(sso_gateway, f"sso-admin-{uuid.uuid4().hex[:6]}", admin=True)
+
+
+def api(admin: Owner, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    answer = requests.request(
+        method,
+        admin.gateway + path,
+        json=body,
+        headers={"Authorization": f"Bearer {admin.key}"},
+        timeout=10,
+    )
+    assert answer.status_code in (200, 201), f"{method} {path}: {answer.text[:300]}"
+    return answer.json()
+
+
+@pytest.fixture(scope="module")
+def world(admin: Owner) -> dict[str, str]:
+    """Teams team-a and team-b, each granted EDIT on an experiment of its own that an outsider owns
+    (everyone may read everything here: the session's MLflow has the default permission READ)."""
+    outsider = Owner(admin.user, admin.key, admin.gateway)
+    experiments = {}
+    for team in ("team-a", "team-b"):
+        name = f"{team}-experiment-{uuid.uuid4().hex[:6]}"
+        created = outsider.json("POST", "/api/2.0/mlflow/experiments/create", json={"name": name})
+        requests.post(
+            admin.gateway + "/api/v1/teams",
+            json={"name": team},
+            headers={"Authorization": f"Bearer {admin.key}"},
+            timeout=10,
+        )
+        api(
+            admin,
+            "POST",
+            "/api/v1/grants",
+            {"team": team, "experiment": created["experiment_id"], "level": "EDIT"},
+        )
+        experiments[team] = created["experiment_id"]
+    return experiments
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get, as root)")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def context(browser: Browser, sso_gateway: GatewayProcess) -> Iterator[BrowserContext]:
+    context = browser.new_context(base_url=sso_gateway.url, viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    yield context
+    context.close()
+
+
+def sign_in_at_provider(page: Page, provider: OidcProvider, person: str, start: str = "/mlflow/") -> None:
+    page.goto(start)
+    page.wait_for_url("**/login?**")
+    page.get_by_role("link", name="Sign in with NanoIDP").click()
+    page.wait_for_url(provider.issuer + "/**")
+    form = provider.login_form
+    page.fill(form.username, person)
+    page.fill(form.password, provider.people[person].password)
+    page.click(form.submit)
+    page.wait_for_url(lambda url: not url.startswith(provider.issuer) and "/login" not in url)
+
+
+def editable(page: Page, gateway: GatewayProcess, experiments: dict[str, str]) -> set[str]:
+    """The teams whose experiment this browser's session may change (tag), through the UI's own API."""
+    changed = set()
+    for team, experiment_id in experiments.items():
+        answer = page.request.post(
+            SET_TAG,
+            data={"experiment_id": experiment_id, "key": "touched-by", "value": "sso"},
+            headers={"Origin": gateway.url},
+        )
+        assert answer.status in (200, 403), answer.text()
+        if answer.status == 200:
+            changed.add(team)
+    return changed
+
+
+def members(admin: Owner, team: str) -> list[str]:
+    listed: list[str] = api(admin, "GET", f"/api/v1/teams/{team}")["members"]
+    return listed
+
+
+def test_a_person_signs_in_at_the_provider_sees_their_teams_objects_and_signs_out_at_both_ends(
+    context: BrowserContext,
+    sso_gateway: GatewayProcess,
+    oidc_provider: OidcProvider,
+    admin: Owner,
+    world: dict[str, str],
+) -> None:
+    page = context.new_page()
+    sign_in_at_provider(page, oidc_provider, "alice")
+    shot(page, "sso-signed-in")
+    assert "/mlflow/" in page.url
+    assert "alice" in members(admin, "team-a") and "alice" not in members(admin, "team-b")
+    assert editable(page, sso_gateway, world) == {"team-a"}
+    cookies = context.cookies()
+    session = next(cookie for cookie in cookies if cookie["name"] == "hokusai_session")
+
+    page.goto("/logout")
+    page.get_by_role("region", name="Sign out").get_by_role("button").click()
+    page.wait_for_url("**/login?**reason=signed_out**")
+    assert "You are signed out." in page.content()
+    # Signed out here: the old cookie is no session any more.
+    replay = requests.get(sso_gateway.url + SEARCH, cookies={"hokusai_session": session["value"]}, timeout=10)
+    assert replay.status_code == 401
+    # And at the provider: signing in again asks for the password again.
+    page.get_by_role("link", name="Sign in with NanoIDP").click()
+    page.wait_for_url(oidc_provider.issuer + "/**")
+    assert page.locator(oidc_provider.login_form.password).is_visible()
+
+
+def test_groups_changed_at_the_provider_change_teams_at_the_next_sign_in(
+    context: BrowserContext,
+    sso_gateway: GatewayProcess,
+    oidc_provider: OidcProvider,
+    admin: Owner,
+    world: dict[str, str],
+) -> None:
+    page = context.new_page()
+    sign_in_at_provider(page, oidc_provider, "bob")
+    assert "bob" in members(admin, "team-b")
+    assert editable(page, sso_gateway, world) == {"team-b"}
+    oidc_provider.set_groups("bob", ["team-a"])
+    try:
+        context.clear_cookies()
+        sign_in_at_provider(page, oidc_provider, "bob")
+        assert "bob" in members(admin, "team-a") and "bob" not in members(admin, "team-b")
+        assert editable(page, sso_gateway, world) == {"team-a"}
+    finally:
+        oidc_provider.set_groups("bob", ["team-b"])
+
+
+def test_a_member_of_the_admin_group_is_an_admin(
+    context: BrowserContext, oidc_provider: OidcProvider
+) -> None:
+    page = context.new_page()
+    sign_in_at_provider(page, oidc_provider, "carol", start="/admin/keys")
+    assert page.url.endswith("/admin/keys")
+    assert page.get_by_role("heading", name="API keys").is_visible()
+
+
+def test_disabling_a_user_ends_their_session_at_once(
+    context: BrowserContext, sso_gateway: GatewayProcess, oidc_provider: OidcProvider, world: dict[str, str]
+) -> None:
+    page = context.new_page()
+    sign_in_at_provider(page, oidc_provider, "alice")
+    assert editable(page, sso_gateway, world) == {"team-a"}
+    store = key_store(sso_gateway.data_dir)
+    users = UserStore(store)
+    user = users.named("alice")
+    assert user is not None and user.kind == "person" and user.groups == ("team-a",)
+    try:
+        users.disable(user.id)
+        eventually(
+            lambda: page.request.get(SEARCH, params={"max_results": "1"}).status == 401,
+            10,
+            0.2,
+            "the disabled user's session to end",
+        )
+    finally:
+        users.enable(user.id)
+        store.close()
+
+
+# The callback, sent as an attacker would send it
+
+
+def _started(gateway: GatewayProcess) -> tuple[requests.Session, dict[str, str]]:
+    """A browser that began a sign-in: its flow cookie, and the provider's authorization request."""
+    browser = requests.Session()
+    answer = browser.get(gateway.url + "/login/oidc?next=/mlflow/", allow_redirects=False, timeout=10)
+    assert answer.status_code == 303
+    query = {name: values[0] for name, values in parse_qs(urlsplit(answer.headers["location"]).query).items()}
+    assert query["code_challenge_method"] == "S256" and query["nonce"] and query["state"]
+    assert query["redirect_uri"] == gateway.url + "/login/oidc/callback"
+    return browser, query
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("no flow cookie", "not started in this browser"),
+        ("another state", "not for the sign-in this browser started"),
+        ("another issuer", "RFC 9207"),
+        ("the provider refused", "access_denied"),
+        ("no code", "no authorization code"),
+        ("a made-up code", "did not exchange the code"),
+    ],
+)
+def test_the_callback_refuses_what_the_provider_did_not_send_this_browser(
+    sso_gateway: GatewayProcess, case: str, said: str
+) -> None:
+    browser, request = _started(sso_gateway)
+    query = {"code": "made-up", "state": request["state"]}
+    if case == "no flow cookie":
+        browser.cookies.clear()
+    elif case == "another state":
+        query["state"] = "x" * 43
+    elif case == "another issuer":
+        query["iss"] = "http://127.0.0.1:9/evil"
+    elif case == "the provider refused":
+        query = {"error": "access_denied", "state": request["state"]}
+    elif case == "no code":
+        del query["code"]
+    answer = browser.get(
+        sso_gateway.url + "/login/oidc/callback", params=query, allow_redirects=False, timeout=10
+    )
+    assert answer.status_code == 403, answer.text[:300]
+    assert said in answer.text
+    assert "hokusai_session=" not in answer.headers.get("set-cookie", "")
