@@ -5,19 +5,25 @@ disabled user's session ends at once. And the callback's refusals, sent as an at
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+import mlflow
 import pytest
 import requests
+import sqlalchemy as sa
+from mlflow import MlflowClient
 
 from hokusai_registry.store.user_store import UserStore
 from tests.e2e.permission_world import Owner, make_owner
 from tests.e2e.test_browser import CHROMIUM_ARGS, UI_TIMEOUT_MS, shot
+from tests.e2e.test_mlflow_client import register_and_load
 from tests.helpers import GatewayProcess, key_store
-from tests.support.oidc_provider import UI_CLIENT, UI_SECRET, OidcProvider
+from tests.support.oidc_provider import AUDIENCE, UI_CLIENT, UI_SECRET, OidcProvider
 from tests.support.polling import eventually
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -40,6 +46,8 @@ def sso_gateway(
         "HOKUSAI_OIDC_CLIENT_SECRET": UI_SECRET,
         "HOKUSAI_OIDC_DISPLAY_NAME": "NanoIDP",
         "HOKUSAI_OIDC_ADMIN_GROUPS": "ml-admins",
+        # People's access tokens (for the keys API) carry the provider's API audience.
+        "HOKUSAI_OIDC_AUDIENCE": AUDIENCE,
         "HOKUSAI_DEFAULT_PERMISSION": "NO_PERMISSIONS",
     }
     process = GatewayProcess(mlflow_server, tmp_path_factory.mktemp("sso-gateway"), env=env)
@@ -267,3 +275,115 @@ def test_the_callback_refuses_what_the_provider_did_not_send_this_browser(
     assert answer.status_code == 403, answer.text[:300]
     assert said in answer.text
     assert "hokusai_session=" not in answer.headers.get("set-cookie", "")
+
+
+# Self-service keys: what a person makes for their notebook, and what it may never do
+
+
+def test_a_new_user_signs_in_makes_a_key_and_registers_a_model_from_a_notebook(
+    context: BrowserContext,
+    sso_gateway: GatewayProcess,
+    oidc_provider: OidcProvider,
+    admin: Owner,
+    world: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    page = context.new_page()
+    sign_in_at_provider(page, oidc_provider, "alice", start="/keys")
+    assert page.url.endswith("/keys")
+    page.get_by_label("Name").fill("notebook")
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").input_value()
+    shot(page, "sso-my-key")
+    assert key.startswith("hk_live_")
+    assert "export MLFLOW_TRACKING_TOKEN=" in page.content()
+    assert page.get_by_role("cell", name="alice: notebook", exact=True).is_visible()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_TOKEN", key)
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            env.delenv(name, raising=False)
+        model = f"alice-model-{uuid.uuid4().hex[:6]}"
+        run_id = register_and_load(sso_gateway.url + "/mlflow", model, tmp_path)
+        assert MlflowClient().get_run(run_id).info.user_id == "alice"
+        mlflow.set_tracking_uri("")
+    # The key is hers: it shows under her name, expiring within the maximum lifetime (90 days).
+    listed = {info["name"]: info for info in api(admin, "GET", "/api/v1/keys")}
+    mine = listed["alice: notebook"]
+    assert mine["owner"] == "alice" and mine["scopes"] == ["read", "write"]
+    expires = dt.datetime.fromisoformat(mine["expires_at"])
+    assert dt.timedelta(days=89) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=90)
+    # No sign-in key is ever listed.
+    assert not any(name.startswith("sign-in ") for name in listed)
+
+
+def _token(provider: OidcProvider, person: str, scope: str = "mlflow.write") -> str:
+    token: str = provider.password_token(person, scope=f"openid profile email {scope}")["access_token"]
+    return token
+
+
+def _keys(
+    gateway: GatewayProcess, credential: str, method: str, path: str = "", **body: Any
+) -> requests.Response:
+    return requests.request(
+        method,
+        gateway.url + "/api/v1/keys" + path,
+        json=body or None,
+        headers={"Authorization": f"Bearer {credential}"},
+        timeout=10,
+    )
+
+
+def test_own_keys_through_the_api_act_as_their_user_and_never_above_them(
+    sso_gateway: GatewayProcess, oidc_provider: OidcProvider, admin: Owner
+) -> None:
+    token = _token(oidc_provider, "bob")
+    created = _keys(sso_gateway, token, "POST", name="ci", expires_in="7d")
+    assert created.status_code == 201, created.text
+    key = created.json()
+    assert (key["name"], key["owner"], key["scopes"]) == ("bob: ci", "bob", ["read", "write"])
+
+    refusals = {
+        "too long": (_keys(sso_gateway, token, "POST", name="x", expires_in="365d"), 400, "at most 90 days"),
+        "above the user": (_keys(sso_gateway, token, "POST", name="x", scope="admin"), 403, "above what bob"),
+        "admin's fields": (
+            _keys(sso_gateway, token, "POST", name="x", owner="alice"),
+            400,
+            "name, scope and",
+        ),
+        "a key making keys": (_keys(sso_gateway, key["key"], "POST", name="x"), 403, "never by another key"),
+        "rotating": (_keys(sso_gateway, token, "POST", f"/{key['key_id']}/rotate"), 403, "admin key"),
+        "another's key": (_keys(sso_gateway, token, "POST", f"/{admin_key_id(admin)}/revoke"), 404, "no key"),
+    }
+    for case, (answer, status, said) in refusals.items():
+        assert (answer.status_code, said in answer.json()["message"]) == (status, True), (case, answer.text)
+
+    listed = _keys(sso_gateway, token, "GET").json()
+    assert {info["owner"] for info in listed} == {"bob"}
+    # Never above the user as they are now: with bob's scope lowered to read, his write key only reads.
+    store = key_store(sso_gateway.data_dir)
+    try:
+        with store.engine.begin() as connection:
+            connection.execute(sa.text("update users set scopes = 'read' where name = 'bob'"))
+        store.create("nudge", environment="live", scopes=("read",))  # bumps the revision: caches drop
+
+        def refused_write() -> requests.Response | None:
+            answer = requests.post(
+                sso_gateway.url + "/api/2.0/mlflow/experiments/create",
+                json={"name": f"bob-{uuid.uuid4().hex[:6]}"},
+                headers={"Authorization": f"Bearer {key['key']}"},
+                timeout=10,
+            )
+            return answer if answer.status_code == 403 else None
+
+        created_run = eventually(refused_write, 10, 0.2, "bob's key to lose its write scope")
+        assert created_run.json()["reason"] == "scope"
+    finally:
+        with store.engine.begin() as connection:
+            connection.execute(sa.text("update users set scopes = 'read write' where name = 'bob'"))
+        store.close()
+    revoked = _keys(sso_gateway, token, "POST", f"/{key['key_id']}/revoke")
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+
+
+def admin_key_id(admin: Owner) -> str:
+    return admin.key.split("_")[2]

@@ -44,6 +44,7 @@ def test_caller_reasons_keep_the_values_audit_lines_and_metrics_carry() -> None:
         "transfer_policy",
         "identity_by_gateway",
         "permission",
+        "own_keys_only",
         "throttled",
         "rate_limited",
         "store_unavailable",

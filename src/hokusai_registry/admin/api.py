@@ -25,7 +25,15 @@ from hokusai_registry import __version__
 from hokusai_registry.admin.permission_models import ChangeRefused
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.permissions_api import add_permission_routes
-from hokusai_registry.admin.service import CreatedKey, KeyAdmin, KeyInfo, KeySpec, problems
+from hokusai_registry.admin.service import (
+    CreatedKey,
+    KeyAdmin,
+    KeyInfo,
+    KeySpec,
+    OwnKeys,
+    OwnKeySpec,
+    problems,
+)
 from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.auth.throttle import Guard
@@ -33,6 +41,7 @@ from hokusai_registry.core.refusals import ORIGIN_HEADER, Reason, Refusal
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.forwarding import TrustedProxies, parse_address
 from hokusai_registry.policy.routes import DOCS_ASSETS, VALIDATE_PATH
+from hokusai_registry.policy.scopes import grants
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
 
 IDENTITY = "hokusai.identity"
@@ -77,6 +86,21 @@ def _actor(request: Request) -> str:
     return f"key:{identity.key_id}"
 
 
+def _own(request: Request) -> str | None:
+    """The single-sign-on user whose own keys these are, when the caller is not an admin (the gateway
+    let in only admins and such users)."""
+    identity: Identity = request.scope[IDENTITY]
+    return None if grants(identity.scopes, "admin") else identity.sso_user_id
+
+
+def _own_refused(what: str) -> Refusal:
+    return Refusal(
+        Reason.OWN_KEYS_ONLY,
+        f"{what}: your own keys are made by a token from your identity provider or by signing in at the "
+        "My keys page (/keys), never by another key.",
+    )
+
+
 def throttle_address(client_ip: str | None, caller: str, proxies: TrustedProxies) -> str:
     """Whom failed validations are counted against: the caller's own address; for a trusted caller (in
     the trusted proxies' networks, as a gateway validating through this one is) the end client it
@@ -95,6 +119,7 @@ def build_keys_api(
     guard: Guard,
     proxies: TrustedProxies,
     permissions: PermissionAdmin,
+    own_keys: OwnKeys,
 ) -> FastAPI:
     app = FastAPI(
         title="Hokusai Registry admin API",
@@ -134,6 +159,10 @@ def build_keys_api(
     async def refused_change(_: Request, error: ChangeRefused) -> Response:
         return _error(Refusal(error.reason, error.message))
 
+    @app.exception_handler(PermissionError)
+    async def not_permitted(_: Request, error: PermissionError) -> Response:
+        return _error(Refusal(Reason.OWN_KEYS_ONLY, str(error)))
+
     @app.exception_handler(ValueError)
     async def bad_value(_: Request, error: ValueError) -> Response:
         return _error(Refusal(Reason.INVALID_REQUEST, str(error)))
@@ -150,21 +179,54 @@ def build_keys_api(
 
     # Plain `def` endpoints run in a worker thread (the key store is synchronous); revoke and rotate run
     # it in one themselves, then drop this gateway's cached key checks on the event loop.
-    @app.get("/api/v1/keys", response_model=list[KeyInfo], summary="List keys (never their secrets)")
-    def list_keys() -> list[KeyInfo]:
-        return admin.list()
+    @app.get(
+        "/api/v1/keys",
+        response_model=list[KeyInfo],
+        summary="List keys (never their secrets): all of them for an admin, else the caller's own",
+    )
+    def list_keys(request: Request) -> list[KeyInfo]:
+        user_id = _own(request)
+        return admin.list() if user_id is None else own_keys.list(user_id)
 
-    @app.post("/api/v1/keys", response_model=CreatedKey, status_code=201, summary="Create a key")
-    def create_key(spec: KeySpec, request: Request) -> CreatedKey:
-        return admin.create(spec, _actor(request))
+    @app.post(
+        "/api/v1/keys",
+        response_model=CreatedKey,
+        status_code=201,
+        summary="Create a key (an admin), or one of your own with a token from your identity provider "
+        "(body: name, scope, expires_in; acts as you, at most your scope, expires within "
+        "HOKUSAI_MAX_KEY_LIFETIME)",
+    )
+    async def create_key(spec: KeySpec, request: Request) -> CreatedKey:
+        user_id = _own(request)
+        if user_id is None:
+            return await asyncio.to_thread(admin.create, spec, _actor(request))
+        identity: Identity = request.scope[IDENTITY]
+        if not identity.from_provider:
+            raise _own_refused("a key cannot make keys")
+        extra = sorted(spec.model_fields_set - set(OwnKeySpec.model_fields))
+        if extra:
+            raise Refusal(
+                Reason.INVALID_REQUEST,
+                f"your own keys take name, scope and expires_in only (not {', '.join(extra)}): they act as "
+                "you, with the gateway's rate limits.",
+            )
+        own = OwnKeySpec(name=spec.name, scope=spec.scope, expires_in=spec.expires_in)
+        return await asyncio.to_thread(own_keys.create, user_id, own, _actor(request))
 
     @app.get("/api/v1/keys/{key_id}", response_model=KeyInfo, summary="One key")
-    def get_key(key_id: str) -> KeyInfo:
+    def get_key(key_id: str, request: Request) -> KeyInfo:
+        user_id = _own(request)
+        if user_id is not None and all(key.key_id != key_id for key in own_keys.list(user_id)):
+            raise KeyNotFound(f"you have no key with id {key_id!r}")
         return admin.get(key_id)
 
     @app.post("/api/v1/keys/{key_id}/revoke", response_model=KeyInfo, summary="Revoke a key")
     async def revoke_key(key_id: str, request: Request) -> KeyInfo:
-        revoked = await asyncio.to_thread(admin.revoke, key_id, _actor(request))
+        user_id = _own(request)
+        if user_id is None:
+            revoked = await asyncio.to_thread(admin.revoke, key_id, _actor(request))
+        else:
+            revoked = await asyncio.to_thread(own_keys.revoke, user_id, key_id, _actor(request))
         # At once on this gateway; the others notice the store's revision within their poll interval.
         authenticator.invalidate()
         return revoked
@@ -176,6 +238,8 @@ def build_keys_api(
         summary="Revoke a key and create its successor (same name, owner, scopes, limits, expiry)",
     )
     async def rotate_key(key_id: str, request: Request) -> CreatedKey:
+        if _own(request) is not None:
+            raise _own_refused("rotating needs an admin key")
         rotated = await asyncio.to_thread(admin.rotate, key_id, _actor(request))
         authenticator.invalidate()
         return rotated

@@ -30,11 +30,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from hokusai_registry.admin import sign_in
+from hokusai_registry.admin import own_key_pages, sign_in
 from hokusai_registry.admin.permission_pages import PERMISSION_PAGES
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.rendering import PageError, page, redirect, render, stylesheet_response
-from hokusai_registry.admin.service import KeyAdmin, KeySpec, problems
+from hokusai_registry.admin.service import KeyAdmin, KeySpec, OwnKeys, problems
 from hokusai_registry.admin.sso import SingleSignOn
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, Caller, client_address
@@ -54,6 +54,7 @@ from hokusai_registry.policy.routes import (
     ADMIN_KEYS_PATH,
     LOGIN_PATH,
     LOGOUT_PATH,
+    MY_KEYS_PATH,
     OIDC_CALLBACK_PATH,
     OIDC_LOGIN_PATH,
     STYLESHEET_PATH,
@@ -124,6 +125,7 @@ class WebPages:
         oidc: OidcSignIn | None = None,
         sso: SingleSignOn | None = None,
         sso_name: str = "",
+        own_keys: OwnKeys | None = None,
     ) -> None:
         self.access = access
         # None when keys live in a remote auth service: they are managed there.
@@ -135,6 +137,7 @@ class WebPages:
         self.oidc = oidc
         self.sso = sso
         self.sso_name = sso_name
+        self.own_keys = own_keys
         # No slash redirects: the gateway sends only page paths here (its route table). Anything
         # else a route raises propagates to the gateway as before (no ServerErrorMiddleware here).
         self._app = ExceptionMiddleware(
@@ -621,6 +624,9 @@ PAGE_ROUTES = (
     Route(LOGIN_PATH, _on(WebPages.login), methods=["POST"]),
     Route(OIDC_LOGIN_PATH, _on(sign_in.start), methods=["GET"]),
     Route(OIDC_CALLBACK_PATH, _on(sign_in.callback), methods=["GET"]),
+    Route(MY_KEYS_PATH, _on(own_key_pages.my_keys), methods=["GET"]),
+    Route(MY_KEYS_PATH, _on(own_key_pages.create_own_key), methods=["POST"]),
+    Route(own_key_pages.REVOKE_OWN_PATH, _on(own_key_pages.revoke_own_key), methods=["POST"]),
     Route(LOGOUT_PATH, _on(WebPages.logout_form), methods=["GET"]),
     Route(LOGOUT_PATH, _on(WebPages.logout), methods=["POST"]),
     Route(ADMIN_KEYS_PATH, _on(WebPages.keys_page), methods=["GET"]),

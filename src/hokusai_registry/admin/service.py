@@ -16,7 +16,8 @@ from hokusai_registry.ops.audit import audit
 from hokusai_registry.policy import keys as key_format
 from hokusai_registry.policy.assertions import RESERVED_PREFIX, reserved_user
 from hokusai_registry.policy.scopes import expand
-from hokusai_registry.store.key_store import KeyNotFound, KeyRecord, KeyStore
+from hokusai_registry.store.key_store import SELF_SERVICE, KeyNotFound, KeyRecord, KeyStore
+from hokusai_registry.store.user_store import UserRecord, UserStore
 
 # Stored in a 64-bit integer column; no real limit comes near it (a fuzzer sent 5.7e21).
 MAX_RATE_LIMIT = 1_000_000_000
@@ -210,3 +211,85 @@ class KeyAdmin:
             scopes=list(record.scopes),
             expires_at=record.expires_at,
         )
+
+
+class OwnKeySpec(BaseModel):
+    """A key a single-sign-on user makes for themselves: it acts as them and must expire."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="What the key is for, e.g. 'laptop'.")
+    scope: Literal["read", "write", "admin"] = Field(
+        default="write", description="At most the user's own scope (an admin user may make admin keys)."
+    )
+    expires_in: str | None = Field(
+        default=None,
+        description="Lifetime such as 30d or 12h; default and at most HOKUSAI_MAX_KEY_LIFETIME.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return KeySpec._stripped(value) or value
+
+    @field_validator("expires_in")
+    @classmethod
+    def _expiry(cls, value: str | None) -> str | None:
+        return KeySpec._lifetime(value)
+
+
+class OwnKeys:
+    """Self-service keys: a single-sign-on user's own, never above the user's rights (their scope at
+    creation, and again at every use: `auth/local_keys.py`), each expiring within the maximum lifetime."""
+
+    def __init__(
+        self, store: KeyStore, environment: key_format.Environment, max_lifetime: dt.timedelta
+    ) -> None:
+        self.store = store
+        self.environment = environment
+        self.max_lifetime = max_lifetime
+
+    def _user(self, user_id: str) -> UserRecord:
+        user = UserStore(self.store).get(user_id)
+        if user is None or user.status == "disabled":
+            raise PermissionError("this user is disabled or unknown: it can have no keys")
+        return user
+
+    def list(self, user_id: str) -> list[KeyInfo]:
+        return [KeyInfo.of(record) for record in self.store.list(sso_user_id=user_id)]
+
+    def create(self, user_id: str, spec: OwnKeySpec, actor: str) -> CreatedKey:
+        user = self._user(user_id)
+        scopes = expand(spec.scope)
+        if not set(scopes) <= set(user.scopes):
+            held = " ".join(user.scopes)
+            raise PermissionError(f"a {spec.scope} key is above what {user.name} may do ({held})")
+        lifetime = self.max_lifetime
+        if spec.expires_in is not None:
+            lifetime = key_format.parse_duration(spec.expires_in)
+            if lifetime > self.max_lifetime:
+                raise ValueError(
+                    f"expires_in: at most {self.max_lifetime.days} days for your own keys "
+                    "(HOKUSAI_MAX_KEY_LIFETIME)"
+                )
+        record, key = self.store.create(
+            f"{user.name}: {spec.name}",
+            environment=self.environment,
+            scopes=scopes,
+            expires_at=dt.datetime.now(dt.UTC) + lifetime,
+            owner=user.name,
+            sso_user_id=user.id,
+            purpose=SELF_SERVICE,
+        )
+        KeyAdmin._audit("key.created", record, actor)
+        return CreatedKey(**KeyInfo.of(record).model_dump(), key=key)
+
+    def revoke(self, user_id: str, key_id: str, actor: str) -> KeyInfo:
+        """Revoke one of the user's own keys; anyone else's is not found (nothing said about it)."""
+        check_key_id(key_id)
+        record = self.store.get(key_id)
+        if record is None or record.sso_user_id != user_id or record.purpose != SELF_SERVICE:
+            raise KeyNotFound(f"you have no key with id {key_id!r}")
+        revoked = self.store.revoke(key_id)
+        KeyAdmin._audit("key.revoked", revoked, actor)
+        return KeyInfo.of(revoked)

@@ -44,6 +44,10 @@ class Identity:
     # The single-sign-on user behind the key, session or bearer token (store.user_store); None for keys
     # an admin issued.
     sso_user_id: str | None = None
+    # Proven by the identity provider just now (a bearer token it signed, or the key of a session begun
+    # there), not by a key the user made: only such callers make new keys for themselves, so a key can
+    # never outlive its maximum lifetime by making its successor.
+    from_provider: bool = False
 
 
 def service_denied(identity: Identity, service_id: str) -> Refusal | None:

@@ -140,6 +140,7 @@ class BearerTokens:
             user_id=user.name,
             expires_at=dt.datetime.fromtimestamp(float(claims["exp"]), dt.UTC),
             sso_user_id=user.id,
+            from_provider=True,
         )
         return identity, time.monotonic() + max(0.0, lifetime)
 

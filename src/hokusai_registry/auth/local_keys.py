@@ -15,11 +15,12 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from hokusai_registry.auth.authenticator import Identity, not_recognised, unavailable
 from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.policy import keys
-from hokusai_registry.store.key_store import KeyRecord, KeyStore
+from hokusai_registry.store.key_store import SIGN_IN, KeyRecord, KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def identity_of(record: KeyRecord) -> Identity:
         rate_limit_per_minute=record.rate_limit_per_minute,
         rate_limit_per_hour=record.rate_limit_per_hour,
         sso_user_id=record.sso_user_id,
+        from_provider=record.purpose == SIGN_IN,
     )
 
 
@@ -54,6 +56,15 @@ def check_record(record: KeyRecord | None, parsed: keys.ParsedKey) -> Identity |
             f"the API key {record.key_id} expired on {record.expires_at:%Y-%m-%d %H:%M} UTC. "
             "Ask an admin for a new key.",
         )
+    if record.user_disabled:
+        return Refusal(
+            Reason.USER_DISABLED,
+            f"the API key {record.key_id} belongs to {record.user_id}, whose user is disabled. Ask an admin.",
+        )
+    if record.user_scopes is not None:
+        # Never above its user's rights as they are now (an admin who left the admin group, say).
+        held = set(record.user_scopes)
+        return identity_of(replace(record, scopes=tuple(scope for scope in record.scopes if scope in held)))
     return identity_of(record)
 
 

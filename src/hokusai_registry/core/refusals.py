@@ -105,6 +105,9 @@ class Reason(enum.Enum):
     TRANSFER_POLICY = ("transfer_policy", "PERMISSION_DENIED", None, True)
     IDENTITY_BY_GATEWAY = ("identity_by_gateway", "PERMISSION_DENIED", None, True)
     PERMISSION = ("permission", "PERMISSION_DENIED", None, True)
+    # A single-sign-on user's key asked for more than their own keys allow (make keys, rotate, go
+    # above their scope).
+    OWN_KEYS_ONLY = ("own_keys_only", "PERMISSION_DENIED", None, True)
     THROTTLED = ("throttled", "RESOURCE_EXHAUSTED", None, True)
     RATE_LIMITED = ("rate_limited", "RESOURCE_EXHAUSTED", None, True)
     STORE_UNAVAILABLE = ("store_unavailable", "TEMPORARILY_UNAVAILABLE", None, True)

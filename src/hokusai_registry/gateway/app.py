@@ -203,10 +203,11 @@ class Gateway:
             raise method_refusal(method)
         if route.caller is Caller.KEY:
             await self.access.identify(scope, record)
-        elif route.caller is Caller.ADMIN_KEY:
+        elif route.caller in (Caller.ADMIN_KEY, Caller.OWN_KEYS):
             # Keys in headers only: a browser session's cookie is not accepted by the REST API.
             identity = (await self.access.identify(scope, record, sessions=False)).identity
-            if not grants(identity.scopes, "admin"):
+            own = route.caller is Caller.OWN_KEYS and identity.sso_user_id is not None
+            if not own and not grants(identity.scopes, "admin"):
                 raise permission_refusal(identity.key_id, identity.scopes, method, scope["path"], "admin")
             scope = {**scope, IDENTITY: identity}
         body = await self.bodies.for_gateway(scope, receive)

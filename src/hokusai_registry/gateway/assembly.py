@@ -7,7 +7,7 @@ import secrets
 from hokusai_registry.admin.api import build_keys_api
 from hokusai_registry.admin.pages import WebPages
 from hokusai_registry.admin.permissions import PermissionAdmin
-from hokusai_registry.admin.service import KeyAdmin
+from hokusai_registry.admin.service import KeyAdmin, OwnKeys
 from hokusai_registry.admin.sso import SingleSignOn, SsoRules
 from hokusai_registry.auth.authenticator import Authenticator, KeySource
 from hokusai_registry.auth.bearer_tokens import BearerTokens, TokenRules
@@ -108,6 +108,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     # Teams and grants: MLflow's, changed through the forwarder as MLflow's administrator.
     permissions = PermissionAdmin(forwarder)
     oidc, sso = single_sign_on(settings, store, issuers, permissions)
+    own_keys = OwnKeys(store, settings.key_environment, settings.max_key_lifetime_delta)
     return Gateway(
         access=access,
         pages=WebPages(
@@ -118,6 +119,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             oidc=oidc,
             sso=sso,
             sso_name=settings.sso_name,
+            own_keys=own_keys if sso is not None and not keys_elsewhere else None,
         ),
         forwarder=forwarder,
         bodies=RequestBodies(
@@ -128,7 +130,14 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         ),
         health=health,
         metrics=Metrics(),
-        keys_api=build_keys_api(key_admin, authenticator, guard, proxies, permissions),
+        keys_api=build_keys_api(
+            key_admin,
+            authenticator,
+            guard,
+            proxies,
+            permissions,
+            own_keys,
+        ),
         keys_elsewhere=keys_elsewhere,
         direct_transfers=settings.direct_artifact_transfers,
         public_url=settings.public_url,

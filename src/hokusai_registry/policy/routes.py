@@ -60,6 +60,9 @@ class Caller(enum.Enum):
     ANYONE = "anyone"
     KEY = "key"  # any valid key (header or browser session)
     ADMIN_KEY = "admin_key"  # an admin key in the headers (never a session cookie)
+    # An admin key, or a single-sign-on user's key or bearer token, in the headers: people manage their
+    # own keys where admins manage all.
+    OWN_KEYS = "own_keys"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ STYLESHEET_PATH = "/assets/hokusai.css"
 
 _PAGE = OwnRoute(Handler.PAGES, methods=None)
 _DOCS = OwnRoute(Handler.DOCS, methods=None)
-_KEYS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None, local_keys_only=True)
+_KEYS = OwnRoute(Handler.KEYS, Caller.OWN_KEYS, methods=None, local_keys_only=True)
 # Teams and grants live in MLflow, wherever keys are managed.
 _PERMISSIONS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None)
 # Single-sign-on users live beside the keys.
@@ -137,6 +140,7 @@ OWN_ROUTES: dict[str, OwnRoute] = {
             OIDC_LOGIN_PATH,
             OIDC_CALLBACK_PATH,
             MY_KEYS_PATH,
+            MY_KEYS_PATH + "/revoke",
             ADMIN_USERS_PATH,
         )
     },

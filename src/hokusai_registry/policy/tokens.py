@@ -52,9 +52,17 @@ def scopes_of(claim: Any, *, default: str, allow_admin: bool) -> tuple[str, ...]
 
 
 def owner_of(claims: Mapping[str, Any], username_claim: str) -> tuple[str, bool]:
-    """Who the token acts as, and whether that is a person (the username claim, or `email`) rather than
-    a machine (its client id, authorized party or subject)."""
-    for name, person in ((username_claim, True), ("email", True), *((c, False) for c in _MACHINE_CLAIMS)):
+    """Who the token acts as, and whether that is a person rather than a machine: the username claim or
+    `email` (a person); else, for a token a client got on a person's behalf (its subject is not the client,
+    RFC 9068), the subject (a person); else the machine's client id, authorized party or subject (a
+    Kubernetes service account's `system:serviceaccount:NAMESPACE:NAME`)."""
+    client = claims.get("client_id") or claims.get("azp")
+    subject = claims.get("sub")
+    delegated = isinstance(client, str) and isinstance(subject, str) and subject.strip() not in ("", client)
+    named = [(username_claim, True), ("email", True)]
+    if delegated:
+        named.append(("sub", True))
+    for name, person in (*named, *((c, False) for c in _MACHINE_CLAIMS)):
         value = claims.get(name)
         if isinstance(value, str) and value.strip():
             owner = value.strip()

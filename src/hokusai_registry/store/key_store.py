@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from hokusai_registry.policy import keys
 from hokusai_registry.policy.scopes import expand
-from hokusai_registry.store.schema import api_keys, key_store_state, ui_sessions
+from hokusai_registry.store.schema import api_keys, key_store_state, ui_sessions, users
 
 ADMIN_SCOPES = expand("admin")
 # KeyRecord.purpose: a key its single-sign-on user made for themselves, or the one behind a browser session
@@ -55,6 +55,10 @@ class KeyRecord:
     last_used_at: dt.datetime | None = None
     sso_user_id: str | None = None  # the single-sign-on user it belongs to (None: issued by an admin)
     purpose: str | None = None  # None: issued by an admin; SELF_SERVICE or SIGN_IN (see schema.py)
+    # Of its single-sign-on user, read with the key (`get`): what the user may do now, and whether they
+    # are disabled. None and False for other keys, and in lists.
+    user_scopes: tuple[str, ...] | None = None
+    user_disabled: bool = False
 
     @property
     def user_id(self) -> str:
@@ -343,10 +347,25 @@ class KeyStore:
             connection.execute(statement, [{"id": key_id, "used": when} for key_id, when in used.items()])
 
     def get(self, key_id: str) -> KeyRecord | None:
+        """The key, with its single-sign-on user's current scopes and state (one query)."""
         self._same_file()
+        query = (
+            sa.select(
+                api_keys, users.c.scopes.label("user_scopes"), users.c.disabled_at.label("user_disabled_at")
+            )
+            .select_from(api_keys.outerjoin(users, users.c.id == api_keys.c.sso_user_id))
+            .where(api_keys.c.key_id == key_id)
+        )
         with self.engine.connect() as connection:
-            row = connection.execute(sa.select(api_keys).where(api_keys.c.key_id == key_id)).first()
-        return _record(row) if row else None
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        record = _record(row)
+        if row.user_scopes is None:
+            return record
+        return replace(
+            record, user_scopes=tuple(row.user_scopes.split()), user_disabled=row.user_disabled_at is not None
+        )
 
     def list(self, *, sso_user_id: str | None = None) -> list[KeyRecord]:
         """Every managed key, oldest first, or only those of one single-sign-on user. Never the keys
