@@ -6,6 +6,8 @@ disabled user's session ends at once. And the callback's refusals, sent as an at
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +20,10 @@ import requests
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from hokusai_registry.store.user_store import UserStore
 from tests.e2e.permission_world import Owner, make_owner
 from tests.e2e.test_browser import CHROMIUM_ARGS, UI_TIMEOUT_MS, shot
 from tests.e2e.test_mlflow_client import register_and_load
-from tests.helpers import GatewayProcess, key_store
+from tests.helpers import HOKUSAI, GatewayProcess, key_store
 from tests.support.oidc_provider import AUDIENCE, UI_CLIENT, UI_SECRET, OidcProvider
 from tests.support.polling import eventually
 
@@ -206,27 +207,63 @@ def test_a_member_of_the_admin_group_is_an_admin(
     assert page.get_by_role("heading", name="API keys").is_visible()
 
 
-def test_disabling_a_user_ends_their_session_at_once(
-    context: BrowserContext, sso_gateway: GatewayProcess, oidc_provider: OidcProvider, world: dict[str, str]
+def test_disabling_a_user_ends_their_session_keys_and_tokens_at_once(
+    context: BrowserContext,
+    sso_gateway: GatewayProcess,
+    oidc_provider: OidcProvider,
+    admin: Owner,
+    world: dict[str, str],
 ) -> None:
     page = context.new_page()
     sign_in_at_provider(page, oidc_provider, "alice")
     assert editable(page, sso_gateway, world) == {"team-a"}
-    store = key_store(sso_gateway.data_dir)
-    users = UserStore(store)
-    user = users.named("alice")
-    assert user is not None and user.kind == "person" and user.groups == ("team-a",)
+    token = _token(oidc_provider, "alice")
+    own = _keys(sso_gateway, token, "POST", name=f"disable-{uuid.uuid4().hex[:6]}")
+    assert own.status_code == 201, own.text
+    listed = subprocess.run(
+        [HOKUSAI, "users", "list", "--json", "--data-dir", str(sso_gateway.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    alice = next(user for user in json.loads(listed.stdout) if user["name"] == "alice")
+    assert (alice["kind"], alice["groups"], alice["status"]) == ("person", ["team-a"], "active")
+    disabled = api(admin, "POST", "/api/v1/users/alice/disable")
     try:
-        users.disable(user.id)
+        assert disabled["status"] == "disabled" and disabled["keys_revoked"] >= 2  # her own key and session's
         eventually(
             lambda: page.request.get(SEARCH, params={"max_results": "1"}).status == 401,
             10,
             0.2,
             "the disabled user's session to end",
         )
+        refused = requests.get(
+            sso_gateway.url + SEARCH,
+            params={"max_results": "1"},
+            headers={"Authorization": f"Bearer {own.json()['key']}"},
+            timeout=10,
+        )
+        assert (refused.status_code, refused.json()["reason"]) == (401, "revoked")
+        by_token = requests.get(
+            sso_gateway.url + SEARCH,
+            params={"max_results": "1"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert (by_token.status_code, by_token.json()["reason"]) == (401, "user_disabled")
+        # Nor can she sign in again until enabled.
+        context.clear_cookies()
+        page.goto("/login")
+        page.get_by_role("link", name="Sign in with NanoIDP").click()
+        form = oidc_provider.login_form
+        page.fill(form.username, "alice")
+        page.fill(form.password, oidc_provider.people["alice"].password)
+        page.click(form.submit)
+        page.wait_for_url("**/login/oidc/callback**")
+        assert "disabled" in page.content()
     finally:
-        users.enable(user.id)
-        store.close()
+        api(admin, "POST", "/api/v1/users/alice/enable")
 
 
 # The callback, sent as an attacker would send it

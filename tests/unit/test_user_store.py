@@ -46,9 +46,18 @@ def test_a_user_is_created_once_and_kept_up_to_date(people: UserStore) -> None:
     again = _seen(people, "sub-1", "alice", groups=("team-b", "ml-admins"), email=None)
     assert again.id == first.id
     assert again.groups == ("team-b", "ml-admins")
-    assert again.email is None
+    assert again.email == "alice@example.com"  # a provider that stops saying keeps what it said
     assert [user.name for user in people.list()] == ["alice"]
     assert people.find(ISSUER, "sub-1") == again
+
+
+def test_a_bearer_token_never_changes_the_rights_a_sign_in_gave(people: UserStore) -> None:
+    signed_in = _seen(people, "sub-1", "alice", scopes=("read", "write", "admin"), groups=("ml-admins",))
+    by_token = _seen(people, "sub-1", "alice", scopes=("read",), groups=(), kind="service", sign_in=False)
+    assert (by_token.scopes, by_token.groups, by_token.kind) == (signed_in.scopes, ("ml-admins",), "person")
+    assert by_token.last_seen_at >= signed_in.last_seen_at
+    created = _seen(people, "ci", "ci-bot", scopes=("read",), groups=(), kind="service", sign_in=False)
+    assert (created.scopes, created.kind) == (("read",), "service")
 
 
 def test_the_name_stays_what_it_was_at_creation(people: UserStore) -> None:

@@ -34,6 +34,7 @@ from hokusai_registry.admin.service import (
     OwnKeySpec,
     problems,
 )
+from hokusai_registry.admin.users import UserAdmin, UserChange, UserInfo, UserSpec
 from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.auth.throttle import Guard
@@ -43,6 +44,7 @@ from hokusai_registry.policy.forwarding import TrustedProxies, parse_address
 from hokusai_registry.policy.routes import DOCS_ASSETS, VALIDATE_PATH
 from hokusai_registry.policy.scopes import grants
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
+from hokusai_registry.store.user_store import UserNotAllowed, UserNotFound
 
 IDENTITY = "hokusai.identity"
 
@@ -120,6 +122,7 @@ def build_keys_api(
     proxies: TrustedProxies,
     permissions: PermissionAdmin,
     own_keys: OwnKeys,
+    users: UserAdmin,
 ) -> FastAPI:
     app = FastAPI(
         title="Hokusai Registry admin API",
@@ -158,6 +161,14 @@ def build_keys_api(
     @app.exception_handler(ChangeRefused)
     async def refused_change(_: Request, error: ChangeRefused) -> Response:
         return _error(Refusal(error.reason, error.message))
+
+    @app.exception_handler(UserNotFound)
+    async def no_user(_: Request, error: UserNotFound) -> Response:
+        return _error(Refusal(Reason.NOT_FOUND, str(error)))
+
+    @app.exception_handler(UserNotAllowed)
+    async def user_exists(_: Request, error: UserNotAllowed) -> Response:
+        return _error(Refusal(Reason.ALREADY_EXISTS, str(error)))
 
     @app.exception_handler(PermissionError)
     async def not_permitted(_: Request, error: PermissionError) -> Response:
@@ -245,6 +256,39 @@ def build_keys_api(
         return rotated
 
     add_permission_routes(app, permissions, _actor)
+
+    @app.get("/api/v1/users", response_model=list[UserInfo], summary="List single-sign-on users")
+    def list_users() -> list[UserInfo]:
+        return users.list()
+
+    @app.post(
+        "/api/v1/users",
+        response_model=UserInfo,
+        status_code=201,
+        summary="Add a user before their first sign-in (needed with HOKUSAI_OIDC_AUTO_CREATE_USERS=off)",
+    )
+    def add_user(spec: UserSpec, request: Request) -> UserInfo:
+        return users.add(spec, _actor(request))
+
+    @app.get("/api/v1/users/{name}", response_model=UserInfo, summary="One user")
+    def get_user(name: str) -> UserInfo:
+        return users.get(name)
+
+    @app.post(
+        "/api/v1/users/{name}/disable",
+        response_model=UserChange,
+        summary="Disable a user: their keys are revoked, their sessions end and their tokens are refused",
+    )
+    async def disable_user(name: str, request: Request) -> UserChange:
+        changed = await asyncio.to_thread(users.disable, name, _actor(request))
+        authenticator.invalidate()
+        return changed
+
+    @app.post("/api/v1/users/{name}/enable", response_model=UserChange, summary="Enable a disabled user")
+    async def enable_user(name: str, request: Request) -> UserChange:
+        changed = await asyncio.to_thread(users.enable, name, _actor(request))
+        authenticator.invalidate()
+        return changed
 
     @app.post(
         VALIDATE_PATH,

@@ -121,6 +121,7 @@ class BearerTokens:
                 scopes=scopes,
                 groups=(),
                 create=rules.create_users,
+                sign_in=False,
             )
         except UserNotAllowed as refused:
             return Refusal(Reason.USER_DISABLED, f"the bearer token was refused: {refused}."), (

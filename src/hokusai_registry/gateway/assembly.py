@@ -9,6 +9,7 @@ from hokusai_registry.admin.pages import WebPages
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.service import KeyAdmin, OwnKeys
 from hokusai_registry.admin.sso import SingleSignOn, SsoRules
+from hokusai_registry.admin.users import UserAdmin
 from hokusai_registry.auth.authenticator import Authenticator, KeySource
 from hokusai_registry.auth.bearer_tokens import BearerTokens, TokenRules
 from hokusai_registry.auth.caller import Access
@@ -137,6 +138,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             proxies,
             permissions,
             own_keys,
+            UserAdmin(store),
         ),
         keys_elsewhere=keys_elsewhere,
         direct_transfers=settings.direct_artifact_transfers,

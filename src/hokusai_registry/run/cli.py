@@ -16,10 +16,12 @@ from pydantic import ValidationError
 
 from hokusai_registry import __version__
 from hokusai_registry.admin.service import KeyAdmin, KeySpec, problems
+from hokusai_registry.admin.users import UserAdmin, UserSpec
 from hokusai_registry.core.net import redact_url
 from hokusai_registry.policy.scopes import SCOPES
 from hokusai_registry.settings import ConfigError, Settings, reference_markdown
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
+from hokusai_registry.store.user_store import UserNotAllowed, UserNotFound
 
 F = Callable[..., Any]
 
@@ -273,6 +275,77 @@ def keys_rotate(key_id: str, **flags: Any) -> None:
         raise click.UsageError(str(exc)) from None
     click.echo(f"Revoked {key_id}; its successor is {created.key_id}. It is shown only this once:", err=True)
     click.echo(created.key)
+
+
+@main.group()
+def users() -> None:
+    """List, add, disable and enable single-sign-on users."""
+
+
+def _users(settings: Settings) -> UserAdmin:
+    return UserAdmin(_admin(settings).store)
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array with every field.")
+@setting_options(*KEY_STORE_OPTIONS)
+def users_list(as_json: bool, **flags: Any) -> None:
+    """List users: who signed in (or sent a token), their kind, scopes, groups and state."""
+    infos = _users(load_settings(**flags)).list()
+    if as_json:
+        click.echo(json.dumps([info.model_dump(mode="json") for info in infos], indent=2))
+        return
+    if not infos:
+        click.echo("No users yet: they appear at their first sign-in (docs/sso.md).")
+        return
+    click.echo(f"{'NAME':<24}{'KIND':<9}{'SCOPES':<18}{'LAST SEEN (UTC)':<18}{'STATUS':<10}GROUPS")
+    for info in infos:
+        click.echo(
+            f"{info.name[:23]:<24}{info.kind:<9}{' '.join(info.scopes):<18}"
+            f"{info.last_seen_at:%Y-%m-%d %H:%M}  {info.status:<10}{' '.join(info.groups)}"
+        )
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(SCOPES), default="write", show_default=True)
+@setting_options(*KEY_STORE_OPTIONS)
+def users_add(name: str, scope: str, **flags: Any) -> None:
+    """Add a user before their first sign-in (with HOKUSAI_OIDC_AUTO_CREATE_USERS=off, only such users
+    may sign in)."""
+    spec = _validated(UserSpec, {"name": name, "scope": scope})
+    try:
+        info = _users(load_settings(**flags)).add(spec, _actor())
+    except UserNotAllowed as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(
+        f"Added user {info.name} ({' '.join(info.scopes)}); they become active at their first sign-in."
+    )
+
+
+@users.command("disable")
+@click.argument("name")
+@setting_options(*KEY_STORE_OPTIONS)
+def users_disable(name: str, **flags: Any) -> None:
+    """Disable a user: every key of theirs is revoked, their browser sessions end and their tokens are
+    refused, on every gateway within a second."""
+    try:
+        info = _users(load_settings(**flags)).disable(name, _actor())
+    except UserNotFound as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"Disabled user {info.name}: {info.keys_revoked} key(s) revoked, sessions ended.")
+
+
+@users.command("enable")
+@click.argument("name")
+@setting_options(*KEY_STORE_OPTIONS)
+def users_enable(name: str, **flags: Any) -> None:
+    """Let a disabled user sign in again (their revoked keys stay revoked)."""
+    try:
+        info = _users(load_settings(**flags)).enable(name, _actor())
+    except UserNotFound as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"Enabled user {info.name}.")
 
 
 # Teams and grants: MLflow's roles and permissions, changed through MLflow's REST API as its

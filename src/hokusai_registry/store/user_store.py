@@ -87,10 +87,13 @@ class UserStore:
         scopes: tuple[str, ...],
         groups: tuple[str, ...],
         create: bool,
+        sign_in: bool = True,
     ) -> UserRecord:
         """The user behind an identity that just proved itself (a sign-in or a bearer token), with their
         scopes, groups, e-mail and last sight brought up to date; created when new and `create`, or
-        claimed when an admin added a user of that name beforehand. UserNotAllowed otherwise."""
+        claimed when an admin added a user of that name beforehand. UserNotAllowed otherwise. A bearer
+        token (`sign_in` False) speaks for itself only: it sets scopes, groups and kind only of a user it
+        creates, never of one who signs in, whose rights come from their sign-in."""
         now = _now()
         with self.engine.begin() as connection:
             row = connection.execute(
@@ -137,17 +140,12 @@ class UserStore:
                 raise UserNotAllowed(
                     f"the user {found.name!r} is disabled; ask an admin (hokusai-registry users enable)"
                 )
-            connection.execute(
-                users.update()
-                .where(users.c.id == user_id)
-                .values(
-                    email=email,
-                    kind=kind,
-                    scopes=" ".join(scopes),
-                    groups=json.dumps(list(groups)),
-                    last_seen_at=now,
-                )
-            )
+            changes: dict[str, Any] = {"last_seen_at": now}
+            if email is not None:
+                changes["email"] = email
+            if sign_in:
+                changes.update(kind=kind, scopes=" ".join(scopes), groups=json.dumps(list(groups)))
+            connection.execute(users.update().where(users.c.id == user_id).values(**changes))
             return _record(connection.execute(sa.select(users).where(users.c.id == user_id)).one())
 
     def add(self, name: str, *, kind: Kind = "person", scopes: tuple[str, ...]) -> UserRecord:
