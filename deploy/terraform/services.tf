@@ -36,6 +36,14 @@ data "aws_iam_policy_document" "read_secrets" {
       aws_secretsmanager_secret.mlflow_assertion_secret.arn,
     ]
   }
+  # The single-sign-on client's secret, when one is given (docs/sso.md).
+  dynamic "statement" {
+    for_each = var.oidc_client_secret_arn == "" ? [] : [var.oidc_client_secret_arn]
+    content {
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [statement.value]
+    }
+  }
 }
 
 resource "aws_iam_role_policy" "execution_secrets" {
@@ -82,7 +90,7 @@ resource "aws_ecs_task_definition" "gateway" {
     image        = var.gateway_image
     essential    = true
     portMappings = [{ containerPort = 8000, protocol = "tcp" }]
-    environment = [
+    environment = concat([
       { name = "MLFLOW_SERVER_URL", value = local.mlflow_url },
       { name = "HOKUSAI_PUBLIC_URL", value = var.public_url },
       { name = "HOKUSAI_FORWARDED_ALLOW_IPS", value = local.trusted_proxies },
@@ -92,12 +100,14 @@ resource "aws_ecs_task_definition" "gateway" {
       { name = "LOG_FORMAT", value = "json" },
       # The same as MLflow's: a gateway with permissions refuses an MLflow that does not enforce them.
       { name = "HOKUSAI_PERMISSIONS", value = tostring(var.permissions) },
-    ]
-    secrets = [
+    ], local.sso_environment)
+    secrets = concat([
       { name = "DATABASE_URL", valueFrom = "${aws_secretsmanager_secret.database_urls.arn}:keys::" },
       # The gateway signs every request to MLflow with it (the same secret as MLflow's).
       { name = "HOKUSAI_MLFLOW_ASSERTION_SECRET", valueFrom = aws_secretsmanager_secret.mlflow_assertion_secret.arn },
-    ]
+      ], var.oidc_client_secret_arn == "" ? [] : [
+      { name = "HOKUSAI_OIDC_CLIENT_SECRET", valueFrom = var.oidc_client_secret_arn },
+    ])
     logConfiguration = {
       logDriver = "awslogs"
       options = {
@@ -237,4 +247,18 @@ resource "aws_cloudwatch_metric_alarm" "unhealthy_hosts" {
     TargetGroup  = aws_lb_target_group.gateway.arn_suffix
   }
   alarm_actions = [var.alarm_topic_arn]
+}
+
+locals {
+  # Single sign-on (docs/sso.md): only the settings that were given.
+  sso_environment = [
+    for setting in [
+      { name = "HOKUSAI_OIDC_ISSUER", value = var.oidc_issuer },
+      { name = "HOKUSAI_OIDC_CLIENT_ID", value = var.oidc_client_id },
+      { name = "HOKUSAI_OIDC_DISPLAY_NAME", value = var.oidc_display_name },
+      { name = "HOKUSAI_OIDC_ADMIN_GROUPS", value = var.oidc_admin_groups },
+      { name = "HOKUSAI_JWT_ISSUERS", value = var.jwt_issuers },
+      { name = "HOKUSAI_OIDC_AUDIENCE", value = var.token_audience },
+    ] : setting if setting.value != ""
+  ]
 }

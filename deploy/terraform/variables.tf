@@ -73,3 +73,45 @@ variable "default_permission" {
     error_message = "default_permission must be one of READ, USE, EDIT, MANAGE, NO_PERMISSIONS."
   }
 }
+
+variable "oidc_issuer" {
+  description = "HOKUSAI_OIDC_ISSUER: the identity provider people sign in with (docs/sso.md); empty: keys only."
+  type        = string
+  default     = ""
+}
+
+variable "oidc_client_id" {
+  description = "HOKUSAI_OIDC_CLIENT_ID: the gateway's client at the provider (redirect URI: public_url + /login/oidc/callback)."
+  type        = string
+  default     = ""
+}
+
+variable "oidc_client_secret_arn" {
+  description = "ARN of a Secrets Manager secret holding the client's secret (HOKUSAI_OIDC_CLIENT_SECRET); created outside Terraform so that the secret is never in its state."
+  type        = string
+  default     = ""
+}
+
+variable "oidc_display_name" {
+  description = "HOKUSAI_OIDC_DISPLAY_NAME: the sign-in button's name (Sign in with NAME)."
+  type        = string
+  default     = ""
+}
+
+variable "oidc_admin_groups" {
+  description = "HOKUSAI_OIDC_ADMIN_GROUPS: comma-separated provider groups whose members are admins."
+  type        = string
+  default     = ""
+}
+
+variable "jwt_issuers" {
+  description = "HOKUSAI_JWT_ISSUERS: comma-separated extra issuers whose tokens machines may send (an EKS cluster's OIDC issuer, GitLab)."
+  type        = string
+  default     = ""
+}
+
+variable "token_audience" {
+  description = "HOKUSAI_OIDC_AUDIENCE: the aud bearer tokens must carry (default: the client id); required with jwt_issuers and no oidc_issuer."
+  type        = string
+  default     = ""
+}

@@ -5,6 +5,7 @@ gateway."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +133,11 @@ def test_the_gateway_keeps_idle_connections_longer_than_the_load_balancer(tf: di
 def test_mlflow_gets_its_secrets_passphrase_from_secrets_manager(tf: dict[str, Any]) -> None:
     """Without MLFLOW_CRYPTO_KEK_PASSPHRASE, MLflow encrypts its AI-gateway secrets with a passphrase every
     MLflow shares (its /gateway/secrets/config says so to any read key)."""
-    definitions = resource(tf, "aws_ecs_task_definition", "mlflow")["container_definitions"]
-    secrets = definitions.split("secrets = [", 1)[1].split("]", 1)[0]
+    secrets, before = _secrets_and_environment(tf, "mlflow")
     passphrase = "aws_secretsmanager_secret.mlflow_kek_passphrase.arn"
     assert f'{{name = "MLFLOW_CRYPTO_KEK_PASSPHRASE", valueFrom = {passphrase}}}' in secrets
     # A secret of the task, never a plain environment value.
-    assert "MLFLOW_CRYPTO_KEK_PASSPHRASE" not in definitions.split("secrets = [", 1)[0]
+    assert "MLFLOW_CRYPTO_KEK_PASSPHRASE" not in before
     version = resource(tf, "aws_secretsmanager_secret_version", "mlflow_kek_passphrase")
     assert version["secret_string"] == "${random_password.mlflow_kek.result}"
     assert resource(tf, "random_password", "mlflow_kek")["length"] >= 32
@@ -154,7 +154,7 @@ def test_mlflow_gets_its_secrets_passphrase_from_secrets_manager(tf: dict[str, A
 
 def _secrets_and_environment(tf: dict[str, Any], task: str) -> tuple[str, str]:
     definitions: str = resource(tf, "aws_ecs_task_definition", task)["container_definitions"]
-    before, secrets = definitions.split("secrets = [", 1)
+    before, secrets = re.split(r"secrets = (?:concat\()?\[", definitions, maxsplit=1)
     return secrets.split("]", 1)[0], before
 
 
@@ -187,3 +187,30 @@ def test_mlflow_runs_with_permissions_and_its_auth_database_on_the_same_instance
     assert '{name = "HOKUSAI_DEFAULT_PERMISSION", value = var.default_permission}' in environment
     described = _unquote(resource(tf, "aws_secretsmanager_secret", "database_urls")["description"])
     assert "(mlflow_auth)" in described
+
+
+def test_single_sign_on_settings_are_given_when_set_and_the_client_secret_is_a_secret(
+    tf: dict[str, Any],
+) -> None:
+    _, environment = _secrets_and_environment(tf, "gateway")
+    assert (
+        "local.sso_environment" in resource(tf, "aws_ecs_task_definition", "gateway")["container_definitions"]
+    )
+    assert "HOKUSAI_OIDC_CLIENT_SECRET" not in environment
+    sso = str(tf["locals"]["sso_environment"])
+    for setting in (
+        "HOKUSAI_OIDC_ISSUER",
+        "HOKUSAI_OIDC_CLIENT_ID",
+        "HOKUSAI_OIDC_ADMIN_GROUPS",
+        "HOKUSAI_JWT_ISSUERS",
+    ):
+        assert setting in sso
+    assert "HOKUSAI_OIDC_CLIENT_SECRET" not in sso
+    definitions = resource(tf, "aws_ecs_task_definition", "gateway")["container_definitions"]
+    assert '{name = "HOKUSAI_OIDC_CLIENT_SECRET", valueFrom = var.oidc_client_secret_arn}' in definitions
+    with (TERRAFORM / "services.tf").open() as handle:
+        documents: dict[str, Any] = {}
+        for block in hcl2.load(handle)["data"]:
+            documents.update(block.get('"aws_iam_policy_document"', {}))
+    # The execution role may read the client's secret when one is given.
+    assert "var.oidc_client_secret_arn" in str(documents['"read_secrets"'])
