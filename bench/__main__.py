@@ -33,6 +33,7 @@ from bench.model import (
     Results,
 )
 from bench.stack import PERMISSIONS_OFF, free_port, gateway, make_key, nginx_config, running, wait_http
+from bench.token_costs import token_costs
 from hokusai_registry.auth.authenticator import Authenticator
 from hokusai_registry.auth.local_keys import LocalKeys
 from hokusai_registry.auth.rate_limits import RateLimits
@@ -459,6 +460,7 @@ def auth_costs(results: Results, workdir: Path, iterations: int) -> None:
         "cached_rate_limited": asyncio.run(measure(3600, iterations, per_minute=10**9)),
         "uncached": asyncio.run(measure(0, max(200, iterations // 100))),
         **assertion_costs(iterations),
+        **token_costs(workdir, max(200, iterations // 20)),
     }
     store.close()
 

@@ -424,3 +424,31 @@ def test_own_keys_through_the_api_act_as_their_user_and_never_above_them(
 
 def admin_key_id(admin: Owner) -> str:
     return admin.key.split("_")[2]
+
+
+def test_an_admin_disables_and_enables_a_user_on_the_users_page(
+    context: BrowserContext, sso_gateway: GatewayProcess, oidc_provider: OidcProvider
+) -> None:
+    bob = context.new_page()
+    sign_in_at_provider(bob, oidc_provider, "bob")
+    assert bob.request.get(SEARCH, params={"max_results": "1"}).status == 200
+    carol = context.browser.new_context(base_url=sso_gateway.url) if context.browser else None
+    assert carol is not None
+    try:
+        page = carol.new_page()
+        sign_in_at_provider(page, oidc_provider, "carol", start="/admin/users")
+        row = page.get_by_role("row").filter(has_text="bob")
+        assert "active" in row.inner_text()
+        page.get_by_role("link", name="Disable bob").click()
+        # A session begun at the provider steps up with the sign-in it just made: no key to enter.
+        page.get_by_role("button", name="Disable user").click()
+        page.wait_for_url("**/admin/users?changed=bob")
+        shot(page, "sso-users-page")
+        assert "disabled" in page.get_by_role("row").filter(has_text="bob").inner_text()
+        assert bob.request.get(SEARCH, params={"max_results": "1"}).status == 401
+        page.get_by_role("link", name="Enable bob").click()
+        page.get_by_role("button", name="Enable user").click()
+        page.wait_for_url("**/admin/users?changed=bob")
+        assert "active" in page.get_by_role("row").filter(has_text="bob").inner_text()
+    finally:
+        carol.close()

@@ -30,12 +30,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from hokusai_registry.admin import own_key_pages, sign_in
+from hokusai_registry.admin import own_key_pages, sign_in, user_pages
 from hokusai_registry.admin.permission_pages import PERMISSION_PAGES
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.rendering import PageError, page, redirect, render, stylesheet_response
 from hokusai_registry.admin.service import KeyAdmin, KeySpec, OwnKeys, problems
 from hokusai_registry.admin.sso import SingleSignOn
+from hokusai_registry.admin.users import UserAdmin
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, Caller, client_address
 from hokusai_registry.auth.cookies import set_cookie
@@ -52,6 +53,7 @@ from hokusai_registry.policy.headers import header_value, is_cross_origin_write
 from hokusai_registry.policy.navigation import loaded_by_script, login_location, notice, safe_next
 from hokusai_registry.policy.routes import (
     ADMIN_KEYS_PATH,
+    ADMIN_USERS_PATH,
     LOGIN_PATH,
     LOGOUT_PATH,
     MY_KEYS_PATH,
@@ -126,6 +128,7 @@ class WebPages:
         sso: SingleSignOn | None = None,
         sso_name: str = "",
         own_keys: OwnKeys | None = None,
+        users: UserAdmin | None = None,
     ) -> None:
         self.access = access
         # None when keys live in a remote auth service: they are managed there.
@@ -138,6 +141,7 @@ class WebPages:
         self.sso = sso
         self.sso_name = sso_name
         self.own_keys = own_keys
+        self.users = users
         # No slash redirects: the gateway sends only page paths here (its route table). Anything
         # else a route raises propagates to the gateway as before (no ServerErrorMiddleware here).
         self._app = ExceptionMiddleware(
@@ -579,6 +583,7 @@ class WebPages:
             "csrf": csrf_token(caller.session.id) if caller.session else "",
             # Signed in at the identity provider: forms step up with a fresh sign-in there, not a key.
             "sso": bool(caller.session and caller.session.id_token),
+            "own_keys": identity.sso_user_id is not None and self.own_keys is not None,
         }
 
     def _public_base(self, scope: Scope) -> str:
@@ -627,6 +632,12 @@ PAGE_ROUTES = (
     Route(MY_KEYS_PATH, _on(own_key_pages.my_keys), methods=["GET"]),
     Route(MY_KEYS_PATH, _on(own_key_pages.create_own_key), methods=["POST"]),
     Route(own_key_pages.REVOKE_OWN_PATH, _on(own_key_pages.revoke_own_key), methods=["POST"]),
+    Route(ADMIN_USERS_PATH, _on(user_pages.users_page), methods=["GET"]),
+    *(
+        Route(path, _on(endpoint), methods=[method])
+        for path in (user_pages.DISABLE_USER_PATH, user_pages.ENABLE_USER_PATH)
+        for method, endpoint in (("GET", user_pages.confirm_change), ("POST", user_pages.change))
+    ),
     Route(LOGOUT_PATH, _on(WebPages.logout_form), methods=["GET"]),
     Route(LOGOUT_PATH, _on(WebPages.logout), methods=["POST"]),
     Route(ADMIN_KEYS_PATH, _on(WebPages.keys_page), methods=["GET"]),

@@ -28,7 +28,7 @@ from hokusai_registry.admin.permission_models import (
     TeamSpec,
 )
 from hokusai_registry.admin.permissions import PermissionAdmin
-from hokusai_registry.admin.rendering import PageError, page, render
+from hokusai_registry.admin.rendering import PageError, confirmation_page, page, render
 from hokusai_registry.admin.service import problems
 from hokusai_registry.auth.caller import Caller
 from hokusai_registry.core.refusals import Refusal
@@ -439,32 +439,8 @@ async def remove_grant(pages: WebPages, request: Request) -> Response:
 # Shared
 
 
-def _confirmation(
-    pages: WebPages,
-    caller: Caller,
-    *,
-    title: str,
-    summary: str,
-    consequence: str,
-    action: str,
-    fields: tuple[tuple[str, str], ...],
-    button: str,
-    cancel: str,
-    refused: Refusal | None,
-) -> Response:
-    body = render(
-        "confirm_change.html",
-        title=title,
-        caller=pages._context(caller),
-        summary=summary,
-        consequence=consequence,
-        action=action,
-        fields=fields,
-        button=button,
-        cancel=cancel,
-        error=refused.plain if refused else None,
-    )
-    return page(refused.http_status if refused else 200, body, refused.headers if refused else ())
+def _confirmation(pages: WebPages, caller: Caller, **shown: Any) -> Response:
+    return confirmation_page(pages._context(caller), **shown)
 
 
 def _sentence(message: str) -> str:

@@ -16,7 +16,7 @@ import jinja2
 from starlette.responses import Response
 
 from hokusai_registry.core.asgi import Send
-from hokusai_registry.core.refusals import ORIGIN_HEADER, send_body
+from hokusai_registry.core.refusals import ORIGIN_HEADER, Refusal, send_body
 
 # default-src 'none': nothing loads unless listed; no script-src at all, so no script runs, inline or not.
 CONTENT_SECURITY_POLICY = (
@@ -102,3 +102,32 @@ class PageError(Exception):
         self.title = title
         self.message = message
         self.headers = headers
+
+
+def confirmation_page(
+    caller: dict[str, Any],
+    *,
+    title: str,
+    summary: str,
+    consequence: str,
+    action: str,
+    fields: tuple[tuple[str, str], ...],
+    button: str,
+    cancel: str,
+    refused: Refusal | None,
+) -> Response:
+    """The form that confirms one change, stepping up (`step_up.html`); again with the refusal after a
+    failed step-up."""
+    body = render(
+        "confirm_change.html",
+        title=title,
+        caller=caller,
+        summary=summary,
+        consequence=consequence,
+        action=action,
+        fields=fields,
+        button=button,
+        cancel=cancel,
+        error=refused.plain if refused else None,
+    )
+    return page(refused.http_status if refused else 200, body, refused.headers if refused else ())

@@ -110,6 +110,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     permissions = PermissionAdmin(forwarder)
     oidc, sso = single_sign_on(settings, store, issuers, permissions)
     own_keys = OwnKeys(store, settings.key_environment, settings.max_key_lifetime_delta)
+    users = UserAdmin(store)
     return Gateway(
         access=access,
         pages=WebPages(
@@ -121,6 +122,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             sso=sso,
             sso_name=settings.sso_name,
             own_keys=own_keys if sso is not None and not keys_elsewhere else None,
+            users=users if not keys_elsewhere else None,
         ),
         forwarder=forwarder,
         bodies=RequestBodies(
@@ -138,7 +140,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             proxies,
             permissions,
             own_keys,
-            UserAdmin(store),
+            users,
         ),
         keys_elsewhere=keys_elsewhere,
         direct_transfers=settings.direct_artifact_transfers,

@@ -142,6 +142,8 @@ OWN_ROUTES: dict[str, OwnRoute] = {
             MY_KEYS_PATH,
             MY_KEYS_PATH + "/revoke",
             ADMIN_USERS_PATH,
+            ADMIN_USERS_PATH + "/disable",
+            ADMIN_USERS_PATH + "/enable",
         )
     },
     **{path: _PAGE for path in ADMIN_PERMISSION_PAGES},
