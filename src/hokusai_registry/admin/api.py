@@ -1,6 +1,6 @@
-"""The admin REST API (`/api/v1/keys`, and `/api/v1/teams` and `/api/v1/grants` from
-`permissions_api.py`), the auth-service endpoint (`/api/v1/keys/validate`) and their OpenAPI docs
-(`/docs`, Swagger UI served from the package, no external assets).
+"""The admin REST API (`/api/v1/keys`, `/api/v1/teams` and `/api/v1/grants` from `permissions_api.py`,
+`/api/v1/webhooks` from `webhooks_api.py`), the auth-service endpoint (`/api/v1/keys/validate`) and
+their OpenAPI docs (`/docs`, Swagger UI served from the package, no external assets).
 
 The gateway authenticates and authorizes admin requests before they get here and passes the caller's
 identity in the ASGI scope (`IDENTITY`); this app only does the work, through the same `KeyAdmin` the
@@ -26,6 +26,8 @@ from hokusai_registry.admin.permission_models import ChangeRefused
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.permissions_api import add_permission_routes
 from hokusai_registry.admin.service import CreatedKey, KeyAdmin, KeyInfo, KeySpec, problems
+from hokusai_registry.admin.webhooks import WebhookAdmin
+from hokusai_registry.admin.webhooks_api import add_webhook_routes
 from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.auth.throttle import Guard
@@ -34,6 +36,7 @@ from hokusai_registry.policy import keys
 from hokusai_registry.policy.forwarding import TrustedProxies, parse_address
 from hokusai_registry.policy.routes import DOCS_ASSETS, VALIDATE_PATH
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
+from hokusai_registry.store.webhook_store import WebhookNotFound
 
 IDENTITY = "hokusai.identity"
 
@@ -95,12 +98,13 @@ def build_keys_api(
     guard: Guard,
     proxies: TrustedProxies,
     permissions: PermissionAdmin,
+    webhooks: WebhookAdmin | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Hokusai Registry admin API",
         version=__version__,
-        description="Manage API keys, teams and grants (admin keys only) and validate keys for other "
-        "services. Send the key as `Authorization: Bearer hk_live_...`. Errors are MLflow error JSON "
+        description="Manage API keys, teams, grants and webhooks (admin keys only) and validate keys for "
+        "other services. Send the key as `Authorization: Bearer hk_live_...`. Errors are MLflow error JSON "
         "(`error_code`, `message`).",
         docs_url=None,
         redoc_url=None,
@@ -129,6 +133,10 @@ def build_keys_api(
     @app.exception_handler(KeyNameTaken)
     async def taken(_: Request, error: KeyNameTaken) -> Response:
         return _error(Refusal(Reason.KEY_NAME_TAKEN, str(error)))
+
+    @app.exception_handler(WebhookNotFound)
+    async def no_webhook(_: Request, error: WebhookNotFound) -> Response:
+        return _error(Refusal(Reason.WEBHOOK_NOT_FOUND, str(error)))
 
     @app.exception_handler(ChangeRefused)
     async def refused_change(_: Request, error: ChangeRefused) -> Response:
@@ -181,6 +189,8 @@ def build_keys_api(
         return rotated
 
     add_permission_routes(app, permissions, _actor)
+    if webhooks is not None:
+        add_webhook_routes(app, webhooks, _actor)
 
     @app.post(
         VALIDATE_PATH,

@@ -8,6 +8,7 @@ from hokusai_registry.admin.api import build_keys_api
 from hokusai_registry.admin.pages import WebPages
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.service import KeyAdmin
+from hokusai_registry.admin.webhooks import WebhookAdmin
 from hokusai_registry.auth.authenticator import Authenticator, KeySource
 from hokusai_registry.auth.bearer_tokens import BearerTokens, TokenRules
 from hokusai_registry.auth.caller import Access
@@ -19,6 +20,10 @@ from hokusai_registry.auth.secret_files import SecretFileError, read_secret
 from hokusai_registry.auth.sessions import Sessions
 from hokusai_registry.auth.throttle import Guard
 from hokusai_registry.core.net import redact_url
+from hokusai_registry.events.hub import Events
+from hokusai_registry.events.outbox import Outbox
+from hokusai_registry.events.sealing import Sealer
+from hokusai_registry.events.worker import DeliveryWorker, Retries
 from hokusai_registry.gateway.app import Gateway
 from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.metrics import Metrics
@@ -26,6 +31,7 @@ from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
 from hokusai_registry.store.session_store import SessionStore
 from hokusai_registry.store.user_store import UserStore
+from hokusai_registry.store.webhook_store import WebhookStore
 from hokusai_registry.transport.bodies import RequestBodies
 from hokusai_registry.transport.forward import Forwarder
 
@@ -45,6 +51,41 @@ def assertion_secret(settings: Settings) -> bytes:
         ).encode()
     except SecretFileError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def webhook_sealer(settings: Settings) -> Sealer:
+    """What webhook secrets are sealed with: the key in HOKUSAI_WEBHOOK_SECRET_KEY_FILE (the default file
+    is created on first use)."""
+    try:
+        return Sealer(
+            read_secret(
+                settings.webhook_secret_key_path,
+                setting="HOKUSAI_WEBHOOK_SECRET_KEY_FILE",
+                create=settings.webhook_secret_key_file is None,
+                purpose="webhook signing secrets are sealed with the key in it; without it they are lost",
+            )
+        )
+    except SecretFileError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def build_events(settings: Settings, store: KeyStore) -> tuple[Events, WebhookAdmin]:
+    """The outbox and delivery worker of registry events, and the webhooks' administration."""
+    webhooks = WebhookStore(store)
+    sealer = webhook_sealer(settings)
+    worker = DeliveryWorker(
+        webhooks,
+        sealer,
+        timeout=settings.webhook_timeout,
+        retries=Retries(
+            max_attempts=settings.webhook_max_attempts,
+            base=settings.webhook_retry_base,
+            cap=settings.webhook_retry_max,
+        ),
+        poll_interval=settings.webhook_poll_interval,
+    )
+    outbox = Outbox(webhooks, max_attempts=settings.webhook_max_attempts, written=worker.wake)
+    return Events(outbox, worker), WebhookAdmin(webhooks, sealer, worker)
 
 
 def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gateway:
@@ -104,6 +145,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     key_admin = KeyAdmin(store, settings.key_environment)
     # Teams and grants: MLflow's, changed through the forwarder as MLflow's administrator.
     permissions = PermissionAdmin(forwarder)
+    events, webhooks = build_events(settings, store)
     return Gateway(
         access=access,
         pages=WebPages(
@@ -121,12 +163,13 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         ),
         health=health,
         metrics=Metrics(),
-        keys_api=build_keys_api(key_admin, authenticator, guard, proxies, permissions),
+        keys_api=build_keys_api(key_admin, authenticator, guard, proxies, permissions, webhooks),
         keys_elsewhere=keys_elsewhere,
         direct_transfers=settings.direct_artifact_transfers,
         public_url=settings.public_url,
         graphql_max_tokens=settings.graphql_max_tokens,
         proxies=proxies,
+        events=events,
     )
 
 
