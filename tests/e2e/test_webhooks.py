@@ -5,9 +5,11 @@ gateway is killed in the middle of its retries and started again."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,9 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from hokusai_registry.policy.webhooks import subscribed
+from hokusai_registry.store.key_store import KeyStore
+from hokusai_registry.store.webhook_store import WebhookStore
 from tests.helpers import HOKUSAI, GatewayProcess
 from tests.support.polling import eventually
 from tests.support.receiver import Delivery, Receiver
@@ -26,6 +31,8 @@ FAST = {
     "HOKUSAI_WEBHOOK_RETRY_MAX": "1",
     "HOKUSAI_WEBHOOK_POLL_INTERVAL": "0.2",
     "HOKUSAI_WEBHOOK_TIMEOUT": "3",
+    # Retries every second at most: enough of them that no delivery fails for good while a test waits.
+    "HOKUSAI_WEBHOOK_MAX_ATTEMPTS": "100",
 }
 
 
@@ -265,3 +272,80 @@ def test_the_webhooks_command(
     writer = cli(hooked, hooked.create_key("not-admin"), "list")
     assert writer.returncode == 1 and "'admin' scope" in writer.stderr
     assert requests.get(hooked.url + "/api/v1/webhooks", timeout=10).status_code == 401
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'keys.db'}"
+    database: str = request.getfixturevalue("database")
+    return database.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def test_concurrent_claims_never_share_a_delivery(queue_url: str) -> None:
+    keys = KeyStore(queue_url)
+    keys.migrate()
+    store = WebhookStore(keys)
+    try:
+        store.create(
+            "wh",
+            url="http://127.0.0.1:9/",
+            events=("*",),
+            sealed_secret="s",
+            description=None,
+            created_by="t",
+        )
+        now = dt.datetime.now(dt.UTC)
+        ids = store.enqueue(
+            [("model_version.created", "{}", now)] * 60, max_attempts=3, subscribed=subscribed
+        )
+        claimed: list[list[str]] = [[] for _ in range(4)]
+
+        def claim_all(mine: list[str]) -> None:
+            owner = f"worker-{id(mine)}"
+            while taken := store.claim(owner, lease_seconds=600, limit=5):
+                mine.extend(one.id for one in taken)
+
+        threads = [threading.Thread(target=claim_all, args=(mine,)) for mine in claimed]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        every = [delivery for mine in claimed for delivery in mine]
+        assert sorted(every) == sorted(ids)  # each claimed once, by one worker
+    finally:
+        keys.close()
+
+
+def test_gateway_workers_share_the_queue_without_sending_twice(
+    mlflow_server: str, tmp_path: Path, receiver: Receiver, client_env: pytest.MonkeyPatch
+) -> None:
+    gateway = GatewayProcess(mlflow_server, tmp_path / "workers", env={**FAST, "HOKUSAI_WORKERS": "3"})
+    try:
+        key = gateway.create_key("workers-admin", admin=True)
+        webhook_id, secret = add_webhook(gateway, key, receiver.url, "model_version.created")
+        receiver.stop()  # everything queues up first; then every worker finds it due at once
+        client = client_at(gateway, "/mlflow", gateway.create_key("workers"), client_env)
+        client.create_registered_model("workers-model")
+        run = client.create_run(client.create_experiment("workers")).info.run_id
+        for _ in range(8):
+            client.create_model_version("workers-model", f"runs:/{run}/model", run_id=run)
+        eventually(
+            lambda: len(deliveries(gateway, key, webhook_id)) == 8 or None, 60, 0.3, "eight queued deliveries"
+        )
+        receiver.start()
+        eventually(
+            lambda: (
+                all(entry["state"] == "delivered" for entry in deliveries(gateway, key, webhook_id)) or None
+            ),
+            90,
+            0.5,
+            "every delivery delivered",
+        )
+        received = receiver.received("model_version.created")
+        assert sorted(delivery.json["data"]["version"] for delivery in received) == sorted(
+            str(n) for n in range(1, 9)
+        )
+        assert len({delivery.id for delivery in received}) == 8 and all(d.verifies(secret) for d in received)
+    finally:
+        gateway.stop()

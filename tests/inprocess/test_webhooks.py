@@ -194,6 +194,9 @@ def test_failed_attempts_are_retried_until_delivered(hub: InProcessGateway, rece
     assert record["id"] == delivered.id and record["attempts"] == len(record["log"]) >= 3
     assert [entry["status_code"] for entry in record["log"]][-1] == 200
     assert all(entry["status_code"] == 503 and entry["error"] == "HTTP 503" for entry in record["log"][:-1])
+    metrics = hub.request("GET", "/metrics", headers=write).text
+    assert 'hokusai_webhook_attempts_total{outcome="delivered"} 1.0' in metrics
+    assert f'hokusai_webhook_attempts_total{{outcome="retry"}} {len(record["log"]) - 1}.0' in metrics
 
 
 def test_the_test_delivery_says_how_the_receiver_answered(hub: InProcessGateway, receiver: Receiver) -> None:

@@ -210,3 +210,16 @@ def test_stage_transition_names_the_new_stage() -> None:
         "model_version.stage_transitioned",
         {"name": "m", "version": "1", "stage": "Production", "archive_existing_versions": True},
     )
+
+
+def test_every_route_that_makes_an_event_is_inspected() -> None:
+    # Their bodies are small JSON read whole before forwarding (inspection.py): events cost no buffering.
+    from hokusai_registry.policy.inspection import inspection
+    from hokusai_registry.policy.registry_events import _TABLE
+
+    for method, route in _TABLE:
+        for root in ("/api/2.0", "/ajax-api/2.0", "/api/3.0"):
+            path = f"{root}/mlflow/{route}"
+            assert event_for(method, path) is not None
+            found = inspection(method, path)
+            assert found is not None and found.event is not None, path

@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -70,6 +71,7 @@ class DeliveryWorker:
         poll_interval: float,
         concurrency: int = 4,
         client: httpx.AsyncClient | None = None,
+        counted: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.sealer = sealer
@@ -80,6 +82,8 @@ class DeliveryWorker:
         # Whose leases are whose: one id per process (and restart).
         self.owner = secrets.token_hex(8)
         self._client = client
+        # Told each attempt's outcome (delivered, retry, failed): the gateway's metrics.
+        self._counted = counted
         self._slots = asyncio.Semaphore(concurrency)
         self._task: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -174,6 +178,10 @@ class DeliveryWorker:
         outcome = self._outcome(claimed, started, duration, status, error, wait_at_least)
         await asyncio.to_thread(self.store.finish, claimed, outcome)
         self._log(claimed, outcome)
+        if self._counted is not None:
+            self._counted(
+                "delivered" if outcome.delivered else "retry" if outcome.retry_at is not None else "failed"
+            )
         return outcome
 
     async def _send(self, claimed: Claimed, secret: str) -> tuple[int | None, str | None, float | None]:

@@ -69,7 +69,7 @@ def webhook_sealer(settings: Settings) -> Sealer:
         raise ConfigError(str(exc)) from None
 
 
-def build_events(settings: Settings, store: KeyStore) -> tuple[Events, WebhookAdmin]:
+def build_events(settings: Settings, store: KeyStore, metrics: Metrics) -> tuple[Events, WebhookAdmin]:
     """The outbox and delivery worker of registry events, and the webhooks' administration."""
     webhooks = WebhookStore(store)
     sealer = webhook_sealer(settings)
@@ -83,6 +83,7 @@ def build_events(settings: Settings, store: KeyStore) -> tuple[Events, WebhookAd
             cap=settings.webhook_retry_max,
         ),
         poll_interval=settings.webhook_poll_interval,
+        counted=metrics.webhook_attempt,
     )
     outbox = Outbox(webhooks, max_attempts=settings.webhook_max_attempts, written=worker.wake)
     return Events(outbox, worker), WebhookAdmin(webhooks, sealer, worker)
@@ -145,7 +146,8 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     key_admin = KeyAdmin(store, settings.key_environment)
     # Teams and grants: MLflow's, changed through the forwarder as MLflow's administrator.
     permissions = PermissionAdmin(forwarder)
-    events, webhooks = build_events(settings, store)
+    metrics = Metrics()
+    events, webhooks = build_events(settings, store, metrics)
     return Gateway(
         access=access,
         pages=WebPages(
@@ -162,7 +164,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             min_rate=settings.body_min_rate_kb * 1024,
         ),
         health=health,
-        metrics=Metrics(),
+        metrics=metrics,
         keys_api=build_keys_api(key_admin, authenticator, guard, proxies, permissions, webhooks),
         keys_elsewhere=keys_elsewhere,
         direct_transfers=settings.direct_artifact_transfers,
