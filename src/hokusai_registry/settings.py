@@ -527,6 +527,14 @@ class Settings(BaseSettings):
         "`DATA_DIR/webhook-secret-key`, created once (mode 0600) when missing; a file named here must "
         "exist. Gateway replicas sharing a database need the same file.",
     )
+    webhook_secret_key: SecretStr | None = _setting(
+        None,
+        "HOKUSAI_WEBHOOK_SECRET_KEY",
+        None,
+        "The same key as a value, for platforms that hand secrets to containers as environment variables "
+        "(ECS task secrets); wins over `HOKUSAI_WEBHOOK_SECRET_KEY_FILE`. At least 16 characters; every "
+        "gateway replica needs the same value, kept for as long as its webhooks.",
+    )
 
     @field_validator("key_store_url", "mlflow_backend_store_uri", "mlflow_auth_database_uri")
     @classmethod
@@ -543,7 +551,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("mlflow_assertion_secret")
+    @field_validator("mlflow_assertion_secret", "webhook_secret_key")
     @classmethod
     def _assertion_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():

@@ -130,3 +130,19 @@ def test_secrets_are_sealed_to_their_webhook(tmp_path: Path) -> None:
         sealer.unseal(sealed, "wh2")
     with pytest.raises(SecretUnreadable):
         Sealer("another key").unseal(sealed, "wh1")
+
+
+def test_the_webhook_key_comes_from_the_value_or_the_file(tmp_path: Path) -> None:
+    from hokusai_registry.gateway.assembly import webhook_sealer
+    from hokusai_registry.settings import ConfigError, Settings
+
+    by_value = webhook_sealer(Settings.load(data_dir=tmp_path, webhook_secret_key=" " + "v" * 20 + " "))
+    assert Sealer("v" * 20).unseal(by_value.seal("s", "wh"), "wh") == "s"
+    assert not (tmp_path / "webhook-secret-key").exists()
+    by_default = webhook_sealer(Settings.load(data_dir=tmp_path))  # the default file, created once
+    created = (tmp_path / "webhook-secret-key").read_text().strip()
+    assert Sealer(created).unseal(by_default.seal("s", "wh"), "wh") == "s"
+    with pytest.raises(ConfigError, match="HOKUSAI_WEBHOOK_SECRET_KEY_FILE"):
+        webhook_sealer(Settings.load(data_dir=tmp_path, webhook_secret_key_file=tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="HOKUSAI_WEBHOOK_SECRET_KEY"):
+        Settings.load(data_dir=tmp_path, webhook_secret_key="short")

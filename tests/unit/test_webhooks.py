@@ -223,3 +223,13 @@ def test_every_route_that_makes_an_event_is_inspected() -> None:
             assert event_for(method, path) is not None
             found = inspection(method, path)
             assert found is not None and found.event is not None, path
+
+
+def test_generated_webhook_secrets_are_redacted_from_log_lines() -> None:
+    from hokusai_registry.core.redaction import redact
+    from hokusai_registry.events.sealing import new_secret
+
+    secret = new_secret()
+    assert redact(f"secret={secret} key hk_live_abc Bearer xyz") == (
+        "secret=whsec_[redacted] key hk_live_[redacted] Bearer [redacted]"
+    )

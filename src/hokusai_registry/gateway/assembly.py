@@ -54,8 +54,10 @@ def assertion_secret(settings: Settings) -> bytes:
 
 
 def webhook_sealer(settings: Settings) -> Sealer:
-    """What webhook secrets are sealed with: the key in HOKUSAI_WEBHOOK_SECRET_KEY_FILE (the default file
-    is created on first use)."""
+    """What webhook secrets are sealed with: HOKUSAI_WEBHOOK_SECRET_KEY if set, else the key in
+    HOKUSAI_WEBHOOK_SECRET_KEY_FILE (the default file is created on first use)."""
+    if settings.webhook_secret_key is not None:
+        return Sealer(settings.webhook_secret_key.get_secret_value())
     try:
         return Sealer(
             read_secret(
