@@ -146,3 +146,45 @@ def test_the_webhook_key_comes_from_the_value_or_the_file(tmp_path: Path) -> Non
         webhook_sealer(Settings.load(data_dir=tmp_path, webhook_secret_key_file=tmp_path / "missing"))
     with pytest.raises(ConfigError, match="HOKUSAI_WEBHOOK_SECRET_KEY"):
         Settings.load(data_dir=tmp_path, webhook_secret_key="short")
+
+
+def test_a_delivery_named_by_id_is_claimed_before_its_time(store: WebhookStore) -> None:
+    # `webhooks test`: sent at once by the gateway that queued it, and due for the others only much later.
+    _add(store, "wh", ("*",))
+    (test,) = store.enqueue([("webhook.test", "{}", T0)], max_attempts=1, subscribed=subscribed, delay=3600)
+    assert store.claim("w1", lease_seconds=30, limit=10, now=T0) == []
+    assert [one.id for one in store.claim("w1", lease_seconds=30, limit=10, only=test, now=T0)] == [test]
+    assert store.claim("w2", lease_seconds=30, limit=10, only=test, now=T0) == []  # leased
+
+
+def test_the_outbox_takes_events_from_any_thread_and_writes_them_by_its_stop(store: WebhookStore) -> None:
+    import asyncio
+    import threading
+
+    from hokusai_registry.events.hub import Events
+    from hokusai_registry.events.outbox import Outbox
+    from hokusai_registry.events.worker import DeliveryWorker, Retries
+    from hokusai_registry.policy.webhooks import EventSink
+
+    _add(store, "wh", ("model_version_alias.created",))
+    woken: list[bool] = []
+    outbox = Outbox(store, max_attempts=3, written=lambda: woken.append(True))
+    worker = DeliveryWorker(store, Sealer("k" * 20), timeout=1, retries=Retries(3, 1, 1), poll_interval=3600)
+    sink: EventSink = Events(outbox, worker)  # the seam the promotion workflow emits through
+    sink.emit("model_version_alias.created", {"name": "m", "alias": "a", "version": "1"})  # before start
+
+    async def run() -> None:
+        await outbox.start()
+        thread = threading.Thread(
+            target=sink.emit,
+            args=("model_version_alias.created", {"name": "m", "alias": "b", "version": "2"}),
+        )
+        thread.start()
+        thread.join()
+        sink.emit("model_version.created", {"name": "m"})  # nobody subscribed: no row
+        await outbox.stop()
+
+    asyncio.run(run())
+    bodies = [json.loads(one.body) for one in store.claim("w", lease_seconds=30, limit=10)]
+    assert sorted(body["data"]["alias"] for body in bodies) == ["a", "b"]
+    assert all(body["event"] == "model_version_alias.created" for body in bodies) and woken

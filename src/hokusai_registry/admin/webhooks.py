@@ -17,6 +17,9 @@ from hokusai_registry.policy import webhooks as rules
 from hokusai_registry.store.webhook_store import DeliveryRecord, WebhookRecord, WebhookStore
 
 TEST_ATTEMPTS = 1
+# A test delivery is sent by the gateway that queued it, at once; the queue's own schedule (for one whose
+# gateway died in between) is this much later.
+TEST_DELAY = 3600.0
 
 
 class WebhookSpec(BaseModel):
@@ -188,6 +191,7 @@ class WebhookAdmin:
             max_attempts=TEST_ATTEMPTS,
             subscribed=rules.subscribed,
             only=webhook_id,
+            delay=TEST_DELAY,
         )
         audit("webhook.tested", actor=actor, webhook_id=webhook_id)
         outcome = await self.worker.deliver_now(ids[0])

@@ -41,6 +41,7 @@ class Outbox:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Future[None] | None = None
+        self._stopping = False
 
     def emit(self, event: str, payload: Mapping[str, object]) -> None:
         if event not in EVENTS and event != TEST:
@@ -68,15 +69,17 @@ class Outbox:
             loop.call_soon_threadsafe(wake.set)
 
     async def start(self) -> None:
+        self._stopping = False
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._wake.set()  # anything emitted before the start
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        """Write what is queued, then stop."""
-        if self._task is not None:
-            self._task.cancel()
+        """Write what is queued (a write under way finishes), then stop."""
+        self._stopping = True
+        if self._task is not None and self._wake is not None:
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -84,10 +87,10 @@ class Outbox:
 
     async def _run(self) -> None:
         assert self._wake is not None  # nosec B101 - set by start
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
-            if not await self._write():
+            if not await self._write() and not self._stopping:
                 await asyncio.sleep(RETRY_WRITE_SECONDS)
                 self._wake.set()
 

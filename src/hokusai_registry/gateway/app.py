@@ -15,6 +15,7 @@ webhooks (`policy/registry_events.py`, `events/`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
@@ -61,6 +62,7 @@ from hokusai_registry.transport.forward import Forwarder
 from hokusai_registry.transport.upstream import UpstreamError
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 def _is_ui_page(target: Target, method: str) -> bool:
@@ -333,12 +335,15 @@ class Gateway:
     ) -> None:
         """The registry event of a write MLflow answered 2xx, with who made it."""
         assert self.events is not None  # nosec B101 - checked by the caller
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
-        found = event_data(scope["method"], target.path, body, query, answer)
-        if found is not None:
-            event, data = found
-            data["actor"] = {"owner": identity.user_id, "key_id": identity.key_id}
-            self.events.emit(event, data)
+        try:
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+            found = event_data(scope["method"], target.path, body, query, answer)
+            if found is not None:
+                event, data = found
+                data["actor"] = {"owner": identity.user_id, "key_id": identity.key_id}
+                self.events.emit(event, data)
+        except Exception:  # the answer is out: an event must never turn into the request's failure
+            log.exception("the registry event of %s %s was not emitted", scope["method"], target.path)
 
     async def _server_info(self, path: str, query: bytes, send: Send) -> None:
         """MLflow's capability probe, answered so that clients never move bytes around the gateway."""

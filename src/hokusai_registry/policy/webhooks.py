@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
@@ -56,6 +57,12 @@ EVENTS: dict[str, str] = {
 ALL_EVENTS = "*"
 MAX_URL = 2000
 MIN_SECRET = 16
+
+
+class EventSink(Protocol):
+    """Where events are emitted (`events/hub.py`): never blocks, never fails the caller."""
+
+    def emit(self, event: str, payload: Mapping[str, object]) -> None: ...
 
 
 def entity_action(event: str) -> tuple[str, str]:

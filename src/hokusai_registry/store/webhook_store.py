@@ -130,13 +130,11 @@ def _delivery(row: Any, log: tuple[Attempt, ...] = ()) -> DeliveryRecord:
     )
 
 
-def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
+def _due(now: dt.datetime, *, scheduled: bool = True) -> sa.ColumnElement[bool]:
+    """Pending and nobody's lease on it; and, when `scheduled`, its next attempt's time has come."""
     lease = webhook_deliveries.c.lease_until
-    return sa.and_(
-        webhook_deliveries.c.state == PENDING,
-        webhook_deliveries.c.next_attempt_at <= now,
-        sa.or_(lease.is_(None), lease < now),
-    )
+    free = sa.and_(webhook_deliveries.c.state == PENDING, sa.or_(lease.is_(None), lease < now))
+    return sa.and_(free, webhook_deliveries.c.next_attempt_at <= now) if scheduled else free
 
 
 class WebhookStore:
@@ -222,9 +220,11 @@ class WebhookStore:
         max_attempts: int,
         subscribed: Any,
         only: str | None = None,
+        delay: float = 0.0,
     ) -> list[str]:
         """Write (event, body, when) rows for every active webhook `subscribed(webhook_events, event)`
-        says gets them (or only webhook `only`), in one transaction; the new delivery ids."""
+        says gets them (or only webhook `only`), in one transaction, due `delay` seconds after `when`; the
+        new delivery ids."""
         events = list(events)
         if not events:
             return []
@@ -243,7 +243,7 @@ class WebhookStore:
                     "state": PENDING,
                     "attempts": 0,
                     "max_attempts": max_attempts,
-                    "next_attempt_at": when,
+                    "next_attempt_at": when + dt.timedelta(seconds=delay),
                     "lease_owner": None,
                     "lease_until": None,
                     "finished_at": None,
@@ -267,14 +267,15 @@ class WebhookStore:
         only: str | None = None,
         now: dt.datetime | None = None,
     ) -> list[Claimed]:
-        """Take the lease of up to `limit` due deliveries (or of delivery `only`, if due). Each is its own
-        conditional UPDATE: a row another worker took meanwhile is skipped, never sent twice at once.
-        Deliveries of a removed webhook are cancelled instead."""
+        """Take the lease of up to `limit` due deliveries (or of delivery `only`, whenever it is due, if
+        pending and free). Each is its own conditional UPDATE: a row another worker took meanwhile is
+        skipped, never sent twice at once. Deliveries of a removed webhook are cancelled instead."""
         now = now or _now()
         until = now + dt.timedelta(seconds=lease_seconds)
+        due = _due(now, scheduled=only is None)
         candidates = (
             sa.select(webhook_deliveries.c.id)
-            .where(_due(now))
+            .where(due)
             .order_by(webhook_deliveries.c.next_attempt_at)
             .limit(limit)
         )
@@ -287,7 +288,7 @@ class WebhookStore:
             with self.engine.begin() as connection:
                 taken = connection.execute(
                     webhook_deliveries.update()
-                    .where(webhook_deliveries.c.id == delivery_id, _due(now))
+                    .where(webhook_deliveries.c.id == delivery_id, due)
                     .values(
                         lease_owner=owner,
                         lease_until=until,
