@@ -187,8 +187,9 @@ def test_deliveries_survive_a_receiver_outage(
     assert starts == sorted(starts)
 
 
-def test_a_gateway_killed_mid_retry_delivers_exactly_once_after_restart(
-    mlflow_server: str, tmp_path: Path, receiver: Receiver, client_env: pytest.MonkeyPatch
+@pytest.mark.parametrize("ending", ["killed", "stopped"])
+def test_a_gateway_ended_mid_retry_delivers_exactly_once_after_restart(
+    ending: str, mlflow_server: str, tmp_path: Path, receiver: Receiver, client_env: pytest.MonkeyPatch
 ) -> None:
     slow = {**FAST, "HOKUSAI_WEBHOOK_RETRY_BASE": "1", "HOKUSAI_WEBHOOK_RETRY_MAX": "2"}
     data_dir = tmp_path / "gateway"
@@ -198,9 +199,9 @@ def test_a_gateway_killed_mid_retry_delivers_exactly_once_after_restart(
         webhook_id, secret = add_webhook(first, key, receiver.url, "model_version.created")
         receiver.stop()
         client = client_at(first, "/mlflow", first.create_key("restart"), client_env)
-        client.create_registered_model("restart-model")
-        run = client.create_run(client.create_experiment("restart")).info.run_id
-        client.create_model_version("restart-model", f"runs:/{run}/model", run_id=run)
+        client.create_registered_model(f"restart-model-{ending}")
+        run = client.create_run(client.create_experiment(f"restart-{ending}")).info.run_id
+        client.create_model_version(f"restart-model-{ending}", f"runs:/{run}/model", run_id=run)
         eventually(
             lambda: (log := deliveries(first, key, webhook_id)) and len(log[0]["log"]) >= 1,
             60,
@@ -208,13 +209,14 @@ def test_a_gateway_killed_mid_retry_delivers_exactly_once_after_restart(
             "a failed attempt",
         )
     finally:
-        first.process.kill()  # no clean shutdown: whatever it held stays held
-        first.process.wait(30)
+        if ending == "killed":
+            first.process.kill()  # no clean shutdown: whatever it held stays held
+            first.process.wait(30)
         first.stop()
     receiver.start()
     second = GatewayProcess(mlflow_server, data_dir, env=slow)
     try:
-        delivered = one(receiver, "model_version.created", name="restart-model")
+        delivered = one(receiver, "model_version.created", name=f"restart-model-{ending}")
         assert delivered.verifies(secret)
         # A later delivery on the same queue arrives after it: by then a repeat would have come too.
         tested = cli(second, key, "test", webhook_id)
@@ -222,6 +224,37 @@ def test_a_gateway_killed_mid_retry_delivers_exactly_once_after_restart(
         assert [delivery.id for delivery in receiver.received("model_version.created")] == [delivered.id]
         (record, _) = sorted(deliveries(second, key, webhook_id), key=lambda entry: entry["event"])
         assert record["id"] == delivered.id and record["state"] == "delivered"
+    finally:
+        second.stop()
+
+
+def test_an_attempt_cut_short_by_a_crash_is_sent_again_when_its_lease_runs_out(
+    mlflow_server: str, tmp_path: Path, receiver: Receiver, client_env: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / "gateway"
+    first = GatewayProcess(mlflow_server, data_dir, env=FAST)
+    try:
+        key = first.create_key("lease-admin", admin=True)
+        webhook_id, secret = add_webhook(first, key, receiver.url, "model_version.created")
+        receiver.hold = True  # the receiver takes the delivery and does not answer
+        client = client_at(first, "/mlflow", first.create_key("lease"), client_env)
+        client.create_registered_model("lease-model")
+        run = client.create_run(client.create_experiment("lease")).info.run_id
+        client.create_model_version("lease-model", f"runs:/{run}/model", run_id=run)
+        (held,) = eventually(lambda: receiver.received(status=0) or None, 60, message="the attempt under way")
+    finally:
+        first.process.kill()  # mid-attempt: its lease is still on the delivery
+        first.process.wait(30)
+        first.stop()
+    receiver.release()
+    second = GatewayProcess(mlflow_server, data_dir, env=FAST)
+    try:
+        # Sent again once the lease (the timeout plus 10 s) ran out: at least once, with the same id.
+        delivered = one(receiver, "model_version.created", name="lease-model")
+        assert delivered.id == held.id and delivered.verifies(secret)
+        (record,) = deliveries(second, key, webhook_id)
+        assert record["state"] == "delivered" and record["attempts"] == 2
+        assert [entry["attempt"] for entry in record["log"]] == [2]  # the cut-short attempt left no entry
     finally:
         second.stop()
 

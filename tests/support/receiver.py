@@ -1,6 +1,7 @@
 """A webhook receiver on loopback: a real HTTP server in a thread that records every delivery and
 answers with a status the test sets (200 by default). `stop()` closes its port (the receiver is down);
-`start()` opens the same port again."""
+`start()` opens the same port again. With `hold` set, a delivery is recorded with status 0 and left
+without an answer until `hold` is cleared (a receiver that hangs)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ class Receiver:
         self.deliveries: list[Delivery] = []
         self.status = 200
         self.headers: dict[str, str] = {}
+        self.hold = False
+        self._released = threading.Condition()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.port = port
@@ -66,11 +69,15 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length).decode("utf-8")
-                status = receiver.status
+                status = 0 if receiver.hold else receiver.status
                 with receiver._lock:
                     receiver.deliveries.append(
                         Delivery({k.lower(): v for k, v in self.headers.items()}, body, status)
                     )
+                if status == 0:
+                    with receiver._released:
+                        receiver._released.wait_for(lambda: not receiver.hold, 120)
+                    status = receiver.status
                 self.send_response(status)
                 for name, value in receiver.headers.items():
                     self.send_header(name, value)
@@ -86,7 +93,14 @@ class Receiver:
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
+    def release(self) -> None:
+        """Answer the held deliveries (and hold no more)."""
+        with self._released:
+            self.hold = False
+            self._released.notify_all()
+
     def stop(self) -> None:
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
