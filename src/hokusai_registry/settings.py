@@ -519,6 +519,13 @@ class Settings(BaseSettings):
         "Seconds between looks at the delivery queue for retries that came due and events other gateways "
         "queued (this gateway's own events are sent at once).",
     )
+    webhook_retention_days: float = _setting(
+        30.0,
+        "HOKUSAI_WEBHOOK_RETENTION_DAYS",
+        None,
+        "Days a finished webhook delivery (delivered, failed or cancelled) and its attempts stay in the "
+        "delivery log; pending ones stay until they finish.",
+    )
     webhook_secret_key_file: Path | None = _setting(
         None,
         "HOKUSAI_WEBHOOK_SECRET_KEY_FILE",
@@ -657,6 +664,7 @@ class Settings(BaseSettings):
         "webhook_retry_base",
         "webhook_retry_max",
         "webhook_poll_interval",
+        "webhook_retention_days",
     )
     @classmethod
     def _positive(cls, value: float) -> float:

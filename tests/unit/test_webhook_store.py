@@ -188,3 +188,13 @@ def test_the_outbox_takes_events_from_any_thread_and_writes_them_by_its_stop(sto
     bodies = [json.loads(one.body) for one in store.claim("w", lease_seconds=30, limit=10)]
     assert sorted(body["data"]["alias"] for body in bodies) == ["a", "b"]
     assert all(body["event"] == "model_version_alias.created" for body in bodies) and woken
+
+
+def test_finished_deliveries_are_pruned_after_the_retention(store: WebhookStore) -> None:
+    _add(store, "wh", ("*",))
+    done, waiting = _enqueue(store, "a.b") + _enqueue(store, "c.d")
+    (claimed,) = store.claim("w", lease_seconds=30, limit=1, only=done, now=T0)
+    store.finish(claimed, Outcome(T0, 1.0, 200, None, True, None))
+    assert store.prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=1)) == 0  # finished just now
+    assert store.prune(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)) == 1
+    assert [delivery.id for delivery in store.deliveries("wh")] == [waiting]  # pending ones stay

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # else may claim the row.
 LEASE_MARGIN = 10.0
 CLAIM_BATCH = 20
+# How often finished deliveries older than the retention are forgotten.
+PRUNE_EVERY = 3600.0
 
 
 def display_url(url: str) -> str:
@@ -69,6 +71,7 @@ class DeliveryWorker:
         timeout: float,
         retries: Retries,
         poll_interval: float,
+        retention_days: float = 30.0,
         concurrency: int = 4,
         client: httpx.AsyncClient | None = None,
         counted: Callable[[str], None] | None = None,
@@ -78,6 +81,8 @@ class DeliveryWorker:
         self.timeout = timeout
         self.retries = retries
         self.poll_interval = poll_interval
+        self.retention = dt.timedelta(days=retention_days)
+        self._pruned_at = -PRUNE_EVERY
         self.lease_seconds = timeout + LEASE_MARGIN
         # Whose leases are whose: one id per process (and restart).
         self.owner = secrets.token_hex(8)
@@ -133,6 +138,7 @@ class DeliveryWorker:
         assert self._wake is not None  # nosec B101 - set by start
         while not self._stopping:
             self._wake.clear()
+            await self._prune()
             try:
                 claimed = await asyncio.to_thread(
                     self.store.claim, self.owner, lease_seconds=self.lease_seconds, limit=CLAIM_BATCH
@@ -145,6 +151,19 @@ class DeliveryWorker:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _prune(self) -> None:
+        """Keep the delivery log to its retention (HOKUSAI_WEBHOOK_RETENTION_DAYS), once an hour."""
+        if time.monotonic() - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = time.monotonic()
+        try:
+            pruned = await asyncio.to_thread(self.store.prune, dt.datetime.now(dt.UTC) - self.retention)
+        except Exception as exc:
+            log.warning("old webhook deliveries could not be pruned: %s", exc)
+            return
+        if pruned:
+            log.info("forgot %d webhook deliveries finished more than %s ago", pruned, self.retention)
 
     async def _in_slot(self, claimed: Claimed) -> None:
         async with self._slots:

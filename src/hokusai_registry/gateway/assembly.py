@@ -85,6 +85,7 @@ def build_events(settings: Settings, store: KeyStore, metrics: Metrics) -> tuple
             cap=settings.webhook_retry_max,
         ),
         poll_interval=settings.webhook_poll_interval,
+        retention_days=settings.webhook_retention_days,
         counted=metrics.webhook_attempt,
     )
     outbox = Outbox(webhooks, max_attempts=settings.webhook_max_attempts, written=worker.wake)

@@ -371,6 +371,22 @@ class WebhookStore:
                 ).rowcount
             )
 
+    def prune(self, before: dt.datetime) -> int:
+        """Forget deliveries that finished (delivered, failed or cancelled) before `before`, with their
+        attempts; how many."""
+        finished = sa.select(webhook_deliveries.c.id).where(
+            webhook_deliveries.c.state != PENDING, webhook_deliveries.c.finished_at < before
+        )
+        with self.engine.begin() as connection:
+            connection.execute(webhook_attempts.delete().where(webhook_attempts.c.delivery_id.in_(finished)))
+            return int(
+                connection.execute(
+                    webhook_deliveries.delete().where(
+                        webhook_deliveries.c.state != PENDING, webhook_deliveries.c.finished_at < before
+                    )
+                ).rowcount
+            )
+
     def next_due(self) -> dt.datetime | None:
         """When the earliest pending delivery is due (None: none pending)."""
         with self.engine.connect() as connection:
