@@ -86,6 +86,30 @@ resource "aws_secretsmanager_secret_version" "mlflow_assertion_secret" {
   secret_string = random_password.mlflow_assertion.result
 }
 
+# The gateways seal webhook signing secrets in the key store's database with this key
+# (HOKUSAI_WEBHOOK_SECRET_KEY in the gateway's task definition). Unlike the assertion secret, things are stored
+# under it: a new one makes every webhook's secret unreadable (remove and add the webhooks again).
+resource "random_password" "webhook_secret_key" {
+  length  = 48
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "webhook_secret_key" {
+  #checkov:skip=CKV_AWS_149:encrypted with the AWS-managed key; a customer key is an account policy choice
+  #checkov:skip=CKV2_AWS_57:webhook secrets are sealed under it: rotating it means adding the webhooks again
+  name        = "${local.name}/webhook-secret-key"
+  description = "HOKUSAI_WEBHOOK_SECRET_KEY: gateways seal webhook signing secrets with it"
+}
+
+resource "aws_secretsmanager_secret_version" "webhook_secret_key" {
+  secret_id     = aws_secretsmanager_secret.webhook_secret_key.id
+  secret_string = random_password.webhook_secret_key.result
+  lifecycle {
+    # Replaced by hand only (with the webhooks added again): apply must not put another one in.
+    ignore_changes = [secret_string]
+  }
+}
+
 resource "aws_s3_bucket" "artifacts" {
   #checkov:skip=CKV_AWS_18:only MLflow's task role reads or writes it; use CloudTrail data events for an audit
   #checkov:skip=CKV2_AWS_62:nothing consumes bucket events

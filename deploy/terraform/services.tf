@@ -34,6 +34,7 @@ data "aws_iam_policy_document" "read_secrets" {
       aws_secretsmanager_secret.database_urls.arn,
       aws_secretsmanager_secret.mlflow_kek_passphrase.arn,
       aws_secretsmanager_secret.mlflow_assertion_secret.arn,
+      aws_secretsmanager_secret.webhook_secret_key.arn,
     ]
   }
   # The single-sign-on client's secret, when one is given (docs/sso.md).
@@ -105,6 +106,8 @@ resource "aws_ecs_task_definition" "gateway" {
       { name = "DATABASE_URL", valueFrom = "${aws_secretsmanager_secret.database_urls.arn}:keys::" },
       # The gateway signs every request to MLflow with it (the same secret as MLflow's).
       { name = "HOKUSAI_MLFLOW_ASSERTION_SECRET", valueFrom = aws_secretsmanager_secret.mlflow_assertion_secret.arn },
+      # Every gateway seals and unseals webhook signing secrets with it (docs/webhooks.md).
+      { name = "HOKUSAI_WEBHOOK_SECRET_KEY", valueFrom = aws_secretsmanager_secret.webhook_secret_key.arn },
       ], var.oidc_client_secret_arn == "" ? [] : [
       { name = "HOKUSAI_OIDC_CLIENT_SECRET", valueFrom = var.oidc_client_secret_arn },
     ])

@@ -485,6 +485,63 @@ class Settings(BaseSettings):
         "Longest lifetime of a key people create for themselves (`My keys`, `POST /api/v1/keys` as a "
         "non-admin): such keys must expire. `90d`, `12h` or `30m`.",
     )
+    webhook_timeout: float = _setting(
+        10.0,
+        "HOKUSAI_WEBHOOK_TIMEOUT",
+        None,
+        "Seconds a webhook receiver has to answer one delivery attempt (connecting included); no answer in "
+        "time is a failed attempt (`docs/webhooks.md`).",
+    )
+    webhook_max_attempts: int = _setting(
+        10,
+        "HOKUSAI_WEBHOOK_MAX_ATTEMPTS",
+        None,
+        "Attempts per webhook delivery before it is marked failed (1: no retries).",
+    )
+    webhook_retry_base: float = _setting(
+        5.0,
+        "HOKUSAI_WEBHOOK_RETRY_BASE",
+        None,
+        "Seconds before the first retry of a failed delivery; each later retry waits twice as long (±20% "
+        "jitter), at most `HOKUSAI_WEBHOOK_RETRY_MAX`.",
+    )
+    webhook_retry_max: float = _setting(
+        3600.0,
+        "HOKUSAI_WEBHOOK_RETRY_MAX",
+        None,
+        "Longest wait in seconds between two attempts of a delivery (a receiver's `Retry-After` is honoured "
+        "up to this).",
+    )
+    webhook_poll_interval: float = _setting(
+        2.0,
+        "HOKUSAI_WEBHOOK_POLL_INTERVAL",
+        None,
+        "Seconds between looks at the delivery queue for retries that came due and events other gateways "
+        "queued (this gateway's own events are sent at once).",
+    )
+    webhook_retention_days: float = _setting(
+        30.0,
+        "HOKUSAI_WEBHOOK_RETENTION_DAYS",
+        None,
+        "Days a finished webhook delivery (delivered, failed or cancelled) and its attempts stay in the "
+        "delivery log; pending ones stay until they finish.",
+    )
+    webhook_secret_key_file: Path | None = _setting(
+        None,
+        "HOKUSAI_WEBHOOK_SECRET_KEY_FILE",
+        None,
+        "File with the key webhook signing secrets are sealed with in the key store's database. Default: "
+        "`DATA_DIR/webhook-secret-key`, created once (mode 0600) when missing; a file named here must "
+        "exist. Gateway replicas sharing a database need the same file.",
+    )
+    webhook_secret_key: SecretStr | None = _setting(
+        None,
+        "HOKUSAI_WEBHOOK_SECRET_KEY",
+        None,
+        "The same key as a value, for platforms that hand secrets to containers as environment variables "
+        "(ECS task secrets); wins over `HOKUSAI_WEBHOOK_SECRET_KEY_FILE`. At least 16 characters; every "
+        "gateway replica needs the same value, kept for as long as its webhooks.",
+    )
 
     @field_validator("key_store_url", "mlflow_backend_store_uri", "mlflow_auth_database_uri")
     @classmethod
@@ -501,7 +558,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("mlflow_assertion_secret")
+    @field_validator("mlflow_assertion_secret", "webhook_secret_key")
     @classmethod
     def _assertion_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
@@ -583,6 +640,7 @@ class Settings(BaseSettings):
         "graphql_max_tokens",
         "body_buffer_mb",
         "body_min_rate_kb",
+        "webhook_max_attempts",
     )
     @classmethod
     def _at_least_one(cls, value: int) -> int:
@@ -602,6 +660,11 @@ class Settings(BaseSettings):
         "session_max_age",
         "header_timeout",
         "body_idle_timeout",
+        "webhook_timeout",
+        "webhook_retry_base",
+        "webhook_retry_max",
+        "webhook_poll_interval",
+        "webhook_retention_days",
     )
     @classmethod
     def _positive(cls, value: float) -> float:
@@ -703,6 +766,10 @@ class Settings(BaseSettings):
     @property
     def assertion_secret_path(self) -> Path:
         return self.mlflow_assertion_secret_file or self.data_dir / "mlflow-assertion-secret"
+
+    @property
+    def webhook_secret_key_path(self) -> Path:
+        return self.webhook_secret_key_file or self.data_dir / "webhook-secret-key"
 
     @property
     def trusted_proxies(self) -> TrustedProxies:

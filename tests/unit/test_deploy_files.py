@@ -91,6 +91,17 @@ def test_compose_shares_one_assertion_secret_between_gateway_and_mlflow() -> Non
     assert "deploy/mlflow-assertion-secret" in ignored
 
 
+def test_compose_gives_the_gateway_its_webhook_key_from_a_secret() -> None:
+    """Webhook secrets are sealed under this key in the shared database: a default file in a container's data
+    directory would be lost with the container, and the webhooks' secrets with it."""
+    stack = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    gateway = stack["services"]["gateway"]
+    assert "webhook-secret-key" in gateway["secrets"]
+    assert gateway["environment"]["HOKUSAI_WEBHOOK_SECRET_KEY_FILE"] == "/run/secrets/webhook-secret-key"
+    assert stack["secrets"]["webhook-secret-key"]["file"] == "./webhook-secret-key"
+    assert "deploy/webhook-secret-key" in (DEPLOY.parent / ".gitignore").read_text().splitlines()
+
+
 def test_compose_runs_mlflow_with_permissions_and_its_auth_database_on_postgres() -> None:
     stack = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     mlflow = stack["services"]["mlflow"]

@@ -177,6 +177,24 @@ def test_gateway_and_mlflow_share_the_assertion_secret_from_secrets_manager(tf: 
     assert f"${{{arn}}}" in documents['"read_secrets"']["statement"][0]["resources"]
 
 
+def test_gateways_seal_webhook_secrets_with_one_key_from_secrets_manager(tf: dict[str, Any]) -> None:
+    """Every gateway task unseals every webhook's secret: one random key in Secrets Manager, given as a task
+    secret (never a plain environment value), never replaced by an apply (secrets are sealed under it)."""
+    arn = "aws_secretsmanager_secret.webhook_secret_key.arn"
+    secrets, environment = _secrets_and_environment(tf, "gateway")
+    assert f'{{name = "HOKUSAI_WEBHOOK_SECRET_KEY", valueFrom = {arn}}}' in secrets
+    assert "HOKUSAI_WEBHOOK_SECRET_KEY" not in environment
+    version = resource(tf, "aws_secretsmanager_secret_version", "webhook_secret_key")
+    assert version["secret_string"] == "${random_password.webhook_secret_key.result}"
+    assert version["lifecycle"][0]["ignore_changes"] == ["secret_string"]
+    assert resource(tf, "random_password", "webhook_secret_key")["length"] >= 32
+    with (TERRAFORM / "services.tf").open() as handle:
+        documents: dict[str, Any] = {}
+        for block in hcl2.load(handle)["data"]:
+            documents.update(block.get('"aws_iam_policy_document"', {}))
+    assert f"${{{arn}}}" in documents['"read_secrets"']["statement"][0]["resources"]
+
+
 def test_mlflow_runs_with_permissions_and_its_auth_database_on_the_same_instance(tf: dict[str, Any]) -> None:
     definitions = resource(tf, "aws_ecs_task_definition", "mlflow")["container_definitions"]
     assert 'command = ["hokusai-registry", "mlflow", "--port", "5000"]' in definitions

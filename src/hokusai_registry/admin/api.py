@@ -1,6 +1,6 @@
-"""The admin REST API (`/api/v1/keys`, and `/api/v1/teams` and `/api/v1/grants` from
-`permissions_api.py`), the auth-service endpoint (`/api/v1/keys/validate`) and their OpenAPI docs
-(`/docs`, Swagger UI served from the package, no external assets).
+"""The admin REST API (`/api/v1/keys`, `/api/v1/teams` and `/api/v1/grants` from `permissions_api.py`,
+`/api/v1/webhooks` from `webhooks_api.py`), the auth-service endpoint (`/api/v1/keys/validate`) and
+their OpenAPI docs (`/docs`, Swagger UI served from the package, no external assets).
 
 The gateway authenticates and authorizes admin requests before they get here and passes the caller's
 identity in the ASGI scope (`IDENTITY`); this app only does the work, through the same `KeyAdmin` the
@@ -35,6 +35,8 @@ from hokusai_registry.admin.service import (
     problems,
 )
 from hokusai_registry.admin.users import UserAdmin, UserChange, UserInfo, UserSpec
+from hokusai_registry.admin.webhooks import WebhookAdmin
+from hokusai_registry.admin.webhooks_api import add_webhook_routes
 from hokusai_registry.auth.authenticator import Authenticator, Identity, service_denied
 from hokusai_registry.auth.credentials import presented_key
 from hokusai_registry.auth.throttle import Guard
@@ -45,6 +47,7 @@ from hokusai_registry.policy.routes import DOCS_ASSETS, VALIDATE_PATH
 from hokusai_registry.policy.scopes import grants
 from hokusai_registry.store.key_store import KeyNameTaken, KeyNotFound
 from hokusai_registry.store.user_store import UserNotAllowed, UserNotFound
+from hokusai_registry.store.webhook_store import WebhookNotFound
 
 IDENTITY = "hokusai.identity"
 
@@ -123,12 +126,13 @@ def build_keys_api(
     permissions: PermissionAdmin,
     own_keys: OwnKeys,
     users: UserAdmin,
+    webhooks: WebhookAdmin | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Hokusai Registry admin API",
         version=__version__,
-        description="Manage API keys, teams and grants (admin keys only) and validate keys for other "
-        "services. Send the key as `Authorization: Bearer hk_live_...`. Errors are MLflow error JSON "
+        description="Manage API keys, teams, grants and webhooks (admin keys only) and validate keys for "
+        "other services. Send the key as `Authorization: Bearer hk_live_...`. Errors are MLflow error JSON "
         "(`error_code`, `message`).",
         docs_url=None,
         redoc_url=None,
@@ -157,6 +161,10 @@ def build_keys_api(
     @app.exception_handler(KeyNameTaken)
     async def taken(_: Request, error: KeyNameTaken) -> Response:
         return _error(Refusal(Reason.KEY_NAME_TAKEN, str(error)))
+
+    @app.exception_handler(WebhookNotFound)
+    async def no_webhook(_: Request, error: WebhookNotFound) -> Response:
+        return _error(Refusal(Reason.WEBHOOK_NOT_FOUND, str(error)))
 
     @app.exception_handler(ChangeRefused)
     async def refused_change(_: Request, error: ChangeRefused) -> Response:
@@ -256,6 +264,8 @@ def build_keys_api(
         return rotated
 
     add_permission_routes(app, permissions, _actor)
+    if webhooks is not None:
+        add_webhook_routes(app, webhooks, _actor)
 
     @app.get("/api/v1/users", response_model=list[UserInfo], summary="List single-sign-on users")
     def list_users() -> list[UserInfo]:

@@ -12,13 +12,20 @@ SECRET_HEADERS = frozenset(
 _SECRETS = re.compile(
     r"hk_(live|test)_[0-9A-Za-z_]+"  # Hokusai keys, whole or cut
     r"|(?i:\b(bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"  # credentials after an auth scheme
+    r"|whsec_[0-9A-Za-z_-]+"  # webhook signing secrets the gateway generates
 )
 
 
+def _redacted(match: re.Match[str]) -> str:
+    if match.group(1):
+        return f"hk_{match.group(1)}_{REDACTED}"
+    if match.group(2):
+        return f"{match.group(2)} {REDACTED}"
+    return f"whsec_{REDACTED}"
+
+
 def redact(text: str) -> str:
-    return _SECRETS.sub(
-        lambda m: f"hk_{m.group(1)}_{REDACTED}" if m.group(1) else f"{m.group(2)} {REDACTED}", text
-    )
+    return _SECRETS.sub(_redacted, text)
 
 
 def redact_headers(headers: list[tuple[bytes, bytes]]) -> str:

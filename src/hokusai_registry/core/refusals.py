@@ -121,6 +121,8 @@ class Reason(enum.Enum):
     NOT_FOUND = ("not_found", "RESOURCE_DOES_NOT_EXIST")
     ALREADY_EXISTS = ("already_exists", "RESOURCE_ALREADY_EXISTS")
     MLFLOW_REFUSED = ("mlflow_refused", "INVALID_PARAMETER_VALUE")
+    # Webhooks managed through the admin API
+    WEBHOOK_NOT_FOUND = ("webhook_not_found", "RESOURCE_DOES_NOT_EXIST")
     # MLflow, behind the gateway
     UPSTREAM_REFUSED = ("upstream_refused", "TEMPORARILY_UNAVAILABLE", 502)
     UPSTREAM_LOST = ("upstream_lost", "TEMPORARILY_UNAVAILABLE", 502)

@@ -8,12 +8,14 @@ caller (`auth/caller.py`: a key in the headers or a browser session; failure thr
 rate limit; the UI page without one goes to `/login`) → the caller checks (scope, artifact transfer
 policy) → inspected bodies (attribution, reserved tags, GraphQL mutations, audit) → the forwarder. Every
 refusal is a `Refusal`, answered as MLflow JSON by `core/refusals.py`, but on the gateway's own pages
-(`admin/pages.py`), which answer in HTML.
+(`admin/pages.py`), which answer in HTML. Registry writes MLflow answered 2xx become events for the
+webhooks (`policy/registry_events.py`, `events/`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
@@ -23,10 +25,11 @@ from hokusai_registry.admin.pages import WebPages
 from hokusai_registry.admin.rendering import send_redirect
 from hokusai_registry.auth.authenticator import Identity
 from hokusai_registry.auth.caller import Access, client_address
-from hokusai_registry.core.asgi import Receive, Scope, Send
+from hokusai_registry.core.asgi import Message, Receive, Scope, Send
 from hokusai_registry.core.bodies import read_body, replay, with_length
 from hokusai_registry.core.record import RequestRecord, counted
 from hokusai_registry.core.refusals import Reason, Refusal, send_body, send_json, send_refusal
+from hokusai_registry.events.hub import Events
 from hokusai_registry.gateway.checks import (
     BEFORE_TARGET,
     ON_CALLER,
@@ -48,6 +51,7 @@ from hokusai_registry.policy.headers import SAFE_METHODS, request_id
 from hokusai_registry.policy.inspection import Inspection, inspect, inspection
 from hokusai_registry.policy.navigation import login_location
 from hokusai_registry.policy.paths import Redirect, Target
+from hokusai_registry.policy.registry_events import MAX_ANSWER, event_data, event_for
 from hokusai_registry.policy.request import Request
 from hokusai_registry.policy.request import parse as parse_request
 from hokusai_registry.policy.routes import Caller, Family, Handler, OwnRoute
@@ -58,6 +62,7 @@ from hokusai_registry.transport.forward import Forwarder
 from hokusai_registry.transport.upstream import UpstreamError
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 def _is_ui_page(target: Target, method: str) -> bool:
@@ -81,8 +86,11 @@ class Gateway:
         public_url: str | None,
         graphql_max_tokens: int,
         proxies: TrustedProxies,
+        events: Events | None = None,
     ) -> None:
         self.access = access
+        # Registry events for the webhooks; the promotion workflow emits through it too.
+        self.events = events
         self.proxies = proxies
         self.pages = pages
         self.forwarder = forwarder
@@ -121,11 +129,15 @@ class Gateway:
                 try:
                     self._log_flusher = asyncio.ensure_future(flush_periodically())
                     await self.access.authenticator.start()
+                    if self.events is not None:
+                        await self.events.start()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": repr(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.events is not None:
+                    await self.events.stop()
                 await self.access.authenticator.stop()
                 await self.access.tokens.issuers.close()
                 await self.forwarder.close()
@@ -299,8 +311,15 @@ class Gateway:
         if inspected is None:
             record.status = 499  # the client left while sending its body
             return
-        scope, receive, fields, digest = inspected
-        await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
+        scope, receive, fields, digest, body = inspected
+        event = event_for(scope["method"], target.path) if self.events is not None else None
+        if event is None:
+            await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
+        else:
+            answer = _Answer(send)
+            await self.forwarder.forward(scope, receive, answer, target, record, _acts_as(identity), digest)
+            if 200 <= record.status < 300:
+                self._emit(scope, target, body, answer.body(), identity)
         if found.event is not None:
             audit(
                 found.event,
@@ -311,6 +330,21 @@ class Gateway:
                 status=record.status,
                 **fields,
             )
+
+    def _emit(
+        self, scope: Scope, target: Target, body: bytes, answer: bytes | None, identity: Identity
+    ) -> None:
+        """The registry event of a write MLflow answered 2xx, with who made it."""
+        assert self.events is not None  # nosec B101 - checked by the caller
+        try:
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+            found = event_data(scope["method"], target.path, body, query, answer)
+            if found is not None:
+                event, data = found
+                data["actor"] = {"owner": identity.user_id, "key_id": identity.key_id}
+                self.events.emit(event, data)
+        except Exception:  # the answer is out: an event must never turn into the request's failure
+            log.exception("the registry event of %s %s was not emitted", scope["method"], target.path)
 
     async def _server_info(self, path: str, query: bytes, send: Send) -> None:
         """MLflow's capability probe, answered so that clients never move bytes around the gateway."""
@@ -324,7 +358,7 @@ class Gateway:
 
     async def _inspect(
         self, scope: Scope, receive: Receive, found: Inspection, identity: Identity, path: str
-    ) -> tuple[Scope, Receive, dict[str, str], str] | None:
+    ) -> tuple[Scope, Receive, dict[str, str], str, bytes] | None:
         """Reads a small JSON body and lets `policy/inspection.py` judge it (attribution, reserved
         tags, GraphQL operations)."""
         body = await read_body(receive, found.max_body)
@@ -351,7 +385,34 @@ class Gateway:
             replay(inspected.body, receive),
             inspected.fields,
             body_digest(inspected.body),  # as rewritten: what MLflow receives
+            inspected.body,
         )
+
+
+class _Answer:
+    """`send` that also keeps MLflow's answer when it is small plain JSON (the registry writes' answers are
+    a few KiB): relayed as it streams, never delayed, never kept past MAX_ANSWER."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._kept = True
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._kept = not any(name == b"content-encoding" for name, _ in message.get("headers", ()))
+        elif self._kept and message["type"] == "http.response.body":
+            chunk = message.get("body", b"")
+            self._size += len(chunk)
+            if self._size > MAX_ANSWER:
+                self._kept, self._parts = False, []
+            elif chunk:
+                self._parts.append(chunk)
+        await self._send(message)
+
+    def body(self) -> bytes | None:
+        return b"".join(self._parts) if self._kept else None
 
 
 def _acts_as(identity: Identity) -> str:

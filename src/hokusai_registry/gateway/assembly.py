@@ -10,6 +10,7 @@ from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.service import KeyAdmin, OwnKeys
 from hokusai_registry.admin.sso import SingleSignOn, SsoRules
 from hokusai_registry.admin.users import UserAdmin
+from hokusai_registry.admin.webhooks import WebhookAdmin
 from hokusai_registry.auth.authenticator import Authenticator, KeySource
 from hokusai_registry.auth.bearer_tokens import BearerTokens, TokenRules
 from hokusai_registry.auth.caller import Access
@@ -22,6 +23,10 @@ from hokusai_registry.auth.secret_files import SecretFileError, read_secret
 from hokusai_registry.auth.sessions import Sessions
 from hokusai_registry.auth.throttle import Guard
 from hokusai_registry.core.net import redact_url
+from hokusai_registry.events.hub import Events
+from hokusai_registry.events.outbox import Outbox
+from hokusai_registry.events.sealing import Sealer
+from hokusai_registry.events.worker import DeliveryWorker, Retries
 from hokusai_registry.gateway.app import Gateway
 from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.metrics import Metrics
@@ -29,6 +34,7 @@ from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
 from hokusai_registry.store.session_store import SessionStore
 from hokusai_registry.store.user_store import UserStore
+from hokusai_registry.store.webhook_store import WebhookStore
 from hokusai_registry.transport.bodies import RequestBodies
 from hokusai_registry.transport.forward import Forwarder
 
@@ -48,6 +54,45 @@ def assertion_secret(settings: Settings) -> bytes:
         ).encode()
     except SecretFileError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def webhook_sealer(settings: Settings) -> Sealer:
+    """What webhook secrets are sealed with: HOKUSAI_WEBHOOK_SECRET_KEY if set, else the key in
+    HOKUSAI_WEBHOOK_SECRET_KEY_FILE (the default file is created on first use)."""
+    if settings.webhook_secret_key is not None:
+        return Sealer(settings.webhook_secret_key.get_secret_value())
+    try:
+        return Sealer(
+            read_secret(
+                settings.webhook_secret_key_path,
+                setting="HOKUSAI_WEBHOOK_SECRET_KEY_FILE",
+                create=settings.webhook_secret_key_file is None,
+                purpose="webhook signing secrets are sealed with the key in it; without it they are lost",
+            )
+        )
+    except SecretFileError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def build_events(settings: Settings, store: KeyStore, metrics: Metrics) -> tuple[Events, WebhookAdmin]:
+    """The outbox and delivery worker of registry events, and the webhooks' administration."""
+    webhooks = WebhookStore(store)
+    sealer = webhook_sealer(settings)
+    worker = DeliveryWorker(
+        webhooks,
+        sealer,
+        timeout=settings.webhook_timeout,
+        retries=Retries(
+            max_attempts=settings.webhook_max_attempts,
+            base=settings.webhook_retry_base,
+            cap=settings.webhook_retry_max,
+        ),
+        poll_interval=settings.webhook_poll_interval,
+        retention_days=settings.webhook_retention_days,
+        counted=metrics.webhook_attempt,
+    )
+    outbox = Outbox(webhooks, max_attempts=settings.webhook_max_attempts, written=worker.wake)
+    return Events(outbox, worker), WebhookAdmin(webhooks, sealer, worker)
 
 
 def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gateway:
@@ -111,6 +156,8 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     oidc, sso = single_sign_on(settings, store, issuers, permissions)
     own_keys = OwnKeys(store, settings.key_environment, settings.max_key_lifetime_delta)
     users = UserAdmin(store)
+    metrics = Metrics()
+    events, webhooks = build_events(settings, store, metrics)
     return Gateway(
         access=access,
         pages=WebPages(
@@ -132,7 +179,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             min_rate=settings.body_min_rate_kb * 1024,
         ),
         health=health,
-        metrics=Metrics(),
+        metrics=metrics,
         keys_api=build_keys_api(
             key_admin,
             authenticator,
@@ -141,12 +188,14 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             permissions,
             own_keys,
             users,
+            webhooks,
         ),
         keys_elsewhere=keys_elsewhere,
         direct_transfers=settings.direct_artifact_transfers,
         public_url=settings.public_url,
         graphql_max_tokens=settings.graphql_max_tokens,
         proxies=proxies,
+        events=events,
     )
 
 

@@ -1,10 +1,11 @@
 """The audit log: one JSON object per line for every security-relevant event.
 
 Events: key.created / key.rotated / key.revoked and team.* / grant.* (CLI, admin API and pages alike;
-`admin/permissions.py`), auth.failed, permission.denied, rate_limited, registry writes (registered model
-created, renamed or deleted, model version created or deleted, alias set or deleted, stage changed) and
-prompt-lab runs (the table is `policy/inspection.py`). Lines carry key ids, owners and client
-addresses, never a secret; they still pass through `redact` like every other log line.
+`admin/permissions.py`), webhook.created / webhook.removed / webhook.tested (`admin/webhooks.py`),
+auth.failed, permission.denied, rate_limited, registry writes (registered model created, renamed or
+deleted, model version created or deleted, alias set or deleted, stage changed) and prompt-lab runs (the
+table is `policy/inspection.py`). Lines carry key ids, owners and client addresses, never a secret; they
+still pass through `redact` like every other log line.
 """
 
 from __future__ import annotations

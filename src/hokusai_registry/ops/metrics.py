@@ -58,6 +58,13 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self._webhook_attempts = Counter(
+            "hokusai_webhook_attempts",
+            "Webhook delivery attempts, by outcome: delivered, retry (failed, tried again later), failed "
+            "(failed, attempts used up).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "hokusai_requests_in_flight", "Requests being handled now.", registry=self.registry
         )
@@ -86,6 +93,9 @@ class Metrics:
             self._upstream_errors.labels(record.upstream_error).inc()
         if record.auth_failure:
             self._auth_failures.labels(record.auth_failure).inc()
+
+    def webhook_attempt(self, outcome: str) -> None:
+        self._webhook_attempts.labels(outcome).inc()
 
     async def endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_body(

@@ -47,7 +47,7 @@ class Handler(enum.Enum):
     METRICS = "metrics"
     MLFLOW_HEALTH = "mlflow_health"
     MLFLOW_HEALTH_DETAILED = "mlflow_health_detailed"
-    KEYS = "keys"  # the admin REST API: keys, teams and grants
+    KEYS = "keys"  # the admin REST API: keys, teams, grants and webhooks
     VALIDATE = "validate"  # the auth-service contract: checks the key it is given
     DOCS = "docs"  # the admin API's OpenAPI document, Swagger UI and its assets
     NO_SUCH_API = "no_such_api"  # under the admin API's prefix, but no endpoint
@@ -81,6 +81,7 @@ VALIDATE_PATH = KEYS_PATH + "/validate"
 TEAMS_PATH = "/api/v1/teams"
 GRANTS_PATH = "/api/v1/grants"
 USERS_PATH = "/api/v1/users"
+WEBHOOKS_PATH = "/api/v1/webhooks"
 ADMIN_API_PREFIX = "/api/v1/"
 DOCS_PATHS = ("/docs", "/openapi.json")
 DOCS_ASSETS = "/docs/assets"
@@ -114,6 +115,8 @@ _KEYS = OwnRoute(Handler.KEYS, Caller.OWN_KEYS, methods=None, local_keys_only=Tr
 _PERMISSIONS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None)
 # Single-sign-on users live beside the keys.
 _USERS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None, local_keys_only=True)
+# Webhooks live in the key store's database, whoever validates keys.
+_WEBHOOKS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None)
 
 OWN_ROUTES: dict[str, OwnRoute] = {
     "/health": OwnRoute(Handler.LIVENESS),
@@ -128,6 +131,7 @@ OWN_ROUTES: dict[str, OwnRoute] = {
     TEAMS_PATH: _PERMISSIONS,
     GRANTS_PATH: _PERMISSIONS,
     USERS_PATH: _USERS,
+    WEBHOOKS_PATH: _WEBHOOKS,
     VALIDATE_PATH: OwnRoute(Handler.VALIDATE, methods=None, local_keys_only=True),
     **{path: _DOCS for path in DOCS_PATHS},
     **{
@@ -154,6 +158,7 @@ OWN_PREFIXES: tuple[tuple[str, OwnRoute], ...] = (
     (TEAMS_PATH + "/", _PERMISSIONS),
     (GRANTS_PATH + "/", _PERMISSIONS),
     (USERS_PATH + "/", _USERS),
+    (WEBHOOKS_PATH + "/", _WEBHOOKS),
     (ADMIN_API_PREFIX, OwnRoute(Handler.NO_SUCH_API, methods=None)),
     (DOCS_ASSETS + "/", _DOCS),
 )

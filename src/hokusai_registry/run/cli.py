@@ -793,6 +793,184 @@ def deploy_rollback(cluster: str, service: str, region: str | None, timeout: flo
     click.echo(outcome.current)
 
 
+# Webhooks: managed through the gateway's admin REST API (/api/v1/webhooks) with an admin key, so the
+# gateway that seals their secrets and delivers their events is the one that takes them.
+
+
+@main.group()
+def webhooks() -> None:
+    """Signed webhooks for registry events (docs/webhooks.md), through a gateway's admin API."""
+
+
+def webhook_options(function: F) -> F:
+    function = click.option(
+        "--api-key",
+        default=None,
+        help="An admin key; default HOKUSAI_API_KEY, then MLFLOW_TRACKING_TOKEN. Never printed.",
+    )(function)
+    return click.option(
+        "--gateway",
+        "gateway_url",
+        envvar="HOKUSAI_GATEWAY_URL",
+        default=None,
+        help="The gateway's URL [env HOKUSAI_GATEWAY_URL]; default HOKUSAI_PUBLIC_URL, else "
+        "http://HOKUSAI_HOST:HOKUSAI_PORT.",
+    )(function)
+
+
+def _webhooks_api(
+    gateway_url: str | None, api_key: str | None, method: str, path: str, body: Any = None
+) -> Any:
+    """One call of the admin API; a refusal ends the command with the gateway's message, exit code 1."""
+    import httpx
+
+    base = (gateway_url or load_settings().gateway_url).rstrip("/")
+    key = api_key or os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if not key:
+        raise click.UsageError("give an admin key: --api-key, HOKUSAI_API_KEY or MLFLOW_TRACKING_TOKEN")
+    try:
+        response = httpx.request(
+            method,
+            base + "/api/v1/webhooks" + path,
+            json=body,
+            headers={"authorization": f"Bearer {key}"},
+            timeout=60.0,
+            follow_redirects=False,
+            trust_env=False,
+        )
+    except httpx.HTTPError as exc:
+        click.echo(f"Error: the gateway at {redact_url(base)} cannot be reached: {exc}", err=True)
+        sys.exit(1)
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code >= 400:
+        message = answer.get("message") if isinstance(answer, dict) else None
+        click.echo(f"Error: {message or f'HTTP {response.status_code} from {redact_url(base)}'}", err=True)
+        sys.exit(1)
+    return answer
+
+
+@webhooks.command("add")
+@click.option("--url", required=True, help="http(s) URL the gateway POSTs each event to.")
+@click.option(
+    "--events",
+    required=True,
+    help="Comma-separated event names (e.g. model_version.created,model_version_alias.created), or '*'.",
+)
+@click.option(
+    "--secret-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the signing secret (at least 16 characters); default: a new random one, printed once.",
+)
+@click.option("--description", default=None, help="What the webhook is for.")
+@webhook_options
+def webhooks_add(
+    url: str,
+    events: str,
+    secret_file: Path | None,
+    description: str | None,
+    gateway_url: str | None,
+    api_key: str | None,
+) -> None:
+    """Add a webhook. Its signing secret is printed once, alone on standard output (unless it came from
+    --secret-file); the gateway keeps it sealed and never shows it again."""
+    from hokusai_registry.policy.webhooks import check_secret, check_url, parse_events
+
+    try:
+        spec: dict[str, Any] = {"url": check_url(url), "events": list(parse_events(events))}
+        if secret_file is not None:
+            spec["secret"] = check_secret(secret_file.read_text())
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if description:
+        spec["description"] = description
+    created = _webhooks_api(gateway_url, api_key, "POST", "", spec)
+    click.echo(
+        f"Added webhook {created['id']} ({created['url']}, events: {', '.join(created['events'])}).", err=True
+    )
+    if secret_file is None:
+        click.echo("Its signing secret is shown only this once:", err=True)
+        click.echo(created["secret"])
+
+
+@webhooks.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array with every field (no secrets).")
+@webhook_options
+def webhooks_list(as_json: bool, gateway_url: str | None, api_key: str | None) -> None:
+    """List webhooks (never their secrets)."""
+    listed = _webhooks_api(gateway_url, api_key, "GET", "")
+    if as_json:
+        click.echo(json.dumps(listed, indent=2))
+        return
+    if not listed:
+        click.echo("No webhooks yet. Add one with: hokusai-registry webhooks add --url URL --events EVENTS")
+        return
+    click.echo(f"{'ID':<18}{'EVENTS':<48}URL")
+    for webhook in listed:
+        click.echo(f"{webhook['id']:<18}{','.join(webhook['events'])[:47]:<48}{webhook['url']}")
+
+
+@webhooks.command("remove")
+@click.argument("webhook_id")
+@webhook_options
+def webhooks_remove(webhook_id: str, gateway_url: str | None, api_key: str | None) -> None:
+    """Remove a webhook: its pending deliveries are cancelled, its delivery log kept."""
+    removed = _webhooks_api(gateway_url, api_key, "DELETE", f"/{webhook_id}")
+    click.echo(f"Removed webhook {removed['id']} ({removed['url']}).")
+
+
+@webhooks.command("test")
+@click.argument("webhook_id")
+@webhook_options
+def webhooks_test(webhook_id: str, gateway_url: str | None, api_key: str | None) -> None:
+    """Send a webhook.test event now, once; exit code 0 only if the receiver answered 2xx."""
+    result = _webhooks_api(gateway_url, api_key, "POST", f"/{webhook_id}/test")
+    if result["delivered"]:
+        click.echo(
+            f"Delivered {result['delivery_id']}: HTTP {result['status_code']} "
+            f"in {result['duration_ms']:.0f} ms."
+        )
+        return
+    click.echo(f"Not delivered ({result['delivery_id']}): {result['error']}", err=True)
+    sys.exit(1)
+
+
+@webhooks.command("deliveries")
+@click.argument("webhook_id")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, each delivery with its attempts.")
+@webhook_options
+def webhooks_deliveries(
+    webhook_id: str, limit: int, as_json: bool, gateway_url: str | None, api_key: str | None
+) -> None:
+    """A webhook's latest deliveries, newest first, with every attempt (status, error, duration)."""
+    listed = _webhooks_api(gateway_url, api_key, "GET", f"/{webhook_id}/deliveries?limit={limit}")
+    if as_json:
+        click.echo(json.dumps(listed, indent=2))
+        return
+    if not listed:
+        click.echo("No deliveries yet.")
+        return
+    for delivery in listed:
+        state = delivery["state"]
+        if state == "pending" and delivery["next_attempt_at"]:
+            state += f", next attempt {delivery['next_attempt_at']}"
+        click.echo(
+            f"{delivery['id']}  {delivery['event']}  {state}  "
+            f"({delivery['attempts']}/{delivery['max_attempts']} attempts)  {delivery['created_at']}"
+        )
+        for attempt in delivery["log"]:
+            answer = f"HTTP {attempt['status_code']}" if attempt["status_code"] is not None else "no answer"
+            error = f"  {attempt['error']}" if attempt["error"] else ""
+            click.echo(
+                f"    #{attempt['attempt']}  {attempt['started_at']}  {answer}  "
+                f"{attempt['duration_ms']:.0f} ms{error}"
+            )
+
+
 @main.command("config-reference")
 def config_reference() -> None:
     """Print the configuration reference (docs/configuration.md)."""

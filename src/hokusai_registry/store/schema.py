@@ -87,3 +87,60 @@ users = sa.Table(
     sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("issuer", "subject", name="uq_users_issuer_subject"),
 )
+
+# Webhooks: where registry events go (`docs/webhooks.md`). The secret deliveries are signed with is kept
+# sealed (AES-GCM under the gateway's webhook key, bound to the webhook's id): shown once when created,
+# never listed, never logged. A removed webhook keeps its row (and its delivery log) with `removed_at`.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    # Space-separated event names, or "*".
+    sa.Column("events", sa.Text, nullable=False),
+    sa.Column("sealed_secret", sa.Text, nullable=False),
+    sa.Column("description", sa.String(500), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# The durable delivery queue: one row per event and webhook, written when the event is emitted. A gateway
+# claims a due row by setting its lease (one conditional UPDATE, so two gateways never hold it at once);
+# a lease that runs out (the gateway died mid-attempt) makes the row due again: at-least-once delivery.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    # Sent as the delivery id header, the same on every attempt.
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("webhook_id", sa.String(32), nullable=False, index=True),
+    sa.Column("event", sa.String(64), nullable=False),
+    # The exact JSON body every attempt sends (and signs).
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # pending, delivered, failed (attempts used up), cancelled (the webhook was removed).
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_owner", sa.String(32), nullable=True),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+)
+
+# The delivery log: one row per attempt that finished (an attempt cut short by a crash leaves none, and
+# is tried again).
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.String(36), nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.String(500), nullable=True),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+)
