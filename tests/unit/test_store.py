@@ -68,7 +68,7 @@ def test_revoking_an_unknown_key(store: KeyStore) -> None:
 
 def test_schema_is_versioned_by_alembic(store: KeyStore, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "keys.db") as connection:
-        assert connection.execute("select version_num from alembic_version").fetchall() == [("0006",)]
+        assert connection.execute("select version_num from alembic_version").fetchall() == [("0007",)]
 
 
 def test_keys_made_before_expiry_existed_survive_the_upgrade(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from hokusai_registry.gateway.checks import (
     method_refusal,
     permission_refusal,
 )
+from hokusai_registry.gateway.protection import ProtectionGuard
 from hokusai_registry.ops.audit import audit
 from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.logs import flush_periodically, log_access
@@ -46,8 +47,10 @@ from hokusai_registry.policy.forwarding import TrustedProxies
 from hokusai_registry.policy.forwarding import resolve as resolve_forwarded
 from hokusai_registry.policy.headers import SAFE_METHODS, request_id
 from hokusai_registry.policy.inspection import Inspection, inspect, inspection
+from hokusai_registry.policy.inspection import parse as parse_json
 from hokusai_registry.policy.navigation import login_location
 from hokusai_registry.policy.paths import Redirect, Target
+from hokusai_registry.policy.protection import Action, action, touched
 from hokusai_registry.policy.request import Request
 from hokusai_registry.policy.request import parse as parse_request
 from hokusai_registry.policy.routes import Caller, Family, Handler, OwnRoute
@@ -81,8 +84,10 @@ class Gateway:
         public_url: str | None,
         graphql_max_tokens: int,
         proxies: TrustedProxies,
+        protection: ProtectionGuard,
     ) -> None:
         self.access = access
+        self.protection = protection
         self.proxies = proxies
         self.pages = pages
         self.forwarder = forwarder
@@ -203,6 +208,9 @@ class Gateway:
             raise method_refusal(method)
         if route.caller is Caller.KEY:
             await self.access.identify(scope, record)
+        elif route.caller is Caller.HEADER_KEY:
+            # Keys in headers only, as for admin routes: a cookie would let other sites' forms in.
+            scope = {**scope, IDENTITY: (await self.access.identify(scope, record, sessions=False)).identity}
         elif route.caller is Caller.ADMIN_KEY:
             # Keys in headers only: a browser session's cookie is not accepted by the REST API.
             identity = (await self.access.identify(scope, record, sessions=False)).identity
@@ -280,6 +288,20 @@ class Gateway:
             return
         found = inspection(method, target.path)
         if found is None:
+            if method == "DELETE" and action(method, target.path) is Action.DELETE_WORKSPACE:
+                # Deleting a workspace deletes (or moves) its models: protected ones with them.
+                touch = touched(method, target.path, None)
+                verdict = await self.protection.judge(touch, identity) if touch is not None else None
+                if verdict is not None:
+                    user = _acts_as(identity)
+                    await self.protection.forward(
+                        verdict,
+                        identity,
+                        record,
+                        client_address(scope),
+                        lambda: self.forwarder.forward(scope, receive, send, target, record, user, digest),
+                    )
+                    return
             await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
             return
         await self._forward_inspected(scope, receive, send, record, target, found, identity)
@@ -298,8 +320,23 @@ class Gateway:
         if inspected is None:
             record.status = 499  # the client left while sending its body
             return
-        scope, receive, fields, digest = inspected
-        await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
+        # Alias and stage changes, version and model deletions and renames: protected ones refused.
+        moves = action(scope["method"], target.path) is not None
+        inspected_body = inspected[4]
+        scope, receive, fields, digest, _ = inspected
+        user = _acts_as(identity)
+        touch = touched(scope["method"], target.path, parse_json(inspected_body)) if moves else None
+        verdict = await self.protection.judge(touch, identity) if touch is not None else None
+        if verdict is None:
+            await self.forwarder.forward(scope, receive, send, target, record, user, digest)
+        else:
+            await self.protection.forward(
+                verdict,
+                identity,
+                record,
+                client_address(scope),
+                lambda: self.forwarder.forward(scope, receive, send, target, record, user, digest),
+            )
         if found.event is not None:
             audit(
                 found.event,
@@ -323,7 +360,7 @@ class Gateway:
 
     async def _inspect(
         self, scope: Scope, receive: Receive, found: Inspection, identity: Identity, path: str
-    ) -> tuple[Scope, Receive, dict[str, str], str] | None:
+    ) -> tuple[Scope, Receive, dict[str, str], str, bytes] | None:
         """Reads a small JSON body and lets `policy/inspection.py` judge it (attribution, reserved
         tags, GraphQL operations)."""
         body = await read_body(receive, found.max_body)
@@ -350,6 +387,7 @@ class Gateway:
             replay(inspected.body, receive),
             inspected.fields,
             body_digest(inspected.body),  # as rewritten: what MLflow receives
+            inspected.body,
         )
 
 

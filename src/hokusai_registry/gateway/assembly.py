@@ -7,6 +7,8 @@ import secrets
 from hokusai_registry.admin.api import build_keys_api
 from hokusai_registry.admin.pages import WebPages
 from hokusai_registry.admin.permissions import PermissionAdmin
+from hokusai_registry.admin.promotions import Promotions
+from hokusai_registry.admin.registry import Registry
 from hokusai_registry.admin.service import KeyAdmin
 from hokusai_registry.auth.authenticator import Authenticator, KeySource
 from hokusai_registry.auth.bearer_tokens import BearerTokens, TokenRules
@@ -20,10 +22,13 @@ from hokusai_registry.auth.sessions import Sessions
 from hokusai_registry.auth.throttle import Guard
 from hokusai_registry.core.net import redact_url
 from hokusai_registry.gateway.app import Gateway
+from hokusai_registry.gateway.protection import ProtectionGuard
+from hokusai_registry.ops.events import NoEvents, RegistryEvents
 from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.metrics import Metrics
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
+from hokusai_registry.store.protection_store import ProtectionStore
 from hokusai_registry.store.session_store import SessionStore
 from hokusai_registry.store.user_store import UserStore
 from hokusai_registry.transport.bodies import RequestBodies
@@ -47,7 +52,10 @@ def assertion_secret(settings: Settings) -> bytes:
         raise ConfigError(str(exc)) from None
 
 
-def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gateway:
+def build_gateway(
+    settings: Settings, store: KeyStore, upstream_url: str, events: RegistryEvents | None = None
+) -> Gateway:
+    """The gateway; `events` receives the registry events (promotions, overrides), else nobody does."""
     forwarder = Forwarder(
         upstream_url,
         api_prefix=settings.upstream_api_prefix,
@@ -104,12 +112,18 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     key_admin = KeyAdmin(store, settings.key_environment)
     # Teams and grants: MLflow's, changed through the forwarder as MLflow's administrator.
     permissions = PermissionAdmin(forwarder)
+    # Protected aliases and promotions: rules and requests beside the keys, changes on MLflow.
+    sink = events if events is not None else NoEvents()
+    protections = ProtectionStore(store.engine)
+    registry = Registry(forwarder)
+    promotions = Promotions(protections, registry, permissions, sink)
     return Gateway(
         access=access,
         pages=WebPages(
             access,
             None if keys_elsewhere else key_admin,
             permissions,
+            promotions,
             public_url=settings.public_url,
         ),
         forwarder=forwarder,
@@ -121,12 +135,13 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         ),
         health=health,
         metrics=Metrics(),
-        keys_api=build_keys_api(key_admin, authenticator, guard, proxies, permissions),
+        keys_api=build_keys_api(key_admin, authenticator, guard, proxies, permissions, promotions),
         keys_elsewhere=keys_elsewhere,
         direct_transfers=settings.direct_artifact_transfers,
         public_url=settings.public_url,
         graphql_max_tokens=settings.graphql_max_tokens,
         proxies=proxies,
+        protection=ProtectionGuard(protections, registry, sink),
     )
 
 
