@@ -1,0 +1,339 @@
+"""The protection check in process (`gateway/protection.py`): the real gateway and key store in front of a
+stub MLflow that answers what MLflow 3.17 answers the lookups. What reaches MLflow, what is refused with
+which reason, what the history and the audit log record, the registry events emitted, and failing closed
+when the rules or MLflow's answers cannot be read. The flows with the real MLflow and client are
+tests/e2e/test_promotions.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from hokusai_registry.ops.audit import AUDIT_LOGGER, AuditFormatter
+from hokusai_registry.policy.assertions import ADMIN_USER, verify
+from hokusai_registry.store.protection_store import ProtectionStore
+from tests.helpers import assertion_secret
+from tests.support.inprocess import InProcessGateway
+from tests.support.logs import Lines, captured
+from tests.support.stub import StubUpstream
+
+GatewayFactory = Callable[..., InProcessGateway]
+UpstreamFactory = Callable[..., StubUpstream]
+JSON = "application/json"
+MODEL = {
+    "registered_model": {
+        "name": "fraud",
+        "aliases": [{"alias": "production", "version": "2"}],
+        "latest_versions": [{"version": "2", "current_stage": "None"}],
+    }
+}
+VERSION = {
+    "model_version": {"name": "fraud", "version": "2", "aliases": ["production"], "current_stage": "None"}
+}
+ANSWERS = {
+    "/api/2.0/mlflow/registered-models/get": (200, JSON, json.dumps(MODEL).encode()),
+    "/api/2.0/mlflow/model-versions/get": (200, JSON, json.dumps(VERSION).encode()),
+}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def emit(self, event: str, payload: Mapping[str, object]) -> None:
+        self.events.append((event, dict(payload)))
+
+
+@pytest.fixture
+def audit() -> Iterator[Lines]:
+    with captured(AUDIT_LOGGER, AuditFormatter()) as lines:
+        yield lines
+
+
+def audited(log: Lines, event: str) -> list[dict[str, Any]]:
+    return [line for line in map(json.loads, log.lines) if line["audit"] == event]
+
+
+@pytest.fixture
+def world(
+    new_gateway: GatewayFactory, new_upstream: UpstreamFactory
+) -> tuple[InProcessGateway, StubUpstream, Recorder]:
+    upstream = new_upstream(answers=ANSWERS)
+    events = Recorder()
+    gateway = new_gateway(upstream.url, events=events)
+    ProtectionStore(gateway.store.engine).add_rule(
+        model="fraud*", alias="prod*", stage=None, approvers="ml-leads", approvals=2, actor="cli:test"
+    )
+    return gateway, upstream, events
+
+
+def send(gateway: InProcessGateway, key: str, method: str, path: str, body: dict[str, Any]) -> Any:
+    return gateway.request(method, path, headers={"Authorization": f"Bearer {key}"}, json=body)
+
+
+def forwarded(upstream: StubUpstream, path: str) -> list[str]:
+    return [arrival.method for arrival in upstream.requests if arrival.target.split("?")[0] == path]
+
+
+def test_a_protected_alias_is_refused_before_mlflow_sees_the_request(
+    world: tuple[InProcessGateway, StubUpstream, Recorder], audit: Lines
+) -> None:
+    gateway, upstream, events = world
+    key = gateway.create_key("writer", owner="alice")
+    for mount in ("", "/mlflow", "/api/mlflow"):
+        for prefix in ("api", "ajax-api"):
+            response = send(
+                gateway,
+                key,
+                "POST",
+                f"{mount}/{prefix}/2.0/mlflow/registered-models/alias",
+                {"name": "FRAUD-eu", "alias": "Production", "version": "3"},
+            )
+            assert response.status_code == 403
+            body = response.json()
+            assert (body["error_code"], body["reason"]) == ("PERMISSION_DENIED", "protected")
+            assert "2 approvals from team ml-leads" in body["message"]
+            assert (
+                "hokusai-registry promotions request --model FRAUD-eu --version 3 --alias Production"
+                in body["message"]
+            )
+    assert upstream.requests == []
+    denied = audited(audit, "permission.denied")
+    assert len(denied) == 6 and {line["reason"] for line in denied} == {"protected"}
+    assert events.events == []
+
+
+def test_a_version_holding_a_protected_alias_is_looked_up_as_mlflows_administrator(
+    world: tuple[InProcessGateway, StubUpstream, Recorder],
+) -> None:
+    gateway, upstream, _ = world
+    key = gateway.create_key("writer", owner="alice")
+    response = send(
+        gateway,
+        key,
+        "DELETE",
+        "/mlflow/api/2.0/mlflow/model-versions/delete",
+        {"name": "fraud", "version": "2"},
+    )
+    assert (response.status_code, response.json()["reason"]) == (403, "protected")
+    assert "@production, held by version 2 of model 'fraud'" in response.json()["message"]
+    (lookup,) = upstream.requests
+    assert (
+        lookup.method == "GET" and lookup.target == "/api/2.0/mlflow/model-versions/get?name=fraud&version=2"
+    )
+    asserted = verify(
+        assertion_secret(),
+        lookup.header("x-hokusai-assertion")[0],
+        "GET",
+        "/api/2.0/mlflow/model-versions/get",
+        "name=fraud&version=2",
+        now=time.time(),
+    )
+    assert asserted.user == ADMIN_USER
+    # A model no rule covers is never looked up.
+    upstream.requests.clear()
+    response = send(
+        gateway, key, "DELETE", "/mlflow/api/2.0/mlflow/registered-models/delete", {"name": "churn"}
+    )
+    assert response.status_code == 200
+    assert [arrival.method for arrival in upstream.requests] == ["DELETE"]
+
+
+def test_unprotected_alias_changes_go_through_and_are_recorded(
+    world: tuple[InProcessGateway, StubUpstream, Recorder],
+) -> None:
+    gateway, upstream, events = world
+    key_id, key = gateway.create_key_with_id("writer", owner="alice")
+    response = send(
+        gateway,
+        key,
+        "POST",
+        "/mlflow/api/2.0/mlflow/registered-models/alias",
+        {"name": "fraud", "alias": "candidate", "version": "3"},
+    )
+    assert response.status_code == 200
+    assert forwarded(upstream, "/api/2.0/mlflow/registered-models/alias") == ["POST"]
+    (moved,) = ProtectionStore(gateway.store.engine).history("fraud")
+    assert (moved.kind, moved.action, moved.alias, moved.version, moved.actor, moved.key_id) == (
+        "direct",
+        "set_alias",
+        "candidate",
+        "3",
+        "alice",
+        key_id,
+    )
+    assert events.events == []
+
+
+def test_an_admin_override_is_audited_recorded_and_emitted_once_mlflow_made_it(
+    world: tuple[InProcessGateway, StubUpstream, Recorder], audit: Lines
+) -> None:
+    gateway, upstream, events = world
+    key = gateway.create_key("ops", admin=True, owner="root")
+    response = send(
+        gateway,
+        key,
+        "DELETE",
+        "/api/mlflow/ajax-api/2.0/mlflow/registered-models/alias",
+        {"name": "fraud", "alias": "production"},
+    )
+    assert response.status_code == 200
+    assert forwarded(upstream, "/ajax-api/2.0/mlflow/registered-models/alias") == ["DELETE"]
+    (line,) = audited(audit, "protection.overridden")
+    assert (line["owner"], line["alias"], line["action"], line["status"]) == (
+        "root",
+        "production",
+        "delete_alias",
+        200,
+    )
+    (moved,) = ProtectionStore(gateway.store.engine).history("fraud")
+    assert (moved.kind, moved.rule_id) == ("override", line["rule_id"])
+    assert events.events == [
+        (
+            "protection.overridden",
+            {
+                "rule_id": line["rule_id"],
+                "what": "@production of model 'fraud'",
+                "model": "fraud",
+                "alias": "production",
+                "action": "delete_alias",
+                "actor": "root",
+            },
+        )
+    ]
+
+
+def test_a_change_mlflow_refused_is_not_recorded(
+    new_gateway: GatewayFactory, new_upstream: UpstreamFactory, audit: Lines
+) -> None:
+    refusal = json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no such model"}).encode()
+    upstream = new_upstream(
+        answers={**ANSWERS, "/api/2.0/mlflow/registered-models/alias": (404, JSON, refusal)}
+    )
+    gateway = new_gateway(upstream.url)
+    store = ProtectionStore(gateway.store.engine)
+    store.add_rule(model="*", alias="production", stage=None, approvers=None, approvals=1, actor="cli:test")
+    key = gateway.create_key("ops", admin=True)
+    response = send(
+        gateway,
+        key,
+        "POST",
+        "/api/2.0/mlflow/registered-models/alias",
+        {"name": "gone", "alias": "production", "version": "1"},
+    )
+    assert response.status_code == 404
+    assert store.history() == []
+    assert audited(audit, "protection.overridden") == []
+
+
+def test_deleting_a_workspace_while_rules_exist_is_an_override(
+    world: tuple[InProcessGateway, StubUpstream, Recorder], audit: Lines
+) -> None:
+    gateway, _, _ = world
+    key = gateway.create_key("ops", admin=True, owner="root")
+    response = gateway.request(
+        "DELETE",
+        "/mlflow/api/3.0/mlflow/workspaces/team-a?mode=CASCADE",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200
+    (line,) = audited(audit, "protection.overridden")
+    assert (line["workspace"], line["action"]) == ("team-a", "delete_workspace")
+    writer = gateway.create_key("writer")
+    response = gateway.request(
+        "DELETE", "/mlflow/api/3.0/mlflow/workspaces/team-a", headers={"Authorization": f"Bearer {writer}"}
+    )
+    assert (response.status_code, response.json()["reason"]) == (403, "scope")
+
+
+def test_rules_that_cannot_be_read_fail_closed(
+    new_gateway: GatewayFactory, new_upstream: UpstreamFactory
+) -> None:
+    upstream = new_upstream(answers=ANSWERS)
+    gateway = new_gateway(upstream.url)
+    key = gateway.create_key("ops", admin=True)
+    with gateway.store.engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE protection_rules"))
+    response = send(
+        gateway,
+        key,
+        "POST",
+        "/mlflow/api/2.0/mlflow/registered-models/alias",
+        {"name": "m", "alias": "a", "version": "1"},
+    )
+    body = response.json()
+    assert (response.status_code, body["error_code"], body["reason"]) == (
+        503,
+        "TEMPORARILY_UNAVAILABLE",
+        "protection_unchecked",
+    )
+    assert response.headers["retry-after"] == "5"
+    assert upstream.requests == []
+
+
+def test_an_unanswered_lookup_fails_closed(
+    new_gateway: GatewayFactory, new_upstream: UpstreamFactory
+) -> None:
+    upstream = new_upstream(
+        answers={"/api/2.0/mlflow/registered-models/get": (500, "text/html", b"<h1>oops</h1>")}
+    )
+    gateway = new_gateway(upstream.url)
+    ProtectionStore(gateway.store.engine).add_rule(
+        model="fraud", alias="production", stage=None, approvers=None, approvals=1, actor="cli:test"
+    )
+    key = gateway.create_key("writer")
+    response = send(
+        gateway, key, "POST", "/api/2.0/mlflow/registered-models/rename", {"name": "fraud", "newName": "x"}
+    )
+    assert (response.status_code, response.json()["reason"]) == (503, "protection_unchecked")
+    assert [arrival.method for arrival in upstream.requests] == ["GET"]  # the lookup, nothing else
+
+
+def test_the_protections_api_is_for_admin_keys_and_promotions_for_keys_in_headers(
+    world: tuple[InProcessGateway, StubUpstream, Recorder], audit: Lines
+) -> None:
+    gateway, _, _ = world
+    writer = gateway.create_key("writer")
+    admin = gateway.create_key("ops", admin=True)
+    response = gateway.request("GET", "/api/v1/protections", headers={"Authorization": f"Bearer {writer}"})
+    assert (response.status_code, response.json()["reason"]) == (403, "scope")
+    response = gateway.request(
+        "POST",
+        "/api/v1/protections",
+        headers={"Authorization": f"Bearer {admin}"},
+        json={"model": "churn", "stage": "Production", "approvals": 2},
+    )
+    assert response.status_code == 201, response.text
+    rule = response.json()
+    assert (rule["stage"], rule["alias"], rule["approvers"], rule["approvals"]) == (
+        "Production",
+        None,
+        None,
+        2,
+    )
+    (line,) = audited(audit, "protection.added")
+    assert line["rule_id"] == rule["id"]
+    response = gateway.request(
+        "POST",
+        "/api/v1/protections",
+        headers={"Authorization": f"Bearer {admin}"},
+        json={"model": "m", "alias": "a", "stage": "b"},
+    )
+    assert (response.status_code, response.json()["reason"]) == (400, "invalid_request")
+    response = gateway.request("GET", "/api/v1/promotions")
+    assert (response.status_code, response.json()["reason"]) == (401, "missing")
+    response = gateway.request("GET", "/api/v1/promotions", headers={"Authorization": f"Bearer {admin}"})
+    assert (response.status_code, response.json()) == (200, [])
+    response = gateway.request(
+        "DELETE", f"/api/v1/protections/{rule['id']}", headers={"Authorization": f"Bearer {admin}"}
+    )
+    assert response.status_code == 200
+    response = gateway.request(
+        "DELETE", f"/api/v1/protections/{rule['id']}", headers={"Authorization": f"Bearer {admin}"}
+    )
+    assert (response.status_code, response.json()["reason"]) == (404, "not_found")
