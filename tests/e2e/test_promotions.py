@@ -10,6 +10,8 @@ alias is tried on every mount and API prefix, in both spellings MLflow reads.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from tests.e2e.permission_world import API, Owner, acting_as, make_owner, make_teams
-from tests.helpers import GatewayProcess
+from tests.helpers import HOKUSAI, GatewayProcess
 from tests.support.polling import eventually
 
 TIMEOUT = 30
@@ -340,3 +342,69 @@ def test_protection_rules_are_for_admin_keys(world: World, tmp_path: Path) -> No
     assert (status, refused["reason"]) == (403, "scope")
     status, rules = call(world.admin, "GET", "/api/v1/protections")
     assert status == 200 and {world.alias_rule, world.stage_rule} <= {rule["id"] for rule in rules}
+
+
+def hokusai(*args: str, key: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_TRACKING")
+    }
+    if key is not None:
+        environment["HOKUSAI_API_KEY"] = key
+    return subprocess.run(
+        [HOKUSAI, *args], capture_output=True, text=True, timeout=120, env={**environment, **env}, check=False
+    )
+
+
+def test_the_commands_protect_request_approve_and_show_the_history(world: World) -> None:
+    data_dir = str(world.gateway.data_dir)
+    added = hokusai(
+        "protect",
+        "add",
+        "--model",
+        world.model,
+        "--alias",
+        "champion",
+        "--approvers",
+        world.team,
+        "--data-dir",
+        data_dir,
+    )
+    assert added.returncode == 0, added.stderr
+    rule_id = added.stdout.split()[2].rstrip(":")
+    listed = hokusai("protect", "list", "--json", "--data-dir", data_dir)
+    assert rule_id in [rule["id"] for rule in json.loads(listed.stdout)]
+    tracking = {"MLFLOW_TRACKING_URI": world.gateway.url + "/mlflow"}
+    requested = hokusai(
+        "promotions",
+        "request",
+        "--model",
+        world.model,
+        "--version",
+        world.versions[1],
+        "--alias",
+        "champion",
+        key=world.alice.key,
+        **tracking,
+    )
+    assert requested.returncode == 0, requested.stderr
+    request_id = requested.stdout.split()[1]
+    mine = hokusai("promotions", "approve", request_id, key=world.alice.key, **tracking)
+    assert mine.returncode == 1 and "may not approve" in mine.stderr
+    pending = hokusai("promotions", "list", "--pending", "--url", world.gateway.url, key=world.bob.key)
+    assert request_id in pending.stdout, pending.stderr
+    approved = hokusai("promotions", "approve", request_id, "--comment", "ok", key=world.bob.key, **tracking)
+    assert approved.returncode == 0 and approved.stdout.startswith("Applied:"), approved.stderr
+    assert aliases(world)["champion"] == world.versions[1]
+    history = hokusai(
+        "promotions", "history", "--model", world.model, "--json", key=world.carol.key, **tracking
+    )
+    latest = json.loads(history.stdout)[0]
+    assert (latest["kind"], latest["alias"], latest["approvers"]) == (
+        "promotion",
+        "champion",
+        [world.bob.user],
+    )
+    shown = hokusai("promotions", "history", "--model", world.model, key=world.carol.key, **tracking)
+    assert "promotion" in shown.stdout and world.bob.user in shown.stdout
+    removed = hokusai("protect", "remove", rule_id, "--data-dir", data_dir)
+    assert removed.returncode == 0, removed.stderr

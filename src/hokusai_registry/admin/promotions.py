@@ -88,6 +88,43 @@ def request_hint(model: str, target: str, version: str = "VERSION") -> str:
     )
 
 
+class RuleAdmin:
+    """Protection rules, synchronously: for the CLI (`hokusai-registry protect`) and, from a worker thread,
+    the API and pages. Every change audited."""
+
+    def __init__(self, store: ProtectionStore) -> None:
+        self.store = store
+
+    def list(self) -> list[Rule]:
+        return self.store.rules()
+
+    def add(self, spec: RuleSpec, actor: str) -> Rule:
+        rule = self.store.add_rule(
+            model=spec.model,
+            alias=spec.alias,
+            stage=spec.stage,
+            approvers=spec.approvers,
+            approvals=spec.approvals,
+            actor=actor,
+        )
+        audit(
+            "protection.added",
+            actor=actor,
+            rule_id=rule.id,
+            model=rule.model,
+            alias=rule.alias,
+            stage=rule.stage,
+            approvers=rule.approvers,
+            approvals=rule.approvals,
+        )
+        return rule
+
+    def remove(self, rule_id: str, actor: str) -> Rule:
+        rule = self.store.remove_rule(rule_id)
+        audit("protection.removed", actor=actor, rule_id=rule.id, model=rule.model, target=rule.target)
+        return rule
+
+
 class Promotions:
     def __init__(
         self,
@@ -125,31 +162,10 @@ class Promotions:
         return await self._stored(self.store.rules)
 
     async def add_rule(self, spec: RuleSpec, actor: str) -> Rule:
-        rule = await self._stored(
-            self.store.add_rule,
-            model=spec.model,
-            alias=spec.alias,
-            stage=spec.stage,
-            approvers=spec.approvers,
-            approvals=spec.approvals,
-            actor=actor,
-        )
-        audit(
-            "protection.added",
-            actor=actor,
-            rule_id=rule.id,
-            model=rule.model,
-            alias=rule.alias,
-            stage=rule.stage,
-            approvers=rule.approvers,
-            approvals=rule.approvals,
-        )
-        return rule
+        return await self._stored(RuleAdmin(self.store).add, spec, actor)
 
     async def remove_rule(self, rule_id: str, actor: str) -> Rule:
-        rule = await self._stored(self.store.remove_rule, rule_id)
-        audit("protection.removed", actor=actor, rule_id=rule.id, model=rule.model, target=rule.target)
-        return rule
+        return await self._stored(RuleAdmin(self.store).remove, rule_id, actor)
 
     # Requests
 
