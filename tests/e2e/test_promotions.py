@@ -408,3 +408,59 @@ def test_the_commands_protect_request_approve_and_show_the_history(world: World)
     assert "promotion" in shown.stdout and world.bob.user in shown.stdout
     removed = hokusai("protect", "remove", rule_id, "--data-dir", data_dir)
     assert removed.returncode == 0, removed.stderr
+
+
+def test_the_promotions_page_shows_what_approvers_decide_on_and_approves_with_the_key_again(
+    world: World,
+) -> None:
+    """Bob, in the approvers' team, signs in with his key in Chromium, sees alice's request with the
+    version's run, metrics and source, and approves it; the key entered again must be his session's."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip(f"{chromium} is missing: `make test` installs Debian's chromium")
+    status, rule = call(
+        world.admin,
+        "POST",
+        "/api/v1/protections",
+        {"model": world.model, "alias": "canary", "approvers": world.team},
+    )
+    assert status == 201
+    promotion = request_promotion(world.alice, world, world.versions[3], alias="canary")
+    shots = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium), args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_context(base_url=world.gateway.url).new_page()
+            page.set_default_timeout(30_000)
+            page.goto("/promotions")
+            page.wait_for_url("**/login?**")
+            page.get_by_label("API key").fill(world.bob.key)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/promotions")
+            card = page.locator(f"[data-request='{promotion['id']}']")
+            assert world.alice.user in card.locator(".requester").inner_text()
+            assert world.run_id in card.locator(".run").inner_text()
+            assert "auc = 0.93" in card.locator(".metrics").inner_text()
+            assert "/model" in card.locator(".source").inner_text()
+            page.screenshot(path=str(shots / "promotions-pending.png"))
+            card.locator(f"#admin_key-{promotion['id']}").fill(world.carol.key)  # not his session's key
+            card.get_by_role("button", name="Approve").click()
+            assert "entered again" in page.locator(".error").inner_text()
+            assert "canary" not in aliases(world)
+            card = page.locator(f"[data-request='{promotion['id']}']")
+            card.locator(f"#admin_key-{promotion['id']}").fill(world.bob.key)
+            card.get_by_label("Comment").fill("metrics look right")
+            card.get_by_role("button", name="Approve").click()
+            notice = page.locator(".notice").inner_text()
+            assert f"canary is version {world.versions[3]} now" in notice, notice
+            page.screenshot(path=str(shots / "promotions-approved.png"))
+        finally:
+            browser.close()
+    assert aliases(world)["canary"] == world.versions[3]
+    _, shown = call(world.bob, "GET", f"/api/v1/promotions/{promotion['id']}")
+    assert shown["state"] == "applied" and shown["approvals"][0]["comment"] == "metrics look right"
+    call(world.admin, "DELETE", f"/api/v1/protections/{rule['id']}")
