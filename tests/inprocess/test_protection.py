@@ -337,3 +337,27 @@ def test_the_protections_api_is_for_admin_keys_and_promotions_for_keys_in_header
         "DELETE", f"/api/v1/protections/{rule['id']}", headers={"Authorization": f"Bearer {admin}"}
     )
     assert (response.status_code, response.json()["reason"]) == (404, "not_found")
+
+
+def test_nobody_sets_or_deletes_the_promotion_record_tag_through_the_gateway(
+    world: tuple[InProcessGateway, StubUpstream, Recorder],
+) -> None:
+    gateway, upstream, _ = world
+    admin = gateway.create_key("ops", admin=True)
+    forged = {"name": "fraud", "version": "2", "key": "hokusai.promotion.production", "value": "{}"}
+    for method, route, body in (
+        ("POST", "model-versions/set-tag", forged),
+        ("DELETE", "model-versions/delete-tag", {"name": "fraud", "version": "2", "key": forged["key"]}),
+        (
+            "POST",
+            "model-versions/create",
+            {"name": "fraud", "source": "s", "tags": [{"key": forged["key"], "value": "{}"}]},
+        ),
+    ):
+        response = send(gateway, admin, method, f"/mlflow/ajax-api/2.0/mlflow/{route}", body)
+        assert (response.status_code, response.json()["reason"]) == (400, "reserved_tag"), route
+    assert upstream.requests == []
+    response = send(
+        gateway, admin, "POST", "/mlflow/api/2.0/mlflow/model-versions/set-tag", {**forged, "key": "note"}
+    )
+    assert response.status_code == 200

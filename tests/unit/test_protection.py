@@ -19,8 +19,10 @@ from hokusai_registry.policy.protection import (
     glob,
     hit,
     model_holdings,
+    names_promotion_tag,
     needs_lookup,
     stage_version,
+    tags_versions,
     touched,
     version_holdings,
 )
@@ -169,3 +171,23 @@ def test_deleting_a_model_is_protected_exactly_when_it_holds_a_covered_alias(
 def test_every_mount_is_removed_before_matching() -> None:
     # The route table's mounts: the canonical path the checks see never starts with one.
     assert MOUNTS == ("/mlflow", "/api/mlflow")
+
+
+@pytest.mark.parametrize("root", ROOTS)
+def test_the_promotion_record_tag_is_named_in_every_way_a_version_tag_is_written(root: str) -> None:
+    set_tag, delete_tag, create = (
+        f"{root}/model-versions/{route}" for route in ("set-tag", "delete-tag", "create")
+    )
+    assert (
+        tags_versions("POST", set_tag)
+        and tags_versions("DELETE", delete_tag)
+        and tags_versions("POST", create)
+    )
+    assert not tags_versions("POST", f"{root}/registered-models/set-tag")
+    for key in ("hokusai.promotion.production", "HOKUSAI.Promotion.x"):
+        assert names_promotion_tag("POST", set_tag, {"name": "m", "version": "1", "key": key, "value": "{}"})
+        assert names_promotion_tag("DELETE", delete_tag, {"name": "m", "version": "1", "key": key})
+        assert names_promotion_tag("POST", create, {"name": "m", "tags": [{"key": "a"}, {"key": key}]})
+    assert not names_promotion_tag("POST", set_tag, {"name": "m", "key": "hokusai.note"})
+    assert not names_promotion_tag("POST", create, {"name": "m", "tags": "not a list"})
+    assert not names_promotion_tag("POST", set_tag, None)

@@ -50,7 +50,14 @@ from hokusai_registry.policy.inspection import Inspection, inspect, inspection
 from hokusai_registry.policy.inspection import parse as parse_json
 from hokusai_registry.policy.navigation import login_location
 from hokusai_registry.policy.paths import Redirect, Target
-from hokusai_registry.policy.protection import Action, action, touched
+from hokusai_registry.policy.protection import (
+    PROMOTION_TAG_PREFIX,
+    Action,
+    action,
+    names_promotion_tag,
+    tags_versions,
+    touched,
+)
 from hokusai_registry.policy.request import Request
 from hokusai_registry.policy.request import parse as parse_request
 from hokusai_registry.policy.routes import Caller, Family, Handler, OwnRoute
@@ -323,6 +330,10 @@ class Gateway:
         # Alias and stage changes, version and model deletions and renames: protected ones refused.
         moves = action(scope["method"], target.path) is not None
         inspected_body = inspected[4]
+        if tags_versions(scope["method"], target.path) and names_promotion_tag(
+            scope["method"], target.path, parse_json(inspected_body)
+        ):
+            raise _promotion_tag_refusal()
         scope, receive, fields, digest, _ = inspected
         user = _acts_as(identity)
         touch = touched(scope["method"], target.path, parse_json(inspected_body)) if moves else None
@@ -389,6 +400,14 @@ class Gateway:
             body_digest(inspected.body),  # as rewritten: what MLflow receives
             inspected.body,
         )
+
+
+def _promotion_tag_refusal() -> Refusal:
+    return Refusal(
+        Reason.RESERVED_TAG,
+        f"version tags '{PROMOTION_TAG_PREFIX}*' record approved promotions; the gateway sets them when it "
+        "applies one, so no request may set or delete them. Use another tag name.",
+    )
 
 
 def _acts_as(identity: Identity) -> str:

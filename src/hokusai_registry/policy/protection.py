@@ -244,5 +244,31 @@ def stage_version(answer: Mapping[str, Any], stage: str) -> str:
     return ""
 
 
-def names_promotion_tag(key: str) -> bool:
-    return key.startswith(PROMOTION_TAG_PREFIX)
+# Where a request names a model version's tag: the one key it sets or deletes, or the tags it creates with.
+_TAGGING = {
+    ("POST", "model-versions/set-tag"): "key",
+    ("DELETE", "model-versions/delete-tag"): "key",
+    ("POST", "model-versions/create"): "tags",
+}
+
+
+def tags_versions(method: str, path: str) -> bool:
+    """A request that sets, deletes or creates with a model version's tags (its body is then read)."""
+    root, found, route = path.partition("/mlflow/")
+    return found != "" and (method, route) in _TAGGING and _API_ROOT.fullmatch(root) is not None
+
+
+def names_promotion_tag(method: str, path: str, data: Mapping[str, Any] | None) -> bool:
+    """A version tag `hokusai.promotion.*` set or deleted through the gateway: the record of an approval
+    is the gateway's to write (it sets it as MLflow's administrator, past these checks)."""
+    root, found, route = path.partition("/mlflow/")
+    where = _TAGGING.get((method, route)) if found and _API_ROOT.fullmatch(root) else None
+    if where is None or data is None:
+        return False
+    if where == "key":
+        return _field(data, "key").casefold().startswith(PROMOTION_TAG_PREFIX)
+    tags = data.get("tags")
+    return isinstance(tags, list) and any(
+        isinstance(tag, Mapping) and str(tag.get("key", "")).casefold().startswith(PROMOTION_TAG_PREFIX)
+        for tag in tags
+    )
