@@ -464,3 +464,41 @@ def test_the_promotions_page_shows_what_approvers_decide_on_and_approves_with_th
     _, shown = call(world.bob, "GET", f"/api/v1/promotions/{promotion['id']}")
     assert shown["state"] == "applied" and shown["approvals"][0]["comment"] == "metrics look right"
     call(world.admin, "DELETE", f"/api/v1/protections/{rule['id']}")
+
+
+def test_two_approvals_from_the_team_and_a_rejection(world: World) -> None:
+    """The worked example of docs/promotions.md: two approvals from the team move the alias; an approver
+    counts once; a rejected request is closed."""
+    status, rule = call(
+        world.admin,
+        "POST",
+        "/api/v1/protections",
+        {"model": world.model, "alias": "shadow", "approvers": world.team, "approvals": 2},
+    )
+    assert status == 201
+    promotion = request_promotion(world.alice, world, world.versions[1], alias="shadow")
+    approve = f"/api/v1/promotions/{promotion['id']}/approve"
+    status, once = call(world.bob, "POST", approve, {})
+    assert (status, once["state"], len(once["approvals"])) == (200, "pending", 1)
+    status, again = call(world.bob, "POST", approve, {})
+    assert (status, again["reason"]) == (400, "already_approved")
+    assert "shadow" not in aliases(world)
+    status, applied = call(world.carol, "POST", approve, {"comment": "holdout checked"})
+    assert (status, applied["state"]) == (200, "applied"), applied
+    assert aliases(world)["shadow"] == world.versions[1]
+    rejected = request_promotion(world.alice, world, world.versions[2], alias="shadow")
+    status, closed = call(
+        world.carol, "POST", f"/api/v1/promotions/{rejected['id']}/reject", {"comment": "no"}
+    )
+    assert (status, closed["state"], closed["closed_by"]) == (200, "rejected", world.carol.user)
+    status, late = call(world.bob, "POST", f"/api/v1/promotions/{rejected['id']}/approve", {})
+    assert (status, late["reason"]) == (400, "promotion_closed")
+    assert aliases(world)["shadow"] == world.versions[1]
+    status, unprotected = call(
+        world.alice,
+        "POST",
+        "/api/v1/promotions",
+        {"model": world.model, "version": world.versions[1], "alias": "nightly"},
+    )
+    assert (status, unprotected["reason"]) == (400, "not_protected")
+    call(world.admin, "DELETE", f"/api/v1/protections/{rule['id']}")

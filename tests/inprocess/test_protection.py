@@ -361,3 +361,80 @@ def test_nobody_sets_or_deletes_the_promotion_record_tag_through_the_gateway(
         gateway, admin, "POST", "/mlflow/api/2.0/mlflow/model-versions/set-tag", {**forged, "key": "note"}
     )
     assert response.status_code == 200
+
+
+def test_an_approved_promotion_mlflow_failed_to_apply_stays_pending_and_applies_on_a_second_approval(
+    new_gateway: GatewayFactory, new_upstream: UpstreamFactory, audit: Lines
+) -> None:
+    failure = json.dumps({"error_code": "INTERNAL_ERROR", "message": "database is locked"}).encode()
+    alias = "/api/2.0/mlflow/registered-models/alias"
+    upstream = new_upstream(answers={**ANSWERS, alias: (500, JSON, failure)})
+    events = Recorder()
+    gateway = new_gateway(upstream.url, events=events)
+    store = ProtectionStore(gateway.store.engine)
+    store.add_rule(
+        model="fraud", alias="production", stage=None, approvers=None, approvals=1, actor="cli:test"
+    )
+    alice = gateway.create_key("alice", owner="alice")
+    admin = gateway.create_key("ops", admin=True, owner="root")
+    response = gateway.request(
+        "POST",
+        "/api/v1/promotions",
+        headers={"Authorization": f"Bearer {alice}"},
+        json={"model": "fraud", "version": "3", "alias": "production"},
+    )
+    assert response.status_code == 201, response.text
+    promotion = response.json()
+    approve = f"/api/v1/promotions/{promotion['id']}/approve"
+    response = gateway.request("POST", approve, headers={"Authorization": f"Bearer {alice}"}, json={})
+    assert (response.status_code, response.json()["reason"]) == (403, "self_approval")
+    response = gateway.request("POST", approve, headers={"Authorization": f"Bearer {admin}"}, json={})
+    assert (response.status_code, response.json()["reason"]) == (400, "mlflow_refused")
+    assert store.request(promotion["id"]).state == "pending" and store.history() == []
+    upstream.answers.pop(alias)  # MLflow recovers
+    response = gateway.request("POST", approve, headers={"Authorization": f"Bearer {admin}"}, json={})
+    assert (response.status_code, response.json()["state"]) == (200, "applied"), response.text
+    (moved,) = store.history("fraud")
+    assert (moved.kind, moved.requester, moved.approvers, moved.request_id) == (
+        "promotion",
+        "alice",
+        ("root",),
+        promotion["id"],
+    )
+    sets = [arrival for arrival in upstream.requests if arrival.target == alias]
+    assert [json.loads(arrival.body) for arrival in sets][-1] == {
+        "name": "fraud",
+        "alias": "production",
+        "version": "3",
+    }
+    tagged = next(
+        arrival for arrival in upstream.requests if arrival.target.endswith("model-versions/set-tag")
+    )
+    tag = json.loads(tagged.body)
+    assert tag["key"] == "hokusai.promotion.production" and json.loads(tag["value"])["approvers"] == ["root"]
+    assert [event for event, _ in events.events] == [
+        "promotion.requested",
+        "promotion.approved",
+        "promotion.applied",
+    ]
+    applied = events.events[-1][1]
+    assert (
+        applied["model_name"],
+        applied["version"],
+        applied["alias"],
+        applied["requester"],
+        applied["approvers"],
+    ) == (
+        "fraud",
+        "3",
+        "production",
+        "alice",
+        ["root"],
+    )
+    assert [
+        line["audit"] for line in map(json.loads, audit.lines) if line["audit"].startswith("promotion.")
+    ] == [
+        "promotion.requested",
+        "promotion.approved",
+        "promotion.applied",
+    ]

@@ -305,14 +305,22 @@ class Promotions:
     async def approve(self, request_id: str, identity: Identity, comment: str | None) -> Promotion:
         promotion = await self.get(request_id, identity)
         await self._may_decide(promotion, identity, "approve")
+        approved_before = identity.user_id in {entry.approver for entry in promotion.approvals}
+        if approved_before and self._approved(promotion):
+            # Approved, not applied (MLflow failed then): a second approval of an approver applies it.
+            return await self._apply(promotion, identity)
         promotion = await self._stored(
             self.store.approve, request_id, identity.user_id, identity.key_id, comment
         )
         self._report("promotion.approved", promotion, identity, approver=identity.user_id, comment=comment)
-        approvers = {entry.approver for entry in promotion.approvals} - {promotion.requester}
-        if len(approvers) < promotion.approvals_needed:
+        if not self._approved(promotion):
             return promotion
         return await self._apply(promotion, identity)
+
+    @staticmethod
+    def _approved(promotion: Promotion) -> bool:
+        approvers = {entry.approver for entry in promotion.approvals} - {promotion.requester}
+        return len(approvers) >= promotion.approvals_needed
 
     async def reject(self, request_id: str, identity: Identity, comment: str | None) -> Promotion:
         promotion = await self.get(request_id, identity)
