@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from hokusai_registry.auth.sessions import csrf_token
 from hokusai_registry.ops.audit import AUDIT_LOGGER, AuditFormatter
 from hokusai_registry.policy.assertions import ADMIN_USER, verify
 from hokusai_registry.store.protection_store import ProtectionStore
 from tests.helpers import assertion_secret
+from tests.support.cookies import COOKIE, session_cookie_in
 from tests.support.inprocess import InProcessGateway
 from tests.support.logs import Lines, captured
 from tests.support.stub import StubUpstream
@@ -438,3 +440,146 @@ def test_an_approved_promotion_mlflow_failed_to_apply_stays_pending_and_applies_
         "promotion.approved",
         "promotion.applied",
     ]
+
+
+# The pages
+
+
+def sign_in(gateway: InProcessGateway, key: str, next_path: str) -> str:
+    response = gateway.request(
+        "POST", "/login", data={"key": key, "next": next_path}, headers={"Origin": gateway.url}
+    )
+    assert response.status_code == 303, response.text
+    found = session_cookie_in(response.headers.get_list("set-cookie"))
+    assert found is not None
+    return found[0]
+
+
+def browse(
+    gateway: InProcessGateway,
+    method: str,
+    path: str,
+    cookie: str,
+    *,
+    origin: str | None = "same",
+    **kwargs: Any,
+) -> Any:
+    headers = {"Cookie": f"{COOKIE}={cookie}", **kwargs.pop("headers", {})}
+    if origin is not None:
+        headers["Origin"] = gateway.url if origin == "same" else origin
+    return gateway.request(method, path, headers=headers, **kwargs)
+
+
+def test_the_protections_page_adds_and_removes_rules_only_with_the_admin_key_again(
+    world: tuple[InProcessGateway, StubUpstream, Recorder],
+) -> None:
+    gateway, _, _ = world
+    store = ProtectionStore(gateway.store.engine)
+    admin = gateway.create_key("ops", admin=True)
+    cookie = sign_in(gateway, admin, "/admin/protections")
+    shown = browse(gateway, "GET", "/admin/protections", cookie, origin=None)
+    assert (
+        shown.status_code == 200 and "fraud*" in shown.text and "2 approvals from team ml-leads" in shown.text
+    )
+    csrf = csrf_token(cookie)
+    form = {
+        "model": "<b>churn</b>",
+        "kind": "stage",
+        "pattern": "Production",
+        "approvers": "",
+        "approvals": "1",
+    }
+    for attempt, origin in [
+        ({**form, "csrf": csrf}, "same"),  # no key entered again
+        ({**form, "csrf": csrf, "admin_key": admin}, "http://evil.example"),
+        ({**form, "csrf": "0" * 64, "admin_key": admin}, "same"),
+    ]:
+        refused = browse(gateway, "POST", "/admin/protections", cookie, origin=origin, data=attempt)
+        assert refused.status_code == 403, refused.text
+    assert len(store.rules()) == 1
+    added = browse(
+        gateway, "POST", "/admin/protections", cookie, data={**form, "csrf": csrf, "admin_key": admin}
+    )
+    assert added.status_code == 200, added.text
+    assert "&lt;b&gt;churn&lt;/b&gt;" in added.text and "<b>churn" not in added.text
+    rule = store.rules()[-1]
+    assert (rule.model, rule.stage, rule.alias, rule.approvers) == ("<b>churn</b>", "Production", None, None)
+    confirm = browse(gateway, "GET", f"/admin/protections/remove?rule={rule.id}", cookie, origin=None)
+    assert confirm.status_code == 200 and "Remove rule" in confirm.text
+    removed = browse(
+        gateway,
+        "POST",
+        "/admin/protections/remove",
+        cookie,
+        data={"rule": rule.id, "csrf": csrf, "admin_key": admin},
+    )
+    assert removed.status_code == 200 and f"Rule {rule.id} removed." in removed.text
+    assert len(store.rules()) == 1
+    writer = gateway.create_key("writer")
+    assert (
+        browse(
+            gateway, "GET", "/admin/protections", sign_in(gateway, writer, "/promotions"), origin=None
+        ).status_code
+        == 403
+    )
+
+
+def test_the_promotions_page_is_for_signed_in_keys_and_decides_with_the_key_again(
+    new_gateway: GatewayFactory, new_upstream: UpstreamFactory
+) -> None:
+    upstream = new_upstream(answers=ANSWERS)
+    gateway = new_gateway(upstream.url)
+    store = ProtectionStore(gateway.store.engine)
+    store.add_rule(
+        model="fraud", alias="production", stage=None, approvers=None, approvals=1, actor="cli:test"
+    )
+    alice = gateway.create_key("alice", owner="alice")
+    admin = gateway.create_key("ops", admin=True, owner="root")
+    asked = gateway.request(
+        "POST",
+        "/api/v1/promotions",
+        headers={"Authorization": f"Bearer {alice}"},
+        json={"model": "fraud", "version": "3", "alias": "production", "reason": "<script>x</script>"},
+    ).json()
+    assert gateway.request("GET", "/promotions").status_code == 303  # to sign in
+    cookie = sign_in(gateway, admin, "/promotions")
+    shown = browse(gateway, "GET", "/promotions", cookie, origin=None)
+    assert shown.status_code == 200 and asked["id"] in shown.text
+    assert "&lt;script&gt;x&lt;/script&gt;" in shown.text and "<script>" not in shown.text
+    assert "content-security-policy" in shown.headers
+    scripted = browse(gateway, "GET", "/promotions", cookie, origin=None, headers={"Sec-Fetch-Mode": "cors"})
+    assert scripted.status_code == 403
+    csrf = csrf_token(cookie)
+    decision = {"request": asked["id"], "csrf": csrf, "comment": "ok"}
+    refused = browse(gateway, "POST", "/promotions/approve", cookie, data={**decision, "admin_key": alice})
+    assert refused.status_code == 403 and "entered again" in refused.text
+    refused = browse(
+        gateway,
+        "POST",
+        "/promotions/approve",
+        cookie,
+        origin="http://evil.example",
+        data={**decision, "admin_key": admin},
+    )
+    assert refused.status_code == 403
+    assert store.request(asked["id"]).state == "pending"
+    approved = browse(gateway, "POST", "/promotions/approve", cookie, data={**decision, "admin_key": admin})
+    assert approved.status_code == 200, approved.text
+    assert "Approved: fraud @production is version 3 now." in approved.text
+    assert store.request(asked["id"]).state == "applied"
+    # Alice sees her request closed; she could not have approved it herself.
+    again = gateway.request(
+        "POST",
+        "/api/v1/promotions",
+        headers={"Authorization": f"Bearer {alice}"},
+        json={"model": "fraud", "version": "4", "alias": "production"},
+    ).json()
+    hers = sign_in(gateway, alice, "/promotions")
+    mine = browse(
+        gateway,
+        "POST",
+        "/promotions/reject",
+        hers,
+        data={"request": again["id"], "csrf": csrf_token(hers), "admin_key": alice},
+    )
+    assert mine.status_code == 403 and "may not reject" in mine.text
