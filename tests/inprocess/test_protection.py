@@ -331,6 +331,16 @@ def test_the_protections_api_is_for_admin_keys_and_promotions_for_keys_in_header
     assert (response.status_code, response.json()["reason"]) == (401, "missing")
     response = gateway.request("GET", "/api/v1/promotions", headers={"Authorization": f"Bearer {admin}"})
     assert (response.status_code, response.json()) == (200, [])
+    reader = gateway.create_key("reader", scopes=("read",))
+    response = gateway.request(
+        "POST",
+        "/api/v1/promotions",
+        headers={"Authorization": f"Bearer {reader}"},
+        json={"model": "fraud", "version": "3", "alias": "production"},
+    )
+    assert (response.status_code, response.json()["reason"]) == (403, "scope")
+    response = gateway.request("GET", "/api/v1/promotions", headers={"Authorization": f"Bearer {reader}"})
+    assert response.status_code == 200
     response = gateway.request(
         "DELETE", f"/api/v1/protections/{rule['id']}", headers={"Authorization": f"Bearer {admin}"}
     )
@@ -583,3 +593,35 @@ def test_the_promotions_page_is_for_signed_in_keys_and_decides_with_the_key_agai
         data={"request": again["id"], "csrf": csrf_token(hers), "admin_key": alice},
     )
     assert mine.status_code == 403 and "may not reject" in mine.text
+
+
+def test_a_request_whose_model_is_gone_goes_stale(
+    new_gateway: GatewayFactory, new_upstream: UpstreamFactory
+) -> None:
+    upstream = new_upstream(answers=dict(ANSWERS))
+    gateway = new_gateway(upstream.url)
+    ProtectionStore(gateway.store.engine).add_rule(
+        model="fraud", alias="production", stage=None, approvers=None, approvals=1, actor="cli:test"
+    )
+    alice = gateway.create_key("alice", owner="alice")
+    admin = gateway.create_key("ops", admin=True, owner="root")
+    asked = gateway.request(
+        "POST",
+        "/api/v1/promotions",
+        headers={"Authorization": f"Bearer {alice}"},
+        json={"model": "fraud", "version": "3", "alias": "production"},
+    ).json()
+    gone = json.dumps(
+        {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Registered Model 'fraud' not found"}
+    )
+    upstream.answers["/api/2.0/mlflow/registered-models/get"] = (404, JSON, gone.encode())
+    response = gateway.request(
+        "POST",
+        f"/api/v1/promotions/{asked['id']}/approve",
+        headers={"Authorization": f"Bearer {admin}"},
+        json={},
+    )
+    assert (response.status_code, response.json()["reason"]) == (400, "promotion_stale")
+    closed = ProtectionStore(gateway.store.engine).request(asked["id"])
+    assert closed.state == "stale" and closed.note == "model 'fraud' no longer exists (deleted or renamed)"
+    assert not [arrival for arrival in upstream.requests if arrival.method == "POST"]

@@ -62,6 +62,16 @@ def is_admin(identity: Identity) -> bool:
     return grants(identity.scopes, "admin")
 
 
+def require_write(identity: Identity, verb: str) -> None:
+    """Asking, approving, rejecting and cancelling change state: a `read` key only looks."""
+    if not grants(identity.scopes, "write"):
+        raise ChangeRefused(
+            Reason.SCOPE,
+            f"key {identity.key_id} (scopes: {' '.join(identity.scopes)}) may not {verb} promotions: that "
+            "needs the 'write' scope. Use a key with --scope write.",
+        )
+
+
 def promotion_payload(promotion: Promotion, **extra: object) -> dict[str, object]:
     """The registry event's payload (docs/promotions.md)."""
     return {
@@ -170,6 +180,7 @@ class Promotions:
     # Requests
 
     async def request(self, spec: PromotionSpec, identity: Identity) -> Promotion:
+        require_write(identity, "request")
         rules = await self.rules()
         model, target_alias, stage = spec.model, spec.alias, spec.stage
         if target_alias is not None:
@@ -198,9 +209,12 @@ class Promotions:
         else:
             before = stage_version(registered, str(stage))
             # MLflow names stages in one spelling: keep it, so the request shows what MLflow shows.
-            stage = {"production": "Production", "staging": "Staging", "archived": "Archived"}.get(
-                str(stage).casefold(), stage
-            )
+            stage = {
+                "production": "Production",
+                "staging": "Staging",
+                "archived": "Archived",
+                "none": "None",
+            }.get(str(stage).casefold(), stage)
         if before == version and target_alias is not None:
             raise ChangeRefused(
                 Reason.INVALID_REQUEST, f"{target} of model {model!r} is version {version} already."
@@ -272,6 +286,7 @@ class Promotions:
     # Decisions
 
     async def _may_decide(self, promotion: Promotion, identity: Identity, verb: str) -> None:
+        require_write(identity, verb)
         if promotion.state != PENDING:
             raise ChangeRefused(
                 Reason.PROMOTION_CLOSED, f"promotion request {promotion.id} is {promotion.state}."
@@ -330,6 +345,7 @@ class Promotions:
         return closed
 
     async def cancel(self, request_id: str, identity: Identity) -> Promotion:
+        require_write(identity, "cancel")
         promotion = await self.get(request_id, identity)
         if identity.user_id != promotion.requester and not is_admin(identity):
             raise ChangeRefused(
@@ -342,7 +358,12 @@ class Promotions:
 
     async def _apply(self, promotion: Promotion, identity: Identity) -> Promotion:
         """The change, made on MLflow inside the transaction that records it; stale requests closed."""
-        registered, found = await self._mlflow(self._state(promotion.model, promotion.version))
+        try:
+            registered, found = await self._mlflow(self._state(promotion.model, promotion.version))
+        except ChangeRefused as missing:
+            if missing.reason is not Reason.NOT_FOUND:
+                raise
+            registered, found = {}, None  # the model is gone (deleted or renamed): stale
         stale = self._staleness(promotion, registered, found)
         if stale is not None:
             closed = await self._stored(self.store.close, promotion.id, STALE, identity.user_id, stale)
@@ -422,6 +443,8 @@ class Promotions:
     def _staleness(
         promotion: Promotion, registered: dict[str, Any], found: dict[str, Any] | None
     ) -> str | None:
+        if not registered:
+            return f"model {promotion.model!r} no longer exists (deleted or renamed)"
         if found is None:
             return f"version {promotion.version} no longer exists"
         if promotion.alias is not None:
