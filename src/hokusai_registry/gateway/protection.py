@@ -7,13 +7,15 @@ is asked of MLflow where the decision needs it (no answer: the same 503), and a 
 refused with 403 `protected`, naming the rule and how to request a promotion, whoever asks, the model's
 MANAGE holders included. An admin key's change goes through as an override: audited as
 `protection.overridden` and emitted as a registry event. Every alias or stage change let through is
-written to the alias history in the transaction that waits for MLflow's answer, kept only when MLflow
-made it (`ProtectionStore.recorded`).
+written to the alias history: an override in the transaction that waits for MLflow's answer, kept only
+when MLflow made it (`ProtectionStore.recorded`); a change no rule covers once MLflow answered 200, so
+everyday alias changes hold no lock on the store while MLflow works.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +41,7 @@ from hokusai_registry.policy.protection import (
 )
 from hokusai_registry.store.protection_store import Movement, NotRecorded, ProtectionStore
 
+log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 # Changes recorded in the history even when no rule covers them.
 _RECORDED = frozenset({Action.SET_ALIAS, Action.DELETE_ALIAS, Action.TRANSITION_STAGE})
@@ -129,6 +132,22 @@ class ProtectionGuard:
             version=touch.version or None,
             rule_id=override.rule.id if override is not None else None,
         )
+        if override is None:
+            # A change no rule covers: forwarded as usual (no lock held on the store meanwhile), recorded
+            # once MLflow made it.
+            await send_on()
+            if record.status == 200:
+                try:
+                    await asyncio.to_thread(self.store.record, movement)
+                except Exception as exc:  # the change is made; the history misses it, and says so here
+                    log.warning(
+                        "%s alias history: %s of %s not recorded: %s",
+                        record.request_id.decode(),
+                        touch.action.value,
+                        touch.model,
+                        type(exc).__name__,
+                    )
+            return
         loop = asyncio.get_running_loop()
         forwarded = False
 
@@ -154,10 +173,6 @@ class ProtectionGuard:
             if forwarded:
                 raise
             raise unchecked(f"the key store did not answer: {type(exc).__name__}") from None
-        if override is None:
-            if after:
-                raise after[0]
-            return
         fields = {
             "rule_id": override.rule.id,
             "what": override.what,

@@ -384,6 +384,10 @@ class ProtectionStore:
             )
             return effect()
 
+    def record(self, movement: Movement) -> None:
+        """A movement already made (a direct change of an unprotected alias): written on its own."""
+        self.recorded(movement, lambda: None)
+
     def history(self, model: str | None = None, limit: int = 1000) -> list[Movement]:
         query = sa.select(alias_history).order_by(alias_history.c.id.desc()).limit(limit)
         if model is not None:
