@@ -625,3 +625,24 @@ def test_a_request_whose_model_is_gone_goes_stale(
     closed = ProtectionStore(gateway.store.engine).request(asked["id"])
     assert closed.state == "stale" and closed.note == "model 'fraud' no longer exists (deleted or renamed)"
     assert not [arrival for arrival in upstream.requests if arrival.method == "POST"]
+
+
+def test_the_mlflow_ui_with_a_browser_session_is_refused_the_same(
+    world: tuple[InProcessGateway, StubUpstream, Recorder],
+) -> None:
+    """The UI sets aliases and stages through /mlflow/ajax-api with the session cookie."""
+    gateway, upstream, _ = world
+    writer = gateway.create_key("writer", owner="alice")
+    cookie = sign_in(gateway, writer, "/mlflow/")
+    for path, body in (
+        ("registered-models/alias", {"name": "fraud", "alias": "production", "version": "3"}),
+        ("model-versions/transition-stage", {"name": "fraud", "version": "2", "stage": "Archived"}),
+    ):
+        response = browse(gateway, "POST", f"/mlflow/ajax-api/2.0/mlflow/{path}", cookie, json=body)
+        if path.endswith("alias"):
+            assert (response.status_code, response.json()["reason"]) == (403, "protected"), response.text
+        else:  # no stage rule here: the stage change is forwarded and recorded
+            assert response.status_code == 200, response.text
+    assert forwarded(upstream, "/ajax-api/2.0/mlflow/registered-models/alias") == []
+    (moved,) = ProtectionStore(gateway.store.engine).history("fraud")
+    assert (moved.action, moved.stage, moved.kind) == ("transition_stage", "Archived", "direct")
