@@ -32,7 +32,6 @@ from hokusai_registry.policy.protection import (
     Action,
     Hit,
     Holdings,
-    Rule,
     Touch,
     hit,
     model_holdings,
@@ -90,7 +89,7 @@ class ProtectionGuard:
             rules = await asyncio.to_thread(self.store.rules)
         except Exception as exc:
             raise unchecked(f"the key store did not answer: {type(exc).__name__}") from None
-        held = await self._holdings(touch, rules) if needs_lookup(rules, touch) else None
+        held = await self._holdings(touch) if needs_lookup(rules, touch) else None
         found = hit(rules, touch, held)
         if found is None:
             return Verdict(touch, None) if touch.action in _RECORDED else None
@@ -98,7 +97,7 @@ class ProtectionGuard:
             raise protected(found, touch)
         return Verdict(touch, found)
 
-    async def _holdings(self, touch: Touch, rules: list[Rule]) -> Holdings:
+    async def _holdings(self, touch: Touch) -> Holdings:
         try:
             if touch.action in (Action.DELETE_VERSION, Action.TRANSITION_STAGE):
                 return version_holdings(await self.registry.version(touch.model, touch.version))
