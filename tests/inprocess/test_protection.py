@@ -646,3 +646,33 @@ def test_the_mlflow_ui_with_a_browser_session_is_refused_the_same(
     assert forwarded(upstream, "/ajax-api/2.0/mlflow/registered-models/alias") == []
     (moved,) = ProtectionStore(gateway.store.engine).history("fraud")
     assert (moved.action, moved.stage, moved.kind) == ("transition_stage", "Archived", "direct")
+
+
+def test_protection_holds_with_permissions_off(
+    new_gateway: GatewayFactory, new_upstream: UpstreamFactory
+) -> None:
+    upstream = new_upstream(answers=ANSWERS)
+    gateway = new_gateway(upstream.url, permissions=False)
+    ProtectionStore(gateway.store.engine).add_rule(
+        model="fraud", alias="production", stage=None, approvers="ml-leads", approvals=1, actor="cli:test"
+    )
+    alice = gateway.create_key("alice", owner="alice")
+    bob = gateway.create_key("bob", owner="bob")
+    response = send(
+        gateway, alice, "DELETE", "/api/2.0/mlflow/model-versions/delete", {"name": "fraud", "version": "2"}
+    )
+    assert (response.status_code, response.json()["reason"]) == (403, "protected")
+    assert "x-hokusai-assertion" not in {name.lower() for name, _ in upstream.requests[0].headers}
+    asked = gateway.request(
+        "POST",
+        "/api/v1/promotions",
+        headers={"Authorization": f"Bearer {alice}"},
+        json={"model": "fraud", "version": "3", "alias": "production"},
+    ).json()
+    response = gateway.request(
+        "POST",
+        f"/api/v1/promotions/{asked['id']}/approve",
+        headers={"Authorization": f"Bearer {bob}"},
+        json={},
+    )
+    assert (response.status_code, response.json()["reason"]) == (404, "permissions_off")
