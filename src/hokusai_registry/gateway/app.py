@@ -53,6 +53,7 @@ from hokusai_registry.policy.paths import Redirect, Target
 from hokusai_registry.policy.protection import (
     PROMOTION_TAG_PREFIX,
     Action,
+    Touch,
     action,
     names_promotion_tag,
     tags_versions,
@@ -298,17 +299,8 @@ class Gateway:
             if method == "DELETE" and action(method, target.path) is Action.DELETE_WORKSPACE:
                 # Deleting a workspace deletes (or moves) its models: protected ones with them.
                 touch = touched(method, target.path, None)
-                verdict = await self.protection.judge(touch, identity) if touch is not None else None
-                if verdict is not None:
-                    user = _acts_as(identity)
-                    await self.protection.forward(
-                        verdict,
-                        identity,
-                        record,
-                        client_address(scope),
-                        lambda: self.forwarder.forward(scope, receive, send, target, record, user, digest),
-                    )
-                    return
+                await self._forward_guarded(scope, receive, send, record, target, identity, digest, touch)
+                return
             await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
             return
         await self._forward_inspected(scope, receive, send, record, target, found, identity)
@@ -327,27 +319,16 @@ class Gateway:
         if inspected is None:
             record.status = 499  # the client left while sending its body
             return
-        # Alias and stage changes, version and model deletions and renames: protected ones refused.
-        moves = action(scope["method"], target.path) is not None
-        inspected_body = inspected[4]
-        if tags_versions(scope["method"], target.path) and names_promotion_tag(
-            scope["method"], target.path, parse_json(inspected_body)
-        ):
+        scope, receive, fields, digest, body = inspected
+        method, path = scope["method"], target.path
+        if tags_versions(method, path) and names_promotion_tag(method, path, parse_json(body)):
             raise _promotion_tag_refusal()
-        scope, receive, fields, digest, _ = inspected
-        user = _acts_as(identity)
-        touch = touched(scope["method"], target.path, parse_json(inspected_body)) if moves else None
-        verdict = await self.protection.judge(touch, identity) if touch is not None else None
-        if verdict is None:
-            await self.forwarder.forward(scope, receive, send, target, record, user, digest)
+        if action(method, path) is None:
+            await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
         else:
-            await self.protection.forward(
-                verdict,
-                identity,
-                record,
-                client_address(scope),
-                lambda: self.forwarder.forward(scope, receive, send, target, record, user, digest),
-            )
+            # Alias and stage changes, version and model deletions and renames: protected ones refused.
+            touch = touched(method, path, parse_json(body))
+            await self._forward_guarded(scope, receive, send, record, target, identity, digest, touch)
         if found.event is not None:
             audit(
                 found.event,
@@ -358,6 +339,32 @@ class Gateway:
                 status=record.status,
                 **fields,
             )
+
+    async def _forward_guarded(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        record: RequestRecord,
+        target: Target,
+        identity: Identity,
+        digest: str,
+        touch: Touch | None,
+    ) -> None:
+        """A request that may move or remove an alias or stage: judged by the protection rules (refused,
+        or forwarded and recorded in the alias history: `gateway/protection.py`)."""
+        user = _acts_as(identity)
+        verdict = await self.protection.judge(touch, identity) if touch is not None else None
+        if verdict is None:
+            await self.forwarder.forward(scope, receive, send, target, record, user, digest)
+            return
+        await self.protection.forward(
+            verdict,
+            identity,
+            record,
+            client_address(scope),
+            lambda: self.forwarder.forward(scope, receive, send, target, record, user, digest),
+        )
 
     async def _server_info(self, path: str, query: bytes, send: Send) -> None:
         """MLflow's capability probe, answered so that clients never move bytes around the gateway."""
