@@ -215,7 +215,12 @@ class Promotions:
                 "archived": "Archived",
                 "none": "None",
             }.get(str(stage).casefold(), stage)
-        if before == version and target_alias is not None:
+        already = (
+            before == version
+            if target_alias is not None
+            else str(found.get("current_stage") or "").casefold() == str(stage).casefold()
+        )
+        if already:
             raise ChangeRefused(
                 Reason.INVALID_REQUEST, f"{target} of model {model!r} is version {version} already."
             )
