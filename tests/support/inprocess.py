@@ -99,7 +99,9 @@ class _InProcessTransport(httpx.BaseTransport):
 
 
 class InProcessGateway:
-    def __init__(self, loop: LoopThread, upstream_url: str, data_dir: Path, **settings: Any) -> None:
+    def __init__(
+        self, loop: LoopThread, upstream_url: str, data_dir: Path, events: Any = None, **settings: Any
+    ) -> None:
         # Many tests send bad keys on purpose: the failure throttle has its own tests.
         self.settings = Settings.load(
             data_dir=data_dir, mlflow_server_url=upstream_url, **{"auth_failure_limit": 0, **settings}
@@ -108,6 +110,7 @@ class InProcessGateway:
         self.url = URL
         self._loop = loop
         self.store = open_key_store(self.settings)
+        self._events = events  # the registry events' sink (None: nobody listens)
         self.gateway, self.app, self._lifespan = loop.run(self._start(upstream_url))
         # No cookie jar: tests send cookies by hand, as a browser would, and see every Set-Cookie.
         no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -116,7 +119,7 @@ class InProcessGateway:
         )
 
     async def _start(self, upstream_url: str) -> tuple[Gateway, Any, LifespanOn]:
-        gateway = build_gateway(self.settings, self.store, upstream_url)
+        gateway = build_gateway(self.settings, self.store, upstream_url, self._events)
         config = GatewayServer(gateway, self.settings).config
         config.load()  # the app uvicorn serves, as it configures it
         lifespan = LifespanOn(config)

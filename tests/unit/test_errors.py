@@ -60,6 +60,7 @@ def test_caller_reasons_keep_the_values_audit_lines_and_metrics_carry() -> None:
         "token_claims",
         "user_disabled",
         "issuer_unavailable",
+        "protected",
     }
 
 

@@ -38,6 +38,11 @@ def test_every_page_and_its_methods() -> None:
         "/admin/teams/delete": {"GET", "HEAD", "POST"},
         "/admin/grants": {"GET", "HEAD", "POST"},
         "/admin/grants/remove": {"GET", "HEAD", "POST"},
+        "/admin/protections": {"GET", "HEAD", "POST"},
+        "/admin/protections/remove": {"GET", "HEAD", "POST"},
+        "/promotions": {"GET", "HEAD"},
+        "/promotions/approve": {"POST"},
+        "/promotions/reject": {"POST"},
     }
     fixed = {route.path for route in PAGE_ROUTES if not route.param_convertors}
     assert fixed == {
@@ -58,6 +63,11 @@ def test_every_page_and_its_methods() -> None:
         "/admin/teams/delete",
         "/admin/grants",
         "/admin/grants/remove",
+        "/admin/protections",
+        "/admin/protections/remove",
+        "/promotions",
+        "/promotions/approve",
+        "/promotions/reject",
     }
     assert all(is_page_path(path) for path in fixed)
 

@@ -164,13 +164,13 @@ def test_the_outbox_takes_events_from_any_thread_and_writes_them_by_its_stop(sto
     from hokusai_registry.events.hub import Events
     from hokusai_registry.events.outbox import Outbox
     from hokusai_registry.events.worker import DeliveryWorker, Retries
-    from hokusai_registry.policy.webhooks import EventSink
+    from hokusai_registry.ops.events import RegistryEvents
 
     _add(store, "wh", ("model_version_alias.created",))
     woken: list[bool] = []
     outbox = Outbox(store, max_attempts=3, written=lambda: woken.append(True))
     worker = DeliveryWorker(store, Sealer("k" * 20), timeout=1, retries=Retries(3, 1, 1), poll_interval=3600)
-    sink: EventSink = Events(outbox, worker)  # the seam the promotion workflow emits through
+    sink: RegistryEvents = Events(outbox, worker)  # the seam the promotion workflow emits through
     sink.emit("model_version_alias.created", {"name": "m", "alias": "a", "version": "1"})  # before start
 
     async def run() -> None:

@@ -25,6 +25,8 @@ from hokusai_registry import __version__
 from hokusai_registry.admin.permission_models import ChangeRefused
 from hokusai_registry.admin.permissions import PermissionAdmin
 from hokusai_registry.admin.permissions_api import add_permission_routes
+from hokusai_registry.admin.promotions import Promotions
+from hokusai_registry.admin.promotions_api import add_promotion_routes
 from hokusai_registry.admin.service import (
     CreatedKey,
     KeyAdmin,
@@ -86,9 +88,13 @@ def _error(refusal: Refusal) -> Response:
     return Response(refusal.body(), refusal.http_status, headers, media_type="application/json")
 
 
-def _actor(request: Request) -> str:
+def _identity(request: Request) -> Identity:
     identity: Identity = request.scope[IDENTITY]
-    return f"key:{identity.key_id}"
+    return identity
+
+
+def _actor(request: Request) -> str:
+    return f"key:{_identity(request).key_id}"
 
 
 def _own(request: Request) -> str | None:
@@ -126,13 +132,16 @@ def build_keys_api(
     permissions: PermissionAdmin,
     own_keys: OwnKeys,
     users: UserAdmin,
+    promotions: Promotions,
     webhooks: WebhookAdmin | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Hokusai Registry admin API",
         version=__version__,
-        description="Manage API keys, teams, grants and webhooks (admin keys only) and validate keys for "
-        "other services. Send the key as `Authorization: Bearer hk_live_...`. Errors are MLflow error JSON "
+        description="Manage API keys, teams, grants, users, webhooks and protection rules (admin keys), "
+        "your own keys (a single-sign-on user), request and approve promotions of protected aliases (any "
+        "key), and validate keys for other services. Send the key as `Authorization: Bearer hk_live_...`. "
+        "Errors are MLflow error JSON "
         "(`error_code`, `message`).",
         docs_url=None,
         redoc_url=None,
@@ -264,6 +273,7 @@ def build_keys_api(
         return rotated
 
     add_permission_routes(app, permissions, _actor)
+    add_promotion_routes(app, promotions, _identity)
     if webhooks is not None:
         add_webhook_routes(app, webhooks, _actor)
 

@@ -33,6 +33,8 @@ from starlette.routing import Route, Router
 from hokusai_registry.admin import own_key_pages, sign_in, user_pages
 from hokusai_registry.admin.permission_pages import PERMISSION_PAGES
 from hokusai_registry.admin.permissions import PermissionAdmin
+from hokusai_registry.admin.promotion_pages import PROMOTION_PAGES
+from hokusai_registry.admin.promotions import Promotions
 from hokusai_registry.admin.rendering import PageError, page, redirect, render, stylesheet_response
 from hokusai_registry.admin.service import KeyAdmin, KeySpec, OwnKeys, problems
 from hokusai_registry.admin.sso import SingleSignOn
@@ -122,6 +124,7 @@ class WebPages:
         access: Access,
         key_admin: KeyAdmin | None,
         permissions: PermissionAdmin,
+        promotions: Promotions,
         *,
         public_url: str | None,
         oidc: OidcSignIn | None = None,
@@ -135,6 +138,8 @@ class WebPages:
         self.key_admin = key_admin
         # Teams and grants live in MLflow, wherever keys are managed.
         self.permissions = permissions
+        # Protection rules and promotion requests (`promotion_pages.py`).
+        self.promotions = promotions
         self.public_url = public_url
         # Single sign-on, when an identity provider is configured.
         self.oidc = oidc
@@ -474,6 +479,23 @@ class WebPages:
             )
         return caller
 
+    def _login_redirect(self, request: Request, back: str) -> Response:
+        """To the sign-in page, then on to `back` (an ended session's cookie cleared)."""
+        scope = request.scope
+        headers = [self.access.clear_cookie(scope)] if self.access.session_id(scope) else []
+        return redirect(login_location(back, _record(request).auth_failure), headers)
+
+    async def _keyed_form(self, request: Request, back: str) -> tuple[Caller, dict[str, str]] | Response:
+        """A form post by any signed-in key (not only admins): from this site, with the session's CSRF
+        token. A Response when the browser is sent to sign in."""
+        self._same_origin(request.scope)
+        caller = await self._signed_in(request)
+        if caller is None:
+            return self._login_redirect(request, back)
+        form = await self._form(request)
+        self._check_csrf(caller.session.id if caller.session else "", form)
+        return caller, form
+
     def _same_origin(self, scope: Scope) -> None:
         headers = scope["headers"]
         if is_cross_origin_write(
@@ -516,8 +538,9 @@ class WebPages:
             return None
         failed = Refusal(
             Reason.STEP_UP_FAILED,
-            f"every change to keys, teams and grants needs the admin key this session signed in with (key "
-            f"{session_key_id}) entered again in the form, and the key entered is not it. Failed attempts "
+            f"every change made on these pages (keys, teams, grants, protections, promotion decisions) needs "
+            f"the key this session signed in with (key {session_key_id}) entered again in the form, and the "
+            "key entered is not it. Failed attempts "
             "count towards the failed-authentication throttle (HOKUSAI_AUTH_FAILURE_LIMIT).",
         )
         # A key that failed its own check was counted by it: one failed step-up counts once.
@@ -647,4 +670,5 @@ PAGE_ROUTES = (
     Route(ROTATE_PATH, _on(WebPages.confirm_rotate), methods=["GET"]),
     Route(ROTATE_PATH, _on(WebPages.rotate_key), methods=["POST"]),
     *(Route(path, _on(endpoint), methods=[method]) for path, method, endpoint in PERMISSION_PAGES),
+    *(Route(path, _on(endpoint), methods=[method]) for path, method, endpoint in PROMOTION_PAGES),
 )

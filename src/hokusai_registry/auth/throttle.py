@@ -36,7 +36,14 @@ KEY_CHECK_FAILURES = frozenset(
 # routinely try without credentials first.
 AUTH_FAILURES = KEY_CHECK_FAILURES | {Reason.BAD_BASIC, Reason.UNSUPPORTED_SCHEME, Reason.STEP_UP_FAILED}
 PERMISSION_DENIALS = frozenset(
-    {Reason.SCOPE, Reason.SERVICE, Reason.TRANSFER_POLICY, Reason.PERMISSION, Reason.IDENTITY_BY_GATEWAY}
+    {
+        Reason.SCOPE,
+        Reason.SERVICE,
+        Reason.TRANSFER_POLICY,
+        Reason.PERMISSION,
+        Reason.IDENTITY_BY_GATEWAY,
+        Reason.PROTECTED,
+    }
 )
 
 

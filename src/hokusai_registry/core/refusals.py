@@ -123,6 +123,16 @@ class Reason(enum.Enum):
     MLFLOW_REFUSED = ("mlflow_refused", "INVALID_PARAMETER_VALUE")
     # Webhooks managed through the admin API
     WEBHOOK_NOT_FOUND = ("webhook_not_found", "RESOURCE_DOES_NOT_EXIST")
+    # Protected aliases and stages, and promotion requests (policy/protection.py, admin/promotions.py)
+    PROTECTED = ("protected", "PERMISSION_DENIED", None, True)
+    PROTECTION_UNCHECKED = ("protection_unchecked", "TEMPORARILY_UNAVAILABLE")
+    NOT_PROTECTED = ("not_protected", "INVALID_PARAMETER_VALUE")
+    PROMOTION_CLOSED = ("promotion_closed", "INVALID_PARAMETER_VALUE")
+    PROMOTION_STALE = ("promotion_stale", "INVALID_PARAMETER_VALUE")
+    SELF_APPROVAL = ("self_approval", "PERMISSION_DENIED")
+    NOT_AN_APPROVER = ("not_an_approver", "PERMISSION_DENIED")
+    NOT_THE_REQUESTER = ("not_the_requester", "PERMISSION_DENIED")
+    ALREADY_APPROVED = ("already_approved", "RESOURCE_ALREADY_EXISTS")
     # MLflow, behind the gateway
     UPSTREAM_REFUSED = ("upstream_refused", "TEMPORARILY_UNAVAILABLE", 502)
     UPSTREAM_LOST = ("upstream_lost", "TEMPORARILY_UNAVAILABLE", 502)

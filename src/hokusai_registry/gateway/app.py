@@ -39,6 +39,7 @@ from hokusai_registry.gateway.checks import (
     method_refusal,
     permission_refusal,
 )
+from hokusai_registry.gateway.protection import ProtectionGuard
 from hokusai_registry.ops.audit import audit
 from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.logs import flush_periodically, log_access
@@ -49,8 +50,18 @@ from hokusai_registry.policy.forwarding import TrustedProxies
 from hokusai_registry.policy.forwarding import resolve as resolve_forwarded
 from hokusai_registry.policy.headers import SAFE_METHODS, request_id
 from hokusai_registry.policy.inspection import Inspection, inspect, inspection
+from hokusai_registry.policy.inspection import parse as parse_json
 from hokusai_registry.policy.navigation import login_location
 from hokusai_registry.policy.paths import Redirect, Target
+from hokusai_registry.policy.protection import (
+    PROMOTION_TAG_PREFIX,
+    Action,
+    Touch,
+    action,
+    names_promotion_tag,
+    tags_versions,
+    touched,
+)
 from hokusai_registry.policy.registry_events import MAX_ANSWER, event_data, event_for
 from hokusai_registry.policy.request import Request
 from hokusai_registry.policy.request import parse as parse_request
@@ -86,9 +97,11 @@ class Gateway:
         public_url: str | None,
         graphql_max_tokens: int,
         proxies: TrustedProxies,
+        protection: ProtectionGuard,
         events: Events | None = None,
     ) -> None:
         self.access = access
+        self.protection = protection
         # Registry events for the webhooks; the promotion workflow emits through it too.
         self.events = events
         self.proxies = proxies
@@ -215,6 +228,9 @@ class Gateway:
             raise method_refusal(method)
         if route.caller is Caller.KEY:
             await self.access.identify(scope, record)
+        elif route.caller is Caller.HEADER_KEY:
+            # Keys in headers only, as for admin routes: a cookie would let other sites' forms in.
+            scope = {**scope, IDENTITY: (await self.access.identify(scope, record, sessions=False)).identity}
         elif route.caller in (Caller.ADMIN_KEY, Caller.OWN_KEYS):
             # Keys in headers only: a browser session's cookie is not accepted by the REST API.
             identity = (await self.access.identify(scope, record, sessions=False)).identity
@@ -293,6 +309,11 @@ class Gateway:
             return
         found = inspection(method, target.path)
         if found is None:
+            if method == "DELETE" and action(method, target.path) is Action.DELETE_WORKSPACE:
+                # Deleting a workspace deletes (or moves) its models: protected ones with them.
+                touch = touched(method, target.path, None)
+                await self._forward_guarded(scope, receive, send, record, target, identity, digest, touch)
+                return
             await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
             return
         await self._forward_inspected(scope, receive, send, record, target, found, identity)
@@ -312,14 +333,21 @@ class Gateway:
             record.status = 499  # the client left while sending its body
             return
         scope, receive, fields, digest, body = inspected
-        event = event_for(scope["method"], target.path) if self.events is not None else None
-        if event is None:
-            await self.forwarder.forward(scope, receive, send, target, record, _acts_as(identity), digest)
+        method, path = scope["method"], target.path
+        if tags_versions(method, path) and names_promotion_tag(method, path, parse_json(body)):
+            raise _promotion_tag_refusal()
+        # Registry writes whose event goes out once MLflow answered 2xx keep MLflow's (small) answer.
+        event = event_for(method, path) if self.events is not None else None
+        answer = _Answer(send) if event is not None else None
+        relay: Send = answer if answer is not None else send
+        if action(method, path) is None:
+            await self.forwarder.forward(scope, receive, relay, target, record, _acts_as(identity), digest)
         else:
-            answer = _Answer(send)
-            await self.forwarder.forward(scope, receive, answer, target, record, _acts_as(identity), digest)
-            if 200 <= record.status < 300:
-                self._emit(scope, target, body, answer.body(), identity)
+            # Alias and stage changes, version and model deletions and renames: protected ones refused.
+            touch = touched(method, path, parse_json(body))
+            await self._forward_guarded(scope, receive, relay, record, target, identity, digest, touch)
+        if answer is not None and 200 <= record.status < 300:
+            self._emit(scope, target, body, answer.body(), identity)
         if found.event is not None:
             audit(
                 found.event,
@@ -345,6 +373,32 @@ class Gateway:
                 self.events.emit(event, data)
         except Exception:  # the answer is out: an event must never turn into the request's failure
             log.exception("the registry event of %s %s was not emitted", scope["method"], target.path)
+
+    async def _forward_guarded(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        record: RequestRecord,
+        target: Target,
+        identity: Identity,
+        digest: str,
+        touch: Touch | None,
+    ) -> None:
+        """A request that may move or remove an alias or stage: judged by the protection rules (refused,
+        or forwarded and recorded in the alias history: `gateway/protection.py`)."""
+        user = _acts_as(identity)
+        verdict = await self.protection.judge(touch, identity) if touch is not None else None
+        if verdict is None:
+            await self.forwarder.forward(scope, receive, send, target, record, user, digest)
+            return
+        await self.protection.forward(
+            verdict,
+            identity,
+            record,
+            client_address(scope),
+            lambda: self.forwarder.forward(scope, receive, send, target, record, user, digest),
+        )
 
     async def _server_info(self, path: str, query: bytes, send: Send) -> None:
         """MLflow's capability probe, answered so that clients never move bytes around the gateway."""
@@ -413,6 +467,14 @@ class _Answer:
 
     def body(self) -> bytes | None:
         return b"".join(self._parts) if self._kept else None
+
+
+def _promotion_tag_refusal() -> Refusal:
+    return Refusal(
+        Reason.RESERVED_TAG,
+        f"version tags '{PROMOTION_TAG_PREFIX}*' record approved promotions; the gateway sets them when it "
+        "applies one, so no request may set or delete them. Use another tag name.",
+    )
 
 
 def _acts_as(identity: Identity) -> str:

@@ -7,6 +7,8 @@ import secrets
 from hokusai_registry.admin.api import build_keys_api
 from hokusai_registry.admin.pages import WebPages
 from hokusai_registry.admin.permissions import PermissionAdmin
+from hokusai_registry.admin.promotions import Promotions
+from hokusai_registry.admin.registry import Registry
 from hokusai_registry.admin.service import KeyAdmin, OwnKeys
 from hokusai_registry.admin.sso import SingleSignOn, SsoRules
 from hokusai_registry.admin.users import UserAdmin
@@ -28,10 +30,13 @@ from hokusai_registry.events.outbox import Outbox
 from hokusai_registry.events.sealing import Sealer
 from hokusai_registry.events.worker import DeliveryWorker, Retries
 from hokusai_registry.gateway.app import Gateway
+from hokusai_registry.gateway.protection import ProtectionGuard
+from hokusai_registry.ops.events import RegistryEvents
 from hokusai_registry.ops.health import Health
 from hokusai_registry.ops.metrics import Metrics
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
+from hokusai_registry.store.protection_store import ProtectionStore
 from hokusai_registry.store.session_store import SessionStore
 from hokusai_registry.store.user_store import UserStore
 from hokusai_registry.store.webhook_store import WebhookStore
@@ -95,7 +100,11 @@ def build_events(settings: Settings, store: KeyStore, metrics: Metrics) -> tuple
     return Events(outbox, worker), WebhookAdmin(webhooks, sealer, worker)
 
 
-def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gateway:
+def build_gateway(
+    settings: Settings, store: KeyStore, upstream_url: str, events: RegistryEvents | None = None
+) -> Gateway:
+    """The gateway. Promotions and overrides are told to `events` when given (tests listen there), else
+    to the webhooks, as every other registry event is."""
     forwarder = Forwarder(
         upstream_url,
         api_prefix=settings.upstream_api_prefix,
@@ -157,13 +166,19 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
     own_keys = OwnKeys(store, settings.key_environment, settings.max_key_lifetime_delta)
     users = UserAdmin(store)
     metrics = Metrics()
-    events, webhooks = build_events(settings, store, metrics)
+    webhook_events, webhooks = build_events(settings, store, metrics)
+    # Protected aliases and promotions: rules and requests beside the keys, changes on MLflow.
+    sink = events if events is not None else webhook_events
+    protections = ProtectionStore(store.engine)
+    registry = Registry(forwarder)
+    promotions = Promotions(protections, registry, permissions, sink)
     return Gateway(
         access=access,
         pages=WebPages(
             access,
             None if keys_elsewhere else key_admin,
             permissions,
+            promotions,
             public_url=settings.public_url,
             oidc=oidc,
             sso=sso,
@@ -188,6 +203,7 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
             permissions,
             own_keys,
             users,
+            promotions,
             webhooks,
         ),
         keys_elsewhere=keys_elsewhere,
@@ -195,7 +211,8 @@ def build_gateway(settings: Settings, store: KeyStore, upstream_url: str) -> Gat
         public_url=settings.public_url,
         graphql_max_tokens=settings.graphql_max_tokens,
         proxies=proxies,
-        events=events,
+        events=webhook_events,
+        protection=ProtectionGuard(protections, registry, sink),
     )
 
 

@@ -4,8 +4,10 @@ Events: key.created / key.rotated / key.revoked and team.* / grant.* (CLI, admin
 `admin/permissions.py`), webhook.created / webhook.removed / webhook.tested (`admin/webhooks.py`),
 auth.failed, permission.denied, rate_limited, registry writes (registered model created, renamed or
 deleted, model version created or deleted, alias set or deleted, stage changed) and prompt-lab runs (the
-table is `policy/inspection.py`). Lines carry key ids, owners and client addresses, never a secret; they
-still pass through `redact` like every other log line.
+table is `policy/inspection.py`), protection.added / protection.removed / protection.overridden and
+promotion.requested / approved / rejected / cancelled / stale / applied / tag_failed
+(`admin/promotions.py`, `gateway/protection.py`). Lines carry key ids, owners and client addresses, never a
+secret; they still pass through `redact` like every other log line.
 """
 
 from __future__ import annotations

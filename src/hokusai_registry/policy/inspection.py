@@ -98,6 +98,9 @@ _TABLE = {
     ("POST", "registered-models/rename"): Inspection("registered_model.renamed", ("name", "new_name")),
     ("DELETE", "registered-models/delete"): Inspection("registered_model.deleted", ("name",)),
     ("POST", "model-versions/create"): Inspection("model_version.created", ("name", "run_id", "source")),
+    # The record of an approved promotion (`hokusai.promotion.*`) is the gateway's: `policy/protection.py`.
+    ("POST", "model-versions/set-tag"): Inspection(),
+    ("DELETE", "model-versions/delete-tag"): Inspection(),
     ("DELETE", "model-versions/delete"): Inspection("model_version.deleted", ("name", "version")),
     ("POST", "model-versions/transition-stage"): Inspection(
         "model_version.stage_changed", ("name", "version", "stage")

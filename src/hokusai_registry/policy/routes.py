@@ -59,6 +59,7 @@ class Caller(enum.Enum):
 
     ANYONE = "anyone"
     KEY = "key"  # any valid key (header or browser session)
+    HEADER_KEY = "header_key"  # any valid key in the headers (never a session cookie)
     ADMIN_KEY = "admin_key"  # an admin key in the headers (never a session cookie)
     # An admin key, or a single-sign-on user's key or bearer token, in the headers: people manage their
     # own keys where admins manage all.
@@ -82,6 +83,8 @@ TEAMS_PATH = "/api/v1/teams"
 GRANTS_PATH = "/api/v1/grants"
 USERS_PATH = "/api/v1/users"
 WEBHOOKS_PATH = "/api/v1/webhooks"
+PROTECTIONS_PATH = "/api/v1/protections"
+PROMOTIONS_PATH = "/api/v1/promotions"
 ADMIN_API_PREFIX = "/api/v1/"
 DOCS_PATHS = ("/docs", "/openapi.json")
 DOCS_ASSETS = "/docs/assets"
@@ -97,6 +100,16 @@ ADMIN_USERS_PATH = "/admin/users"
 ADMIN_KEYS_PATH = "/admin/keys"
 ADMIN_TEAMS_PATH = "/admin/teams"
 ADMIN_GRANTS_PATH = "/admin/grants"
+ADMIN_PROTECTIONS_PATH = "/admin/protections"
+# Pending promotion requests, with approve and reject buttons: for every signed-in key.
+PROMOTIONS_PAGE_PATH = "/promotions"
+PROTECTION_PAGES = (
+    ADMIN_PROTECTIONS_PATH,
+    ADMIN_PROTECTIONS_PATH + "/remove",
+    PROMOTIONS_PAGE_PATH,
+    PROMOTIONS_PAGE_PATH + "/approve",
+    PROMOTIONS_PAGE_PATH + "/reject",
+)
 # The teams and grants pages' forms (the team, owner and grant are fields, never path segments).
 ADMIN_PERMISSION_PAGES = (
     ADMIN_TEAMS_PATH,
@@ -113,6 +126,10 @@ _DOCS = OwnRoute(Handler.DOCS, methods=None)
 _KEYS = OwnRoute(Handler.KEYS, Caller.OWN_KEYS, methods=None, local_keys_only=True)
 # Teams and grants live in MLflow, wherever keys are managed.
 _PERMISSIONS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None)
+# Protection rules live in the key store's database, wherever keys are managed; promotions are for every
+# key (the service decides who may approve).
+_PROTECTIONS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None)
+_PROMOTIONS = OwnRoute(Handler.KEYS, Caller.HEADER_KEY, methods=None)
 # Single-sign-on users live beside the keys.
 _USERS = OwnRoute(Handler.KEYS, Caller.ADMIN_KEY, methods=None, local_keys_only=True)
 # Webhooks live in the key store's database, whoever validates keys.
@@ -132,6 +149,8 @@ OWN_ROUTES: dict[str, OwnRoute] = {
     GRANTS_PATH: _PERMISSIONS,
     USERS_PATH: _USERS,
     WEBHOOKS_PATH: _WEBHOOKS,
+    PROTECTIONS_PATH: _PROTECTIONS,
+    PROMOTIONS_PATH: _PROMOTIONS,
     VALIDATE_PATH: OwnRoute(Handler.VALIDATE, methods=None, local_keys_only=True),
     **{path: _DOCS for path in DOCS_PATHS},
     **{
@@ -151,6 +170,7 @@ OWN_ROUTES: dict[str, OwnRoute] = {
         )
     },
     **{path: _PAGE for path in ADMIN_PERMISSION_PAGES},
+    **{path: _PAGE for path in PROTECTION_PAGES},
 }
 # Checked in order when no exact path matches.
 OWN_PREFIXES: tuple[tuple[str, OwnRoute], ...] = (
@@ -159,6 +179,8 @@ OWN_PREFIXES: tuple[tuple[str, OwnRoute], ...] = (
     (GRANTS_PATH + "/", _PERMISSIONS),
     (USERS_PATH + "/", _USERS),
     (WEBHOOKS_PATH + "/", _WEBHOOKS),
+    (PROTECTIONS_PATH + "/", _PROTECTIONS),
+    (PROMOTIONS_PATH + "/", _PROMOTIONS),
     (ADMIN_API_PREFIX, OwnRoute(Handler.NO_SUCH_API, methods=None)),
     (DOCS_ASSETS + "/", _DOCS),
 )

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from typing import Protocol
 from urllib.parse import urlsplit
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
@@ -37,6 +36,7 @@ PROMOTION_APPROVED = "promotion.approved"
 PROMOTION_REJECTED = "promotion.rejected"
 PROMOTION_APPLIED = "promotion.applied"
 PROMOTION_CANCELLED = "promotion.cancelled"
+PROMOTION_STALE = "promotion.stale"
 ALIAS_OVERRIDDEN = "protection.overridden"
 # Sent only by `webhooks test`.
 TEST = "webhook.test"
@@ -52,17 +52,12 @@ EVENTS: dict[str, str] = {
     PROMOTION_REJECTED: "a promotion request was rejected",
     PROMOTION_APPLIED: "a promotion was applied: the alias moved",
     PROMOTION_CANCELLED: "a promotion request was cancelled by its requester",
+    PROMOTION_STALE: "a promotion request went stale: its alias moved or its version changed meanwhile",
     ALIAS_OVERRIDDEN: "an admin key moved or removed a protected alias directly",
 }
 ALL_EVENTS = "*"
 MAX_URL = 2000
 MIN_SECRET = 16
-
-
-class EventSink(Protocol):
-    """Where events are emitted (`events/hub.py`): never blocks, never fails the caller."""
-
-    def emit(self, event: str, payload: Mapping[str, object]) -> None: ...
 
 
 def entity_action(event: str) -> tuple[str, str]:

@@ -1092,3 +1092,282 @@ def grants_backfill(
         say("Nothing to apply.")
     if found["failed"]:
         sys.exit(1)
+
+
+# -- Protected aliases (Step 13). Rules live in the key store (`protect`, like `keys`); promotions are made
+# with the caller's own key through the gateway's REST API (`promotions`): who asks and who approves is the
+# key's owner, as in the MLflow client.
+
+
+@main.group()
+def protect() -> None:
+    """Protected aliases and stages: changes need approved promotion requests."""
+
+
+def _rules(settings: Settings) -> Any:
+    from hokusai_registry.admin.promotions import RuleAdmin
+    from hokusai_registry.gateway.assembly import open_key_store
+    from hokusai_registry.ops.audit import configure_audit
+    from hokusai_registry.store.protection_store import ProtectionStore
+
+    try:
+        configure_audit(settings.audit_log)
+        return RuleAdmin(ProtectionStore(open_key_store(settings).engine))
+    except ConfigError as exc:
+        config_failure(exc)
+
+
+@protect.command("add")
+@click.option("--model", required=True, help="A glob of registered model names, e.g. 'fraud-*'.")
+@click.option("--alias", default=None, help="A glob of alias names, e.g. production.")
+@click.option("--stage", default=None, help="A glob of legacy stages, e.g. Production (older clients).")
+@click.option("--approvers", default=None, help="The team whose members approve; default: admins.")
+@click.option(
+    "--approvals", type=int, default=1, show_default=True, help="Approvals needed, from distinct people."
+)
+@setting_options(*KEY_STORE_OPTIONS)
+def protect_add(
+    model: str, alias: str | None, stage: str | None, approvers: str | None, approvals: int, **flags: Any
+) -> None:
+    """Protect aliases (or stages) of models: a direct change is refused, whoever asks; a promotion request
+    needs APPROVALS approvals from members of the approvers' team."""
+    from hokusai_registry.admin.promotion_models import RuleSpec
+
+    fields = {"model": model, "alias": alias, "stage": stage, "approvers": approvers, "approvals": approvals}
+    spec = _validated(RuleSpec, fields)
+    rule = _rules(load_settings(**flags)).add(spec, _actor())
+    click.echo(f"Added rule {rule.id}: {rule.target} of models {rule.model} needs {rule.who}.")
+
+
+@protect.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array with every field.")
+@setting_options(*KEY_STORE_OPTIONS)
+def protect_list(as_json: bool, **flags: Any) -> None:
+    """List protection rules."""
+    from hokusai_registry.admin.promotion_models import RuleInfo
+
+    rules = _rules(load_settings(**flags)).list()
+    if as_json:
+        click.echo(json.dumps([RuleInfo.of(rule).model_dump(mode="json") for rule in rules], indent=2))
+        return
+    if not rules:
+        click.echo("No rules. Add one with: hokusai-registry protect add --model NAME --alias production")
+        return
+    click.echo(f"{'RULE':<16}{'MODELS':<24}{'PROTECTS':<24}APPROVALS")
+    for rule in rules:
+        click.echo(f"{rule.id:<16}{rule.model[:23]:<24}{rule.target[:23]:<24}{rule.who}")
+
+
+@protect.command("remove")
+@click.argument("rule_id")
+@setting_options(*KEY_STORE_OPTIONS)
+def protect_remove(rule_id: str, **flags: Any) -> None:
+    """Remove a protection rule (pending requests keep the terms they were made with)."""
+    from hokusai_registry.store.protection_store import RuleNotFound
+
+    try:
+        rule = _rules(load_settings(**flags)).remove(rule_id, _actor())
+    except RuleNotFound as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"Removed rule {rule.id} ({rule.target} of models {rule.model}).")
+
+
+GATEWAY_OPTIONS = (
+    click.option(
+        "--url",
+        default=None,
+        help="The gateway (its tracking URI works too); default HOKUSAI_PUBLIC_URL, then "
+        "MLFLOW_TRACKING_URI.",
+    ),
+    click.option(
+        "--api-key",
+        default=None,
+        help="Your key; default HOKUSAI_API_KEY, then MLFLOW_TRACKING_TOKEN. Never printed.",
+    ),
+)
+
+
+def gateway_options(function: F) -> F:
+    for option in reversed(GATEWAY_OPTIONS):
+        function = option(function)
+    return function
+
+
+def _gateway_call(
+    url: str | None, api_key: str | None, method: str, path: str, body: Any = None, **params: Any
+) -> Any:
+    """One call of the gateway's REST API with the caller's key; its JSON, or the gateway's message and
+    exit code 1."""
+    import requests
+
+    base = url or os.environ.get("HOKUSAI_PUBLIC_URL") or os.environ.get("MLFLOW_TRACKING_URI")
+    if not base or not base.startswith(("http://", "https://")):
+        raise click.UsageError(
+            "give the gateway's URL: --url https://registry.example.com (or MLFLOW_TRACKING_URI)"
+        )
+    base = base.rstrip("/")
+    for mount in ("/api/mlflow", "/mlflow"):
+        if base.endswith(mount):
+            base = base[: -len(mount)]
+            break
+    key = api_key or os.environ.get("HOKUSAI_API_KEY") or os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if not key:
+        raise click.UsageError("give your key: --api-key, HOKUSAI_API_KEY or MLFLOW_TRACKING_TOKEN")
+    try:
+        response = requests.request(
+            method,
+            base + path,
+            headers={"Authorization": f"Bearer {key}"},
+            json=body,
+            params={name: value for name, value in params.items() if value is not None} or None,
+            timeout=60,
+        )
+    except requests.RequestException as exc:
+        raise click.ClickException(
+            f"the gateway at {redact_url(base)} did not answer: {type(exc).__name__}"
+        ) from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code >= 400:
+        message = answer.get("message") if isinstance(answer, dict) else None
+        raise click.ClickException(str(message or f"the gateway answered {response.status_code}"))
+    return answer
+
+
+@main.group()
+def promotions() -> None:
+    """Promotion requests for protected aliases: ask, approve, reject, cancel, and the history."""
+
+
+def _target(alias: str | None, stage: str | None) -> dict[str, str]:
+    if (alias is None) == (stage is None):
+        raise click.UsageError("give exactly one of --alias and --stage")
+    return {"alias": alias} if alias is not None else {"stage": str(stage)}
+
+
+def _shown(promotion: dict[str, Any]) -> str:
+    target = f"@{promotion['alias']}" if promotion.get("alias") else f"stage {promotion['stage']}"
+    approvals = f"{len(promotion['approvals'])}/{promotion['approvals_needed']}"
+    return (
+        f"{promotion['id']} {promotion['model']} {target} -> version {promotion['version']}: "
+        f"{promotion['state']} ({approvals} approvals)"
+    )
+
+
+@promotions.command("request")
+@click.option("--model", required=True, help="The registered model.")
+@click.option("--version", required=True, help="The version the alias (or stage) should point at.")
+@click.option("--alias", default=None, help="The protected alias, e.g. production.")
+@click.option("--stage", default=None, help="Or the protected legacy stage, e.g. Production.")
+@click.option("--reason", default=None, help="Why, for the approvers.")
+@gateway_options
+def promotions_request(
+    model: str,
+    version: str,
+    alias: str | None,
+    stage: str | None,
+    reason: str | None,
+    url: str | None,
+    api_key: str | None,
+) -> None:
+    """Ask for a protected alias (or stage) to point at a version; approvers see it in `promotions list`
+    and on the /promotions page."""
+    body = {"model": model, "version": version, **_target(alias, stage), "reason": reason}
+    answer = _gateway_call(url, api_key, "POST", "/api/v1/promotions", body)
+    who = f"team {answer['approvers']}" if answer.get("approvers") else "admins"
+    click.echo(
+        f"Requested {_shown(answer)}; {who} approve it with: "
+        f"hokusai-registry promotions approve {answer['id']}"
+    )
+
+
+@promotions.command("list")
+@click.option("--pending", is_flag=True, help="Only the requests still waiting for approvals.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array with every field.")
+@gateway_options
+def promotions_list(pending: bool, as_json: bool, url: str | None, api_key: str | None) -> None:
+    """Promotion requests on models you may read (admins: all), newest first."""
+    answer = _gateway_call(url, api_key, "GET", "/api/v1/promotions", pending="true" if pending else None)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    if not answer:
+        click.echo("No promotion requests.")
+        return
+    click.echo(
+        f"{'REQUEST':<16}{'MODEL':<24}{'TARGET':<20}{'VERSION':<9}{'STATE':<11}{'APPROVALS':<11}REQUESTER"
+    )
+    for entry in answer:
+        target = f"@{entry['alias']}" if entry.get("alias") else f"stage {entry['stage']}"
+        approvals = f"{len(entry['approvals'])}/{entry['approvals_needed']}"
+        click.echo(
+            f"{entry['id']:<16}{entry['model'][:23]:<24}{target[:19]:<20}{entry['version']:<9}{entry['state']:<11}"
+            f"{approvals:<11}{entry['requester']}"
+        )
+
+
+@promotions.command("approve")
+@click.argument("request_id")
+@click.option("--comment", default=None, help="For the record.")
+@gateway_options
+def promotions_approve(request_id: str, comment: str | None, url: str | None, api_key: str | None) -> None:
+    """Approve a request (a member of the rule's team, not its requester); the last approval needed makes the
+    change."""
+    answer = _gateway_call(
+        url, api_key, "POST", f"/api/v1/promotions/{request_id}/approve", {"comment": comment}
+    )
+    click.echo(("Applied: " if answer["state"] == "applied" else "Approved: ") + _shown(answer))
+
+
+@promotions.command("reject")
+@click.argument("request_id")
+@click.option("--comment", default=None, help="Why, for the requester.")
+@gateway_options
+def promotions_reject(request_id: str, comment: str | None, url: str | None, api_key: str | None) -> None:
+    """Reject a request (a member of the rule's team)."""
+    answer = _gateway_call(
+        url, api_key, "POST", f"/api/v1/promotions/{request_id}/reject", {"comment": comment}
+    )
+    click.echo("Rejected: " + _shown(answer))
+
+
+@promotions.command("cancel")
+@click.argument("request_id")
+@gateway_options
+def promotions_cancel(request_id: str, url: str | None, api_key: str | None) -> None:
+    """Withdraw your request (admins: any)."""
+    answer = _gateway_call(url, api_key, "POST", f"/api/v1/promotions/{request_id}/cancel")
+    click.echo("Cancelled: " + _shown(answer))
+
+
+@promotions.command("history")
+@click.option("--model", default=None, help="One model's history; default: every model you may read.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array with every field.")
+@gateway_options
+def promotions_history(model: str | None, as_json: bool, url: str | None, api_key: str | None) -> None:
+    """Every alias and stage movement through the gateway, newest first: promotions (requester, approvers),
+    admin overrides and direct changes of unprotected aliases."""
+    answer = _gateway_call(url, api_key, "GET", "/api/v1/promotions/history", model=model)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    if not answer:
+        click.echo("No alias movements recorded.")
+        return
+    click.echo(f"{'WHEN (UTC)':<18}{'MODEL':<24}{'CHANGE':<30}{'KIND':<10}{'BY':<20}APPROVED BY")
+    for entry in answer:
+        when = entry["at"][:16].replace("T", " ")
+        what = (
+            f"@{entry['alias']}"
+            if entry.get("alias")
+            else f"stage {entry['stage']}"
+            if entry.get("stage")
+            else ""
+        )
+        change = f"{entry['action']} {what}" + (f" -> {entry['version']}" if entry.get("version") else "")
+        approvers = ", ".join(entry["approvers"]) or "-"
+        click.echo(
+            f"{when:<18}{entry['model'][:23]:<24}{change[:29]:<30}{entry['kind']:<10}{entry['actor'][:19]:<20}{approvers}"
+        )

@@ -144,3 +144,83 @@ webhook_attempts = sa.Table(
     sa.Column("error", sa.String(500), nullable=True),
     sa.Column("duration_ms", sa.Float, nullable=False),
 )
+
+# Protected aliases and stages (Step 13): changes to what a rule covers need approvals. Patterns are globs.
+protection_rules = sa.Table(
+    "protection_rules",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("model_pattern", sa.String(250), nullable=False),
+    # Exactly one of the two: an alias rule or a legacy stage rule.
+    sa.Column("alias_pattern", sa.String(250), nullable=True),
+    sa.Column("stage_pattern", sa.String(250), nullable=True),
+    # The team whose members approve (an MLflow role); NULL: admins.
+    sa.Column("approvers", sa.String(200), nullable=True),
+    sa.Column("approvals", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(250), nullable=False),
+)
+
+# A request to point an alias (or move a stage) at a version; the rule's terms are copied in, so removing or
+# changing the rule later does not change what a pending request needs.
+promotion_requests = sa.Table(
+    "promotion_requests",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("model", sa.String(500), nullable=False, index=True),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("alias", sa.String(256), nullable=True),
+    sa.Column("stage", sa.String(32), nullable=True),
+    sa.Column("rule_id", sa.String(16), nullable=False),
+    sa.Column("approvers", sa.String(200), nullable=True),
+    sa.Column("approvals", sa.Integer, nullable=False),
+    sa.Column("requester", sa.String(250), nullable=False),
+    sa.Column("requester_key_id", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    # pending, applied, rejected, cancelled, stale
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("closed_by", sa.String(250), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    # What the request was made against: the version the alias (or the stage) pointed at ("" none), and
+    # the version's own stage and status. Any change makes the request stale.
+    sa.Column("target_before", sa.String(32), nullable=False),
+    sa.Column("version_stage", sa.String(32), nullable=False),
+    sa.Column("version_status", sa.String(32), nullable=False),
+)
+
+promotion_approvals = sa.Table(
+    "promotion_approvals",
+    metadata,
+    sa.Column("request_id", sa.String(16), nullable=False),
+    sa.Column("approver", sa.String(250), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("request_id", "approver"),
+)
+
+# Every movement of an alias or stage the gateway made or let through: promotions, admin overrides and
+# direct changes of unprotected ones; written in the transaction that records the change.
+alias_history = sa.Table(
+    "alias_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model", sa.String(500), nullable=False, index=True),
+    sa.Column("alias", sa.String(256), nullable=True),
+    sa.Column("stage", sa.String(32), nullable=True),
+    sa.Column("version", sa.String(32), nullable=True),
+    # promotion, override, direct
+    sa.Column("kind", sa.String(16), nullable=False),
+    # set_alias, delete_alias, transition_stage, delete_version, rename_model, delete_model, delete_workspace
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(250), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("requester", sa.String(250), nullable=True),
+    # JSON list of approvers' names
+    sa.Column("approvers", sa.Text, nullable=True),
+    sa.Column("request_id", sa.String(16), nullable=True),
+    sa.Column("rule_id", sa.String(16), nullable=True),
+)

@@ -233,13 +233,23 @@ class Forwarder:
         return await self._own_request(method, path, query, body, headers, signed=signed, limit=PROBE_LIMIT)
 
     async def administer(
-        self, method: str, path: str, query: bytes, body: bytes | None, limit: int = 64 << 20
+        self,
+        method: str,
+        path: str,
+        query: bytes,
+        body: bytes | None,
+        limit: int = 64 << 20,
+        *,
+        user: str = ADMIN_USER,
     ) -> tuple[int, bytes]:
         """A request of MLflow's administrator for teams and grants (`admin/permissions.py`), sent as
         `probe` sends it, with a JSON `body` if any. Reads at most `limit` bytes of the answer (a longer
-        one is cut there, so no longer parses): every user's roles and grants come in one answer."""
+        one is cut there, so no longer parses): every user's roles and grants come in one answer. With
+        `user`, asked as that MLflow user instead (what may they read: `admin/promotions.py`)."""
         headers = self._admin_headers if body is None else self._admin_json_headers
-        return await self._own_request(method, path, query, body, headers, signed=True, limit=limit)
+        return await self._own_request(
+            method, path, query, body, headers, signed=True, limit=limit, user=user
+        )
 
     async def _own_request(
         self,
@@ -251,11 +261,12 @@ class Forwarder:
         *,
         signed: bool,
         limit: int,
+        user: str = ADMIN_USER,
     ) -> tuple[int, bytes]:
         target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
         target = target + b"?" + query if query else target
         if signed and self._assertion_secret is not None:
-            headers = (*headers, self.assertion(method, target, ADMIN_USER, body_digest(body or b"")))
+            headers = (*headers, self.assertion(method, target, user, body_digest(body or b"")))
         request = UpstreamRequest(
             method,
             target,
