@@ -19,18 +19,25 @@ import datetime as dt
 import json
 import secrets
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+from authlib.deprecate import AuthlibDeprecationWarning
 from joserfc import jws
 from joserfc.errors import JoseError
 
 from hokusai_registry.auth.issuers import FETCH_TIMEOUT, Issuers, verify
 from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.policy.routes import OIDC_CALLBACK_PATH
+
+with warnings.catch_warnings():
+    # authlib 1.9 announces a move from httpx to its fork httpx2 on stderr at import, which would be the
+    # one line of a JSON log that is not JSON; httpx is the client it supports today.
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 
 # The flow cookie lasts as long as a person may take at the provider's login page.
 FLOW_MAX_AGE = 600
