@@ -80,6 +80,7 @@ class RssSampler:
         self.process = psutil.Process(pid)
         self.interval = interval
         self.peak_mb = 0.0
+        self.baseline_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -95,7 +96,13 @@ class RssSampler:
             self.peak_mb = max(self.peak_mb, self._sample())
             time.sleep(self.interval)
 
+    @property
+    def growth_mb(self) -> float:
+        """How far the peak rose above the resident memory at the start: what the transfer itself cost."""
+        return self.peak_mb - self.baseline_mb
+
     def __enter__(self) -> RssSampler:
+        self.baseline_mb = self._sample()
         self._thread.start()
         return self
 
