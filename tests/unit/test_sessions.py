@@ -179,8 +179,8 @@ def test_every_256_bit_id_is_well_formed(session_id: str) -> None:
         "",
         "a" * 42,
         "a" * 44,
-        secrets.token_urlsafe(16),
-        secrets.token_urlsafe(48),
+        "TF06t37CaX9hNuf_R-Crjg",  # token_urlsafe(16), fixed: every xdist worker collects the same ids
+        "OzwcuQBJi9EqYOPsXsgUG44HkGL-N2qzUjjEY-29NeEl-KI2mM2LHt6KzcwMmf1J",  # token_urlsafe(48)
         "a" * 42 + "+",
         "a" * 42 + "/",
         "a" * 42 + "=",
@@ -426,7 +426,14 @@ def test_session_ends_with_its_key(keystore: KeyStore) -> None:
 
 @pytest.mark.parametrize(
     "session_id",
-    ["", "short", "!" * 43, secrets.token_urlsafe(32) + "a", "é" * 43, secrets.token_urlsafe(32)[:-1] + "="],
+    [
+        "",
+        "short",
+        "!" * 43,
+        "3okzYvZVZVkFOuxKpWatZzvSguG0CIp-DfxtMb23N10a",
+        "é" * 43,
+        "vpXcSpuj_wFe_RTMnYFD0__hfQo6O84-Gno5EsCF5T=",
+    ],
 )
 def test_find_and_end_of_a_malformed_id_do_not_touch_the_table(
     keystore: KeyStore, session_id: str, monkeypatch: pytest.MonkeyPatch
