@@ -89,9 +89,12 @@ $(CHROMIUM):
 # The whole suite with coverage of the package, in pytest and in every process it starts (gateways,
 # their workers, bench): [tool.coverage.*] in pyproject.toml, which also holds the floor (fail_under).
 # `make test COVERAGE= PYTEST_ARGS=tests/e2e/test_auth.py` runs a part without the floor.
+# Two pytest-xdist workers, a test file each at a time (module fixtures start MLflows and gateways once):
+# most of the suite waits on servers, so two take much less time than one. `PARALLEL=` runs serially.
 COVERAGE ?= --cov --cov-report=term
+PARALLEL ?= -n 2 --dist loadfile
 test: lint $(COMPAT_CLIENTS) $(CHROMIUM) $(NANOIDP)/.installed
-	$(BIN)/pytest $(COVERAGE) $(PYTEST_ARGS)
+	$(BIN)/pytest $(COVERAGE) $(PARALLEL) $(PYTEST_ARGS)
 
 # Minutes, not part of `make test`; installs wrk and nginx from Debian's packages when missing (root).
 bench: $(VENV)/.installed-test

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, cast
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from hokusai_registry.core.refusals import ORIGIN_HEADER, Reason, Refusal
+from hokusai_registry.run.gathered_writes import GatheredWrites
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Head and body of an answer in one system call (uvicorn writes them apart).
+        self.transport = GatheredWrites(transport, self.loop)
         # uvicorn arms its keep-alive timer only after a response; a new connection is just as idle.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import socket
 import ssl
 import time
@@ -104,13 +105,14 @@ class _Connection(asyncio.Protocol):
         # Room for a few request-body chunks in flight, so reading from the client and writing to
         # MLflow overlap instead of taking turns (uploads); still a fixed bound per connection.
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        self._socket = transport.get_extra_info("socket") if QUICKACK is not None else None
+        raw = transport.get_extra_info("socket") if QUICKACK is not None else None
+        if raw is not None:
+            # A socket object of our own on a duplicate of the descriptor, closed with the connection:
+            # uvloop's stand-in builds a new one (a getsockname() call) for every setsockopt().
+            self._socket = socket.socket(fileno=os.dup(raw.fileno()))
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
-        if self._received < QUICKACK_BYTES:
-            self._received += len(data)
-            self._quick_ack()
         if self._timer is not None:
             self._arm_timer()
         try:
@@ -118,12 +120,20 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(ProtocolViolation(f"invalid HTTP from upstream ({exc})"))
             self.close()
+            return
+        if self._received < QUICKACK_BYTES:
+            self._received += len(data)
+            if not self.message_complete:  # a response read whole needs no more ACKs in a hurry
+                self._quick_ack()
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         self._cancel_timer()
         if self.head_complete and not self._framed and not self.message_complete and self.error is None:
             # A body delimited by the end of the connection is complete now.
@@ -180,8 +190,9 @@ class _Connection(asyncio.Protocol):
     # helpers
 
     def _quick_ack(self) -> None:
-        """Acknowledge what arrives as soon as it is read. Not sticky (the kernel leaves quick-ack mode when
-        this side sends, and on its own): set when the request is out and after each early read."""
+        """Acknowledge at once what has arrived, and what arrives next. Not sticky (the kernel leaves
+        quick-ack mode when this side sends, and on its own): set after each early read of a response
+        not yet whole; setting it sends the ACK the kernel was holding back."""
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)  # type: ignore[arg-type]
@@ -232,7 +243,6 @@ class _Connection(asyncio.Protocol):
 
     def start_reading(self, read_timeout: float | None) -> None:
         """The request is out: from now on, silence longer than `read_timeout` is a timeout."""
-        self._quick_ack()
         self._read_timeout = read_timeout
         if read_timeout and not self.message_complete:
             self._arm_timer()
