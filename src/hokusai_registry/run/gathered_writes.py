@@ -2,9 +2,10 @@
 
 uvicorn writes a response's head when the app sends `http.response.start` and its body when the app
 sends `http.response.body`, and uvloop sends each write at once: two `write()` calls, and often two
-segments, for every small answer. Holding small writes until the loop has run what is ready (or until
-64 KiB have gathered) sends head and body together; a head whose body is not ready yet (a download still
-waiting for MLflow) goes out a moment later on its own, as before.
+segments, for every small answer. Holding small writes until the answer is whole (the protocol calls
+`flush()` then, before the app goes on to log it), until 64 KiB have gathered, or until the loop has run
+what is ready, sends head and body together; a head whose body is not ready yet (a download still waiting
+for MLflow) goes out a moment later on its own, as before.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # Head and body of an answer in one system call (uvicorn writes them apart).
-        self.transport = GatheredWrites(transport, self.loop)
+        self.gathered = GatheredWrites(transport, self.loop)
+        self.transport = self.gathered
         # uvicorn arms its keep-alive timer only after a response; a new connection is just as idle.
         self.timeout_keep_alive_task = self.loop.call_later(
             self.timeout_keep_alive, self.timeout_keep_alive_handler
@@ -111,6 +112,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def on_response_complete(self) -> None:
+        # The answer is whole: out now, not after what the app does next (logs, metrics, audit).
+        self.gathered.flush()
         super().on_response_complete()
         if not self._in_head and not self.transport.is_closing():
             # Answered before its body ended (a refusal, MLflow lost mid-upload): the rest is read and
