@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -30,7 +29,7 @@ from hokusai_registry.run.mlflow_process import (
     wait_until_healthy,
 )
 from hokusai_registry.run.server import GatewayServer, bind_socket, raise_file_limit
-from hokusai_registry.run.workers import forked
+from hokusai_registry.run.workers import STOP_SIGNALS, forked
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
 
@@ -143,7 +142,7 @@ def serve_embedded(settings: Settings) -> int:
 
         async def parent() -> int:
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:  # as before the loop ran (`Workers.fork`), now through the loop
                 loop.add_signal_handler(sig, workers.stop)
             store = KeyStore(settings.resolved_key_store_url)
             return await _with_mlflow(settings, mlflow, store, asyncio.to_thread(workers.wait), workers.stop)
@@ -231,8 +230,6 @@ def run_gateway(settings: Settings) -> int:
     with forked(
         settings.workers, lambda metrics_dir: run(_serve_gateway(settings, listener, upstream, metrics_dir))
     ) as workers:
-        signal.signal(signal.SIGINT, lambda _signum, _frame: workers.stop())
-        signal.signal(signal.SIGTERM, lambda _signum, _frame: workers.stop())
         return workers.wait()
 
 

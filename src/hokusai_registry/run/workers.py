@@ -17,6 +17,8 @@ from hokusai_registry.ops.metrics import shared_directory, worker_exited
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
 
 class Workers:
     def __init__(self, metrics_dir: Path) -> None:
@@ -29,19 +31,31 @@ class Workers:
 
     def fork(self, count: int, serve: Callable[[Path], None]) -> None:
         """Workers get their own process group, so Ctrl-C reaches only the parent, which passes SIGTERM
-        on (a worker that got both would stop without draining)."""
-        for _ in range(count):
-            pid = os.fork()
-            if pid == 0:  # worker
-                os.setpgid(0, 0)
-                code = 0
-                try:
-                    serve(self.metrics_dir)
-                except BaseException:
-                    log.exception("worker failed")
-                    code = 1
-                os._exit(code)
-            self._running.add(pid)
+        on (a worker that got both would stop without draining). From before the first fork, SIGINT and
+        SIGTERM reach the parent's `stop`: held back while forking, so none lands between a fork and a
+        worker's own handlers (uvicorn's, once it serves)."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda _signum, _frame: self.stop())
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for _ in range(count):
+                pid = os.fork()
+                if pid == 0:  # worker
+                    for sig in STOP_SIGNALS:
+                        signal.signal(sig, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                    os.setpgid(0, 0)
+                    code = 0
+                    try:
+                        serve(self.metrics_dir)
+                    except BaseException:
+                        log.exception("worker failed")
+                        code = 1
+                    os._exit(code)
+                with self._lock:
+                    self._running.add(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def stop(self) -> None:
         with self._lock:
