@@ -10,16 +10,21 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import shutil
 import signal
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 from aiohttp import web
 
+from tests.e2e.test_hostile import Canary
 from tests.e2e.test_metrics import value
+from tests.e2e.test_syscalls import REQUESTS, WRITES, calls_per_request
 from tests.helpers import (
     HOKUSAI,
     GatewayProcess,
@@ -141,6 +146,52 @@ def test_one_worker_keeps_its_metrics_in_memory(tmp_path: Path) -> None:
         upstream.stop()
     assert value(text, "hokusai_requests_total", family="rest", method="GET", status_class="2xx") == 1
     assert list(elsewhere.iterdir()) == []
+
+
+def test_workers_count_requests_without_a_system_call(tmp_path: Path) -> None:
+    """A worker's metric files are memory-mapped, so counting adds no system call per request; in
+    particular no process-id lookup, which prometheus-client makes at every update unless told the id
+    (six a request). strace on the worker holding a kept-alive connection, as tests/e2e/test_syscalls.py
+    does for one process."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (Debian's package strace)")
+    canary = Canary()
+    gateway = GatewayProcess(canary.url, tmp_path / "gw", env={"HOKUSAI_WORKERS": str(WORKERS)})
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+    try:
+        workers = workers_of(gateway)
+        key = gateway.create_key("counted")
+
+        def requests_on_the_connection(count: int) -> None:
+            for _ in range(count):
+                connection.request(
+                    "GET", "/api/2.0/mlflow/experiments/get?experiment_id=1", headers={"X-API-Key": key}
+                )
+                answer = connection.getresponse()
+                assert answer.status == 200, answer.read()
+                answer.read()
+
+        requests_on_the_connection(20)  # connections to MLflow made, caches warm
+        assert connection.sock is not None
+        holder = worker_holding(workers, gateway.port, connection.sock.getsockname()[1])
+
+        def work() -> Iterator[None]:
+            requests_on_the_connection(REQUESTS)
+            yield
+
+        counts = calls_per_request(holder, tmp_path / "strace.txt", work())
+        text = scrape(gateway.port, key)
+    finally:
+        connection.close()
+        gateway.stop()
+        canary.stop()
+    print(", ".join(f"{name} {calls:.2f}" for name, calls in sorted(counts.items(), key=lambda c: -c[1])))
+    assert counts.get("getpid", 0.0) < 0.5, counts
+    assert sum(counts.get(name, 0.0) for name in WRITES) < 2.5, counts  # as with one worker
+    assert (
+        value(text, "hokusai_requests_total", family="rest", method="GET", status_class="2xx")
+        == 20 + REQUESTS
+    )
 
 
 def test_a_dead_worker_leaves_the_requests_in_flight_but_not_the_counts(tmp_path: Path) -> None:

@@ -67,7 +67,10 @@ def _keep_values(directory: Path | None) -> None:
         values.ValueClass = values.MutexValue
         return
     os.environ[MULTIPROCESS_DIR_ENV] = str(directory)  # where its files go, read as each one is made
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    # The library asks the process id at every update, to notice a fork (a getpid() system call each:
+    # six a request). A worker forks no further, so its id is asked once.
+    pid = os.getpid()
+    values.ValueClass = values.MultiProcessValue(lambda: pid)  # type: ignore[no-untyped-call]
 
 
 class Metrics:
