@@ -51,7 +51,9 @@ class Settings(BaseSettings):
         1,
         "HOKUSAI_WORKERS",
         "--workers",
-        "Gateway worker processes sharing the port (`gateway` only; each keeps its own key cache).",
+        "Gateway worker processes sharing the port, in `serve` and `gateway`: `/metrics` counts all of "
+        "them; each keeps its own key cache and, without REDIS_URL, its own rate-limit counts "
+        "(`docs/deployment.md`).",
     )
     public_url: str | None = _setting(
         None,

@@ -98,9 +98,10 @@ class StubUpstream:
 class ThreadedStub:
     """The stub on a loop thread of its own, for gateway processes to forward to."""
 
-    def __init__(self, answers: Mapping[str, Canned] | None = None) -> None:
-        self.stub = StubUpstream(answers)
+    def __init__(self, answers: Mapping[str, Canned] | None = None, handler: Handler | None = None) -> None:
+        self.stub = StubUpstream(answers, handler)
         self._thread = LoopThread()
+        self.loop = self._thread.loop  # where `handler` runs
         self._thread.run(self.stub.start())
         self.port, self.url = self.stub.port, self.stub.url
         self.requests = self.stub.requests  # appended to by the stub as requests arrive

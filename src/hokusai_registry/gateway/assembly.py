@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 from hokusai_registry.admin.api import build_keys_api
 from hokusai_registry.admin.pages import WebPages
@@ -101,10 +102,16 @@ def build_events(settings: Settings, store: KeyStore, metrics: Metrics) -> tuple
 
 
 def build_gateway(
-    settings: Settings, store: KeyStore, upstream_url: str, events: RegistryEvents | None = None
+    settings: Settings,
+    store: KeyStore,
+    upstream_url: str,
+    events: RegistryEvents | None = None,
+    *,
+    metrics_dir: Path | None = None,
 ) -> Gateway:
     """The gateway. Promotions and overrides are told to `events` when given (tests listen there), else
-    to the webhooks, as every other registry event is."""
+    to the webhooks, as every other registry event is. `metrics_dir`: where the workers' metrics meet,
+    when this is one of several (`ops.metrics.shared_directory`)."""
     forwarder = Forwarder(
         upstream_url,
         api_prefix=settings.upstream_api_prefix,
@@ -165,7 +172,7 @@ def build_gateway(
     oidc, sso = single_sign_on(settings, store, issuers, permissions)
     own_keys = OwnKeys(store, settings.key_environment, settings.max_key_lifetime_delta)
     users = UserAdmin(store)
-    metrics = Metrics()
+    metrics = Metrics(metrics_dir)
     webhook_events, webhooks = build_events(settings, store, metrics)
     # Protected aliases and promotions: rules and requests beside the keys, changes on MLflow.
     sink = events if events is not None else webhook_events

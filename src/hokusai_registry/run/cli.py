@@ -66,14 +66,17 @@ def load_settings(**flags: Any) -> Settings:
         config_failure(exc)
 
 
-def _run(main: Callable[[Settings], None], settings: Settings) -> None:
+def _run(main: Callable[[Settings], int], settings: Settings) -> None:
+    """Runs `main` to its exit code (the worst of its workers' with `--workers N`)."""
     try:
-        main(settings)
+        code = main(settings)
     except ConfigError as exc:
         config_failure(exc)
     except RuntimeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+    if code:
+        sys.exit(code)
 
 
 @click.group()
@@ -84,13 +87,13 @@ def main() -> None:
 
 @main.command()
 @setting_options(
-    "data_dir", "host", "port", "public_url", "key_environment", "audit_log", "log_format", "debug"
+    "data_dir", "host", "port", "workers", "public_url", "key_environment", "audit_log", "log_format", "debug"
 )
 def serve(**flags: Any) -> None:
     """Run MLflow (SQLite, local artifacts) and the gateway in front of it: the embedded default."""
-    from hokusai_registry.run.runner import run, serve_embedded
+    from hokusai_registry.run.runner import serve_embedded
 
-    _run(lambda settings: run(serve_embedded(settings)), load_settings(**flags))
+    _run(serve_embedded, load_settings(**flags))
 
 
 @main.command()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import uvloop
@@ -30,13 +29,16 @@ from hokusai_registry.run.mlflow_process import (
     wait_until_healthy,
 )
 from hokusai_registry.run.server import GatewayServer, bind_socket, raise_file_limit
+from hokusai_registry.run.workers import STOP_SIGNALS, forked
 from hokusai_registry.settings import ConfigError, Settings
 from hokusai_registry.store.key_store import KeyStore
 
+T = TypeVar("T")
 
-def run(main: Coroutine[Any, Any, None]) -> None:
+
+def run(main: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        return runner.run(main)
 
 
 def _free_port(host: str) -> int:
@@ -100,8 +102,9 @@ def _key_advice(settings: Settings, store: KeyStore) -> list[str]:
     ]
 
 
-async def serve_embedded(settings: Settings) -> None:
-    """Gateway plus a supervised MLflow on SQLite and local artifacts under the data directory."""
+def serve_embedded(settings: Settings) -> int:
+    """Gateway plus a supervised MLflow on SQLite and local artifacts under the data directory: in one
+    process, or with `--workers N` a parent that runs MLflow and N gateway workers. The exit code."""
     configure_logging(settings.log_format, settings.debug)
     configure_audit(settings.audit_log)
     if settings.mlflow_server_url:
@@ -121,51 +124,85 @@ async def serve_embedded(settings: Settings) -> None:
         mlflow_port,
         mlflow_environment(settings),
     )
-    mlflow_url = mlflow.url
-    settings.check_upstream_is_not_self(mlflow_url)
+    settings.check_upstream_is_not_self(mlflow.url)
     _out(f"Hokusai Registry {__version__}: data in {settings.data_dir.resolve()}")
-    mlflow.start()
-    server = GatewayServer(build_gateway(settings, store, mlflow_url), settings)
-    server_task = asyncio.create_task(server.serve(sockets=[listener]))
+    if settings.workers == 1:
+        server = GatewayServer(build_gateway(settings, store, mlflow.url), settings)
+
+        def stop_server() -> None:
+            server.should_exit = True
+
+        # The server catches SIGINT and SIGTERM itself while it runs.
+        return run(_with_mlflow(settings, mlflow, store, server.serve(sockets=[listener]), stop_server))
+    store.close()  # each worker opens its own connections
+    # Forked before MLflow starts, so no worker holds MLflow's process or its log.
+    with forked(
+        settings.workers, lambda metrics_dir: run(_serve_gateway(settings, listener, mlflow.url, metrics_dir))
+    ) as workers:
+
+        async def parent() -> int:
+            loop = asyncio.get_running_loop()
+            for sig in STOP_SIGNALS:  # as before the loop ran (`Workers.fork`), now through the loop
+                loop.add_signal_handler(sig, workers.stop)
+            store = KeyStore(settings.resolved_key_store_url)
+            return await _with_mlflow(settings, mlflow, store, asyncio.to_thread(workers.wait), workers.stop)
+
+        return run(parent())
+
+
+async def _with_mlflow(
+    settings: Settings,
+    mlflow: MlflowProcess,
+    store: KeyStore,
+    gateway: Coroutine[Any, Any, int | None],
+    stop_gateway: Callable[[], None],
+) -> int:
+    """Starts MLflow and supervises it while `gateway` serves; stops it when the gateway has stopped
+    (Ctrl-C, SIGTERM, or its workers gone). `store` tells the first start's admin key, and is closed at
+    the end. The gateway's exit code."""
+    gateway_task = asyncio.create_task(gateway)
     supervisor: asyncio.Task[None] | None = None
-    # For `teams` and `grants` on this data directory (they talk to MLflow itself); gone on exit.
-    address_file = mlflow_address.write(settings.data_dir, mlflow_url)
     try:
-        progress = _Progress(f"Starting MLflow at {mlflow_url} (log: {mlflow.log_path}) ...")
+        mlflow.start()
+        # For `teams` and `grants` on this data directory (they talk to MLflow itself); gone on exit.
+        mlflow_address.write(settings.data_dir, mlflow.url)
+        progress = _Progress(f"Starting MLflow at {mlflow.url} (log: {mlflow.log_path}) ...")
         waiting = asyncio.create_task(wait_until_healthy(mlflow, settings.mlflow_startup_timeout, progress))
-        await asyncio.wait({waiting, server_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waiting, gateway_task}, return_when=asyncio.FIRST_COMPLETED)
         if not waiting.done():  # the gateway stopped first (Ctrl-C while waiting)
             waiting.cancel()
-            return
+            return gateway_task.result() or 0
         progress.done(f"ready in {waiting.result():.1f} s")
         supervisor = asyncio.create_task(supervise(mlflow, settings.mlflow_startup_timeout))
+        several = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
         for line in [
             "",
-            f"Gateway:   {settings.gateway_url}",
+            f"Gateway:   {settings.gateway_url}{several}",
             f"MLflow UI: {settings.gateway_url}/mlflow/  (sign in with an API key)",
             *_key_advice(settings, store),
             "",
             "Press Ctrl-C to stop.",
         ]:
             _out(line)
-        await server_task
+        return await gateway_task or 0
     finally:
         if supervisor:
             supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await supervisor
-        if not server_task.done():
-            server.should_exit = True
-            await server_task
+        if not gateway_task.done():
+            stop_gateway()
+            await gateway_task
         _out("Stopping MLflow ...")
-        mlflow_address.remove(address_file)
+        mlflow_address.remove(mlflow_address.path(settings.data_dir))
         await asyncio.to_thread(mlflow.stop)
         store.close()
         _out("Stopped.")
 
 
-def run_gateway(settings: Settings) -> None:
-    """The gateway alone, in front of an MLflow that runs elsewhere, in one or more processes."""
+def run_gateway(settings: Settings) -> int:
+    """The gateway alone, in front of an MLflow that runs elsewhere, in one or more processes; the exit
+    code (the worst of its workers')."""
     configure_logging(settings.log_format, settings.debug)
     configure_audit(settings.audit_log)
     settings.require_upstream()
@@ -176,9 +213,9 @@ def run_gateway(settings: Settings) -> None:
     upstream = settings.require_upstream()  # again, now that port 0 is a real port
     for warning in settings.upstream_warnings(upstream):
         logging.getLogger(__name__).warning("%s", warning)
-    workers = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
+    several = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
     _out(
-        f"Hokusai Registry {__version__} gateway on {settings.gateway_url}{workers}, "
+        f"Hokusai Registry {__version__} gateway on {settings.gateway_url}{several}, "
         f"forwarding to MLflow at {redact_url(upstream)}"
     )
     if store.count() == 0 and not settings.auth_service_url:
@@ -189,46 +226,20 @@ def run_gateway(settings: Settings) -> None:
     store.close()  # each worker opens its own connections
     if settings.workers == 1:
         run(_serve_gateway(settings, listener, upstream))
-    else:
-        _run_workers(settings.workers, lambda: run(_serve_gateway(settings, listener, upstream)))
+        return 0
+    with forked(
+        settings.workers, lambda metrics_dir: run(_serve_gateway(settings, listener, upstream, metrics_dir))
+    ) as workers:
+        return workers.wait()
 
 
-async def _serve_gateway(settings: Settings, listener: socket.socket, upstream: str) -> None:
+async def _serve_gateway(
+    settings: Settings, listener: socket.socket, upstream: str, metrics_dir: Path | None = None
+) -> None:
+    """One gateway process; `metrics_dir` when it is one of several workers."""
     store = KeyStore(settings.resolved_key_store_url)
     try:
-        await GatewayServer(build_gateway(settings, store, upstream), settings).serve(sockets=[listener])
+        gateway = build_gateway(settings, store, upstream, metrics_dir=metrics_dir)
+        await GatewayServer(gateway, settings).serve(sockets=[listener])
     finally:
         store.close()
-
-
-def _run_workers(count: int, serve: Callable[[], None]) -> None:
-    """Fork `count` workers sharing the listening socket; the kernel spreads connections over them.
-    Workers get their own process group, so Ctrl-C reaches only this parent, which passes SIGTERM on
-    (a worker that got both would stop without draining)."""
-    children: list[int] = []
-    for _ in range(count):
-        pid = os.fork()
-        if pid == 0:  # worker
-            os.setpgid(0, 0)
-            code = 0
-            try:
-                serve()
-            except BaseException:
-                logging.getLogger(__name__).exception("worker failed")
-                code = 1
-            os._exit(code)
-        children.append(pid)
-
-    def stop(signum: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status))
-    if worst:
-        sys.exit(worst)
