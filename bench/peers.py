@@ -194,7 +194,8 @@ def oidc_auth(processes: Processes, workdir: Path) -> Launch:
     how = (
         f"mlflow-oidc-auth {version} (`mlflow server --app-name oidc-auth`, its own environment), its "
         "defaults (permission cache 30 s) and no OpenID provider; a personal access token (PBKDF2-SHA256, "
-        "looked up by its prefix) as the Basic password, checked on every request"
+        "looked up by its prefix) as the Basic password, checked on every request in a single thread per "
+        "worker"
     )
     log = workdir / "mlflow-oidc-auth.log"
     return Launch(url + "/health", log, lambda: Peer(url, basic(USER, token), how))
