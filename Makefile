@@ -96,8 +96,22 @@ PARALLEL ?= -n 2 --dist loadfile
 test: lint $(COMPAT_CLIENTS) $(CHROMIUM) $(NANOIDP)/.installed
 	$(BIN)/pytest $(COVERAGE) $(PARALLEL) $(PYTEST_ARGS)
 
-# Minutes, not part of `make test`; installs wrk and nginx from Debian's packages when missing (root).
-bench: $(VENV)/.installed-test
+# The peers `make bench` measures that need an environment of their own (bench/peers.py): mlflow-oidc-auth,
+# whose pins would fight the project's, with uvloop and httptools as every MLflow of the bench runs. It needs
+# Python >= 3.12 (a MappingProxyType dataclass default, hashable only since 3.12): python3.12 or python3.13,
+# also through pyenv; without one, the report says so. Installed by `make bench` only (minutes), not `make test`.
+OIDC_AUTH := $(VENV)/peers/mlflow-oidc-auth
+PEERS_PYTHON ?= $(shell for version in 3.12 3.13; do \
+	PYENV_VERSION=$$version python$$version -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+$(OIDC_AUTH)/.installed: | $(BIN)/python
+	@if [ -z "$(PEERS_PYTHON)" ]; then echo "no Python >= 3.12 for mlflow-oidc-auth: bench reports it as not run"; \
+	else $(PEERS_PYTHON) -m venv $(OIDC_AUTH) \
+	  && $(OIDC_AUTH)/bin/pip install -q mlflow-oidc-auth==11.0.2 uvloop==0.23.0 httptools==0.9.0 \
+	  && touch $@ || echo "could not install mlflow-oidc-auth: bench reports it as not run"; fi
+
+# Minutes, not part of `make test`; installs wrk and nginx from Debian's packages when missing (root), and
+# the peers' environments. BENCH_ARGS=--quick skips the peers (and does not install them).
+bench: $(VENV)/.installed-test $(if $(findstring --quick,$(BENCH_ARGS)),,$(OIDC_AUTH)/.installed)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Minutes, not part of `make test` (which runs a short variant): 100 real MLflow clients through one gateway.

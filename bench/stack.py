@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
+from bench.hello import STUB_BODY
+from bench.load import Target
+from hokusai_registry.run.mlflow_process import (
+    MlflowProcess,
+    mlflow_command,
+    mlflow_environment,
+    wait_until_healthy,
+)
+from hokusai_registry.settings import Settings
 from hokusai_registry.store.key_store import DEFAULT_SCOPES, KeyStore
 
+ROOT = Path(__file__).resolve().parents[1]
 HOKUSAI = str(Path(sys.executable).with_name("hokusai-registry"))
 # Gateways of scenarios whose point is not authorization, in front of MLflows without the auth app.
 PERMISSIONS_OFF = {"HOKUSAI_PERMISSIONS": "off"}
-# The ~120-byte JSON a fast MLflow answers to experiments/get.
-STUB_BODY = (
-    '{"experiment": {"experiment_id": "1", "name": "Default", "artifact_location": "mlflow-artifacts:/1", '
-    '"lifecycle_stage": "active"}}'
-)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
 def free_port() -> int:
@@ -50,13 +63,16 @@ class Processes:
         self.workdir = workdir
         self._started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("wb")
         process = subprocess.Popen(
             args,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
             start_new_session=True,
         )
         self._started.append(process)
@@ -80,14 +96,46 @@ class Processes:
 
 
 def nginx_config(
-    workdir: Path, name: str, *, proxy_port: int, upstream_port: int, stub_port: int | None = None
+    workdir: Path,
+    name: str,
+    *,
+    proxy_port: int | None = None,
+    upstream_port: int | None = None,
+    stub_port: int | None = None,
+    auth_file: Path | None = None,
 ) -> Path:
-    """An nginx reverse proxy with upstream keep-alive, set up for MLflow (no body limit, no request or
-    response buffering, long timeouts); with `stub_port`, also the instant stub it proxies to."""
+    """An nginx with one worker: with `proxy_port`, a reverse proxy to `upstream_port` with upstream
+    keep-alive, set up for MLflow (no body limit, no request or response buffering, long timeouts) and,
+    with `auth_file` (htpasswd), `auth_basic`; with `stub_port`, the instant stub."""
     stub = (
         f"server {{ listen 127.0.0.1:{stub_port}; default_type application/json; "
         f"location / {{ return 200 '{STUB_BODY}'; }} }}"
         if stub_port
+        else ""
+    )
+    auth = f'auth_basic "bench"; auth_basic_user_file {auth_file};' if auth_file else ""
+    # Started as root, nginx's workers run as nobody, who cannot read the private work directory: they
+    # run as whoever runs the bench (the directive is ignored otherwise).
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if auth_file and os.geteuid() == 0 else ""
+    proxy = (
+        f"""
+  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{proxy_port};
+    location / {{
+      {auth}
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      # MLflow checks Host against its allowed hosts; "backend" (the upstream block's name) is not one.
+      proxy_set_header Host 127.0.0.1:{upstream_port};
+      proxy_request_buffering off;
+      proxy_buffering off;
+      proxy_read_timeout 600s;
+      proxy_send_timeout 600s;
+    }}
+  }}"""
+        if proxy_port
         else ""
     )
     temp = workdir / name
@@ -95,6 +143,7 @@ def nginx_config(
     config.write_text(
         f"""
 worker_processes 1;
+{user}
 daemon off;
 pid {temp}.pid;
 error_log {temp}-error.log warn;
@@ -108,26 +157,44 @@ http {{
   fastcgi_temp_path {temp}-fastcgi;
   uwsgi_temp_path {temp}-uwsgi;
   scgi_temp_path {temp}-scgi;
-  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
   {stub}
-  server {{
-    listen 127.0.0.1:{proxy_port};
-    location / {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      # MLflow checks Host against its allowed hosts; "backend" (the upstream block's name) is not one.
-      proxy_set_header Host 127.0.0.1:{upstream_port};
-      proxy_request_buffering off;
-      proxy_buffering off;
-      proxy_read_timeout 600s;
-      proxy_send_timeout 600s;
-    }}
-  }}
+  {proxy}
 }}
 """
     )
     return config
+
+
+def hello_world(processes: Processes, name: str = "hello-world") -> tuple[str, subprocess.Popen[bytes]]:
+    """The bare ASGI reference (bench/hello.py): uvicorn with uvloop and httptools, one worker, no access
+    log, answering every request with the stub's JSON."""
+    port = free_port()
+    process = processes.start(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.hello:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/", timeout=60)
+    return url, process
 
 
 def gateway(
@@ -182,3 +249,68 @@ def running(workdir: Path) -> Iterator[Processes]:
         yield processes
     finally:
         processes.stop_all()
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+# The small-request path the stub scenarios call (the stub answers any path).
+STUB_PATH = "/api/2.0/mlflow/experiments/get?experiment_id=1"
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server under measurement: the target wrk calls and the process whose tree does the work."""
+
+    target: Target
+    pid: int
+
+
+def stub_servers(processes: Processes, workdir: Path) -> dict[str, Server]:
+    """The small-request references and the gateway, each its own process on its own core's worth of
+    scheduling: the nginx stub ("direct"), an nginx reverse proxy to it, the bare ASGI hello world, and a
+    gateway with one worker in front of the stub (auth on with a cached key, permissions on: it signs
+    every request; the stub ignores the assertion)."""
+    stub_port, proxy_port = free_port(), free_port()
+    stub_process = processes.start(
+        "nginx-stub", [nginx_binary(), "-c", str(nginx_config(workdir, "nginx-stub", stub_port=stub_port))]
+    )
+    stub = f"http://127.0.0.1:{stub_port}"
+    wait_http(stub + "/")
+    proxy_config = nginx_config(workdir, "nginx-proxy", proxy_port=proxy_port, upstream_port=stub_port)
+    proxy_process = processes.start("nginx-proxy", [nginx_binary(), "-c", str(proxy_config)])
+    proxy = f"http://127.0.0.1:{proxy_port}"
+    wait_http(proxy + "/")
+    hello, hello_process = hello_world(processes)
+    data_dir = workdir / "gateway-small"
+    key = make_key(data_dir)
+    one, gateway_process = gateway(processes, "gateway-1", stub, data_dir, workers=1)
+    return {
+        "direct": Server(Target(stub + STUB_PATH), stub_process.pid),
+        "nginx": Server(Target(proxy + STUB_PATH), proxy_process.pid),
+        "hello world": Server(Target(hello + STUB_PATH), hello_process.pid),
+        "gateway": Server(Target(one + STUB_PATH, {"Authorization": f"Bearer {key}"}), gateway_process.pid),
+    }
+
+
+def start_mlflow(
+    workdir: Path, name: str, *, permissions: bool, workers: int | None = None
+) -> tuple[str, MlflowProcess, Settings]:
+    """MLflow started the way `serve` starts it (`workers` overrides HOKUSAI_MLFLOW_WORKERS), with its
+    auth app (permissions on: READ by default, signed requests only) or without."""
+    settings = Settings.load(
+        data_dir=workdir / name,
+        permissions=permissions,
+        default_permission="READ",
+        **({} if workers is None else {"mlflow_workers": workers}),
+    )
+    port = free_port()
+    command = mlflow_command(settings, port)
+    process = MlflowProcess(
+        command, workdir / f"{name}.log", "127.0.0.1", port, env=mlflow_environment(settings)
+    )
+    process.start()
+    say(f"  starting {name} (15-30 s) ...")
+    asyncio.run(wait_until_healthy(process, 300))
+    return process.url, process, settings

@@ -24,8 +24,7 @@ from typing import Any
 
 import psutil
 
-from bench.__main__ import start_mlflow
-from bench.stack import gateway, make_key, running
+from bench.stack import gateway, make_key, running, start_mlflow
 from hokusai_registry.settings import Settings
 from soak.clients import Plan, worker
 

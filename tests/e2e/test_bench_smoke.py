@@ -34,7 +34,15 @@ def test_quick_benchmark_writes_a_report(mlflow_server: str, tmp_path: Path) -> 
         )
     for section in ("## Small requests, fast upstream", "### Workers", "## Real MLflow", "## Artifacts"):
         assert section in text
-    assert "| gateway | 32 |" in text and "`runs/log-batch`" in text
+    assert "| gateway | 32 |" in text and "| hello world | 32 |" in text and "`runs/log-batch`" in text
+    # CPU and system calls per request of each small-request server (strace may be missing: then "-").
+    costs = text.split("\n### Cost per request\n")[1].split("\n### ")[0]
+    assert {line.split(" | ")[0] for line in costs.splitlines() if line.startswith("| ")} >= {
+        "| nginx",
+        "| hello world",
+        "| gateway",
+    }
+    assert "\n## Peers\n" not in text  # --quick skips the peers
     assert "## Per-resource permissions" in text
     section = text.split("\n## Per-resource permissions\n")[1].split("\n## ")[0]
     # Bench checks every target answers 200 before measuring it (and fails otherwise); wrk's error counts
