@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.load import Target
+from bench.load import Target, wrk
 from bench.mlflow_calls import API, post, real_mlflow
 from bench.model import Plan, Results
 from bench.rounds import rounds
@@ -93,6 +93,11 @@ def load_average() -> str:
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+WORKER_COUNTS = (1, 2, 4)
+# More connections than for one worker: the kernel spreads them over the workers unevenly.
+WORKER_CONNECTIONS = 64
+
+
 def small_requests(plan: Plan, results: Results, workdir: Path) -> None:
     """The stub, nginx, the hello world and the gateway at c=1 and c=32 in the same rounds, the gateway's
     workers, and what a request costs each server (CPU, system calls)."""
@@ -100,14 +105,21 @@ def small_requests(plan: Plan, results: Results, workdir: Path) -> None:
         servers = stub_servers(processes, workdir)
         stub = servers["direct"].target.url.removesuffix(STUB_PATH)
         auth = servers["gateway"].target.headers
-        two, _ = gateway(processes, "gateway-2", stub, workdir / "gateway-small", workers=2)
+        by_count = {1: servers["gateway"].target.url.removesuffix(STUB_PATH)}
+        for count in WORKER_COUNTS[1:]:
+            by_count[count], _ = gateway(
+                processes, f"gateway-{count}", stub, workdir / "gateway-small", workers=count
+            )
         targets = {name: server.target for name, server in servers.items()}
         for connections in (1, 32):
             say(f"  small requests, {connections} connection(s) ...")
             for name, rate in rounds(plan, targets, connections).items():
                 results.small.setdefault(name, {})[connections] = rate
         say("  gateway workers ...")
-        workers = rounds(plan, {"1": targets["gateway"], "2": Target(two + STUB_PATH, auth)}, 32)
+        by_workers = {str(count): Target(url + STUB_PATH, auth) for count, url in by_count.items()}
+        for target in by_workers.values():  # /health answers once one worker is up; the rest start after
+            wrk(target, WORKER_CONNECTIONS, 2)
+        workers = rounds(plan, by_workers, WORKER_CONNECTIONS)
         results.workers = {int(name): rate for name, rate in workers.items()}
         reason = strace_unavailable()
         for name in COSTED:
