@@ -24,15 +24,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
-from bench.load import Rate, Target, wrk
+from bench.load import Target, wrk
 from bench.model import Cost
 from bench.stack import running, stub_servers
 
 # strace -c's table rows: % time, seconds, usecs/call, calls, [errors,] syscall.
 _ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$")
+Ran = TypeVar("Ran")
 # How many calls per request a report names, most frequent first.
 TOP_CALLS = 5
 
@@ -96,8 +98,8 @@ def parse_summary(text: str) -> Counter[str]:
     return counts
 
 
-def count_syscalls(pid: int, run: Callable[[], Rate]) -> tuple[Counter[str], Rate]:
-    """System calls made by every thread of `pid`'s process tree while `run` runs."""
+def count_syscalls(pid: int, run: Callable[[], Ran]) -> tuple[Counter[str], Ran]:
+    """System calls made by every thread of `pid`'s process tree while `run` runs, and what it returned."""
     pids = [process.pid for process in _tree(pid)]
     with tempfile.TemporaryDirectory(prefix="bench-strace-") as tmp:
         summary = Path(tmp) / "summary.txt"

@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
-import shutil
 import signal
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 import requests
 from aiohttp import web
 
@@ -153,8 +150,6 @@ def test_workers_count_requests_without_a_system_call(tmp_path: Path) -> None:
     particular no process-id lookup, which prometheus-client makes at every update unless told the id
     (six a request). strace on the worker holding a kept-alive connection, as tests/e2e/test_syscalls.py
     does for one process."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed (Debian's package strace)")
     canary = Canary()
     gateway = GatewayProcess(canary.url, tmp_path / "gw", env={"HOKUSAI_WORKERS": str(WORKERS)})
     connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
@@ -175,11 +170,7 @@ def test_workers_count_requests_without_a_system_call(tmp_path: Path) -> None:
         assert connection.sock is not None
         holder = worker_holding(workers, gateway.port, connection.sock.getsockname()[1])
 
-        def work() -> Iterator[None]:
-            requests_on_the_connection(REQUESTS)
-            yield
-
-        counts = calls_per_request(holder, tmp_path / "strace.txt", work())
+        counts = calls_per_request(holder, lambda: requests_on_the_connection(REQUESTS))
         text = scrape(gateway.port, key)
     finally:
         connection.close()
