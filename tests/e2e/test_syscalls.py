@@ -28,18 +28,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayP
         canary.stop()
 
 
-def kept_alive_requests(port: int, key: str, count: int) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        for _ in range(count):
-            connection.request(
-                "GET", "/api/2.0/mlflow/experiments/get?experiment_id=1", headers={"X-API-Key": key}
-            )
-            answer = connection.getresponse()
-            assert answer.status == 200, answer.read()
-            answer.read()
-    finally:
-        connection.close()
+def requests_on(connection: http.client.HTTPConnection, key: str, count: int) -> None:
+    """`count` small requests, one after the other, on one kept-alive connection."""
+    for _ in range(count):
+        connection.request(
+            "GET", "/api/2.0/mlflow/experiments/get?experiment_id=1", headers={"X-API-Key": key}
+        )
+        answer = connection.getresponse()
+        assert answer.status == 200, answer.read()
+        answer.read()
 
 
 def calls_per_request(pid: int, requests: Callable[[], None]) -> dict[str, float]:
@@ -56,9 +53,12 @@ def test_a_small_answer_costs_one_write_each_way_and_nothing_else_per_request(
     gateway: tuple[GatewayProcess, str],
 ) -> None:
     process, key = gateway
-    kept_alive_requests(process.port, key, 20)  # connections to MLflow made, caches warm
-
-    counts = calls_per_request(process.pid, lambda: kept_alive_requests(process.port, key, REQUESTS))
+    connection = http.client.HTTPConnection("127.0.0.1", process.port, timeout=30)
+    try:
+        requests_on(connection, key, 20)  # connections to MLflow made, caches warm
+        counts = calls_per_request(process.pid, lambda: requests_on(connection, key, REQUESTS))
+    finally:
+        connection.close()
     print(", ".join(f"{name} {calls:.2f}" for name, calls in sorted(counts.items(), key=lambda c: -c[1])))
     writes = sum(counts.get(name, 0.0) for name in WRITES)
     # Before head and body were gathered (uvicorn writes them apart): 3 writes, 2 setsockopt and 2

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from tests.e2e.test_hostile import Canary
 from tests.e2e.test_metrics import value
-from tests.e2e.test_syscalls import REQUESTS, WRITES, calls_per_request
+from tests.e2e.test_syscalls import REQUESTS, WRITES, calls_per_request, requests_on
 from tests.helpers import (
     HOKUSAI,
     GatewayProcess,
@@ -157,20 +157,11 @@ def test_workers_count_requests_without_a_system_call(tmp_path: Path) -> None:
         workers = workers_of(gateway)
         key = gateway.create_key("counted")
 
-        def requests_on_the_connection(count: int) -> None:
-            for _ in range(count):
-                connection.request(
-                    "GET", "/api/2.0/mlflow/experiments/get?experiment_id=1", headers={"X-API-Key": key}
-                )
-                answer = connection.getresponse()
-                assert answer.status == 200, answer.read()
-                answer.read()
-
-        requests_on_the_connection(20)  # connections to MLflow made, caches warm
+        requests_on(connection, key, 20)  # connections to MLflow made, caches warm
         assert connection.sock is not None
         holder = worker_holding(workers, gateway.port, connection.sock.getsockname()[1])
 
-        counts = calls_per_request(holder, lambda: requests_on_the_connection(REQUESTS))
+        counts = calls_per_request(holder, lambda: requests_on(connection, key, REQUESTS))
         text = scrape(gateway.port, key)
     finally:
         connection.close()
