@@ -29,6 +29,14 @@ hypothesis_settings.load_profile("hokusai")
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _base_temp_made_first(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The session's temporary base directory, made before any test: pytest makes it at the first
+    mktemp, and two threads of a fixture doing that at once (a pytest-xdist worker's first module)
+    collide with FileExistsError."""
+    tmp_path_factory.getbasetemp()
+
+
 @pytest.fixture
 def database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database on the machine's server (dropped afterwards), or a skip that says
