@@ -11,8 +11,9 @@ from tests.helpers import GatewayProcess, TcpServer, free_port, mistyped, raw_re
 from tests.support.stub import ThreadedStub
 
 
-def scrape(process: GatewayProcess, key: str) -> str:
-    response = requests.get(process.url + "/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+def scrape(url: str, key: str) -> str:
+    """The metrics of the gateway at `url`, read with `key`."""
+    response = requests.get(url + "/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     return response.text
 
@@ -33,7 +34,7 @@ def test_metrics_need_a_key_and_move_with_traffic(tmp_path: Path) -> None:
         key = process.create_key("metrics")
         refused = requests.get(process.url + "/metrics", timeout=10)
         assert refused.status_code == 401 and refused.json()["error_code"] == "UNAUTHENTICATED"
-        before = scrape(process, key)
+        before = scrape(process.url, key)
         path = "/mlflow/api/2.0/mlflow/experiments/search"
         for _ in range(3):
             raw_request(process.url, "GET", path, {"Authorization": f"Bearer {key}"})
@@ -41,7 +42,7 @@ def test_metrics_need_a_key_and_move_with_traffic(tmp_path: Path) -> None:
         raw_request(process.url, "GET", path)  # no key
         raw_request(process.url, "GET", path, {"Authorization": f"Bearer {mistyped(key)}"})  # typo
         raw_request(process.url, "GET", "/elsewhere", {"Authorization": f"Bearer {key}"})
-        after = scrape(process, key)
+        after = scrape(process.url, key)
     finally:
         process.stop()
         upstream.stop()
@@ -70,8 +71,8 @@ def test_upstream_errors_by_kind(tmp_path: Path) -> None:
         path = "/mlflow/api/2.0/mlflow/experiments/search"
         assert raw_request(process.url, "GET", path, {"Authorization": f"Bearer {loop_key}"})[0] == 508
         assert raw_request(dead.url, "GET", path, {"Authorization": f"Bearer {dead_key}"})[0] == 502
-        assert value(scrape(process, loop_key), "hokusai_upstream_errors_total", kind="loop") == 1
-        assert value(scrape(dead, dead_key), "hokusai_upstream_errors_total", kind="refused") == 1
+        assert value(scrape(process.url, loop_key), "hokusai_upstream_errors_total", kind="loop") == 1
+        assert value(scrape(dead.url, dead_key), "hokusai_upstream_errors_total", kind="refused") == 1
     finally:
         process.stop()
         dead.stop()

@@ -20,7 +20,7 @@ import requests
 from aiohttp import web
 
 from tests.e2e.test_hostile import Canary
-from tests.e2e.test_metrics import value
+from tests.e2e.test_metrics import scrape, value
 from tests.e2e.test_syscalls import REQUESTS, WRITES, calls_per_request, requests_on
 from tests.helpers import (
     HOKUSAI,
@@ -58,14 +58,6 @@ def worker_holding(workers: list[psutil.Process], server_port: int, client_port:
                 pid: int = worker.pid  # psutil is untyped
                 return pid
     raise AssertionError(f"no worker holds the connection from port {client_port}")
-
-
-def scrape(port: int, key: str) -> str:
-    response = requests.get(
-        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10
-    )
-    assert response.status_code == 200, response.text
-    return response.text
 
 
 def answered_by(port: int, workers: list[psutil.Process], key: str) -> tuple[int, int]:
@@ -106,7 +98,7 @@ def test_metrics_count_the_requests_of_every_worker(tmp_path: Path) -> None:
         key = gateway.create_key("workers")
         answered = until_every_worker_answered(gateway.port, workers, key)
         sent = sum(len(statuses) for statuses in answered.values())
-        text = scrape(gateway.port, key)
+        text = scrape(gateway.url, key)
         # The metrics directory: one the parent made for this run, private to its user.
         files = {Path(f.path) for worker in workers for f in worker.open_files() if f.path.endswith(".db")}
         directories = {path.parent for path in files if path.parent.name.startswith("hokusai-metrics-")}
@@ -137,7 +129,7 @@ def test_one_worker_keeps_its_metrics_in_memory(tmp_path: Path) -> None:
     try:
         key = gateway.create_key("one")
         assert requests.get(gateway.url + SEARCH, headers={"Authorization": f"Bearer {key}"}, timeout=10).ok
-        text = scrape(gateway.port, key)
+        text = scrape(gateway.url, key)
     finally:
         gateway.stop()
         upstream.stop()
@@ -162,7 +154,7 @@ def test_workers_count_requests_without_a_system_call(tmp_path: Path) -> None:
         holder = worker_holding(workers, gateway.port, connection.sock.getsockname()[1])
 
         counts = calls_per_request(holder, lambda: requests_on(connection, key, REQUESTS))
-        text = scrape(gateway.port, key)
+        text = scrape(gateway.url, key)
     finally:
         connection.close()
         gateway.stop()
@@ -198,13 +190,13 @@ def test_a_dead_worker_leaves_the_requests_in_flight_but_not_the_counts(tmp_path
         holder = worker_holding(workers, gateway.port, stalled.sock.getsockname()[1])
         # The stalled request and the scrape, whichever worker answers it.
         eventually(
-            lambda: in_flight_lines(scrape(gateway.port, key)) == ["hokusai_requests_in_flight 2.0"], 30
+            lambda: in_flight_lines(scrape(gateway.url, key)) == ["hokusai_requests_in_flight 2.0"], 30
         )
 
         os.kill(holder, signal.SIGKILL)
 
         def only_the_scrape_in_flight() -> str | None:
-            text = scrape(gateway.port, key)
+            text = scrape(gateway.url, key)
             return text if in_flight_lines(text) == ["hokusai_requests_in_flight 1.0"] else None
 
         text = eventually(only_the_scrape_in_flight, 30, 0.2, "the dead worker's request to leave the sum")
@@ -318,7 +310,7 @@ def test_serve_with_workers_runs_mlflow_once_and_stops_on_ctrl_c(tmp_path: Path)
         workers = [child for child in children if child.cmdline() == parent.cmdline()]
         others = [" ".join(child.cmdline()) for child in children if child not in workers]
         answered = until_every_worker_answered(port, workers, key)
-        text = scrape(port, key)
+        text = scrape(f"http://127.0.0.1:{port}", key)
     finally:
         code = running.terminate(signal.SIGINT, group=True)
     output = "".join(running.seen)

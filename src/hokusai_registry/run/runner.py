@@ -102,6 +102,11 @@ def _key_advice(settings: Settings, store: KeyStore) -> list[str]:
     ]
 
 
+def _workers_note(settings: Settings) -> str:
+    """What the start-up line says after the gateway's URL when it runs in several processes."""
+    return f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
+
+
 def serve_embedded(settings: Settings) -> int:
     """Gateway plus a supervised MLflow on SQLite and local artifacts under the data directory: in one
     process, or with `--workers N` a parent that runs MLflow and N gateway workers. The exit code."""
@@ -174,10 +179,9 @@ async def _with_mlflow(
             return gateway_task.result() or 0
         progress.done(f"ready in {waiting.result():.1f} s")
         supervisor = asyncio.create_task(supervise(mlflow, settings.mlflow_startup_timeout))
-        several = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
         for line in [
             "",
-            f"Gateway:   {settings.gateway_url}{several}",
+            f"Gateway:   {settings.gateway_url}{_workers_note(settings)}",
             f"MLflow UI: {settings.gateway_url}/mlflow/  (sign in with an API key)",
             *_key_advice(settings, store),
             "",
@@ -213,9 +217,8 @@ def run_gateway(settings: Settings) -> int:
     upstream = settings.require_upstream()  # again, now that port 0 is a real port
     for warning in settings.upstream_warnings(upstream):
         logging.getLogger(__name__).warning("%s", warning)
-    several = f" ({settings.workers} worker processes)" if settings.workers > 1 else ""
     _out(
-        f"Hokusai Registry {__version__} gateway on {settings.gateway_url}{several}, "
+        f"Hokusai Registry {__version__} gateway on {settings.gateway_url}{_workers_note(settings)}, "
         f"forwarding to MLflow at {redact_url(upstream)}"
     )
     if store.count() == 0 and not settings.auth_service_url:
