@@ -8,7 +8,6 @@ JSON in, JSON out; a refusal becomes `MlflowError` with MLflow's error code.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -25,6 +24,7 @@ from hokusai_registry.policy.assertions import (
     sign,
 )
 from hokusai_registry.policy.paths import upstream_path
+from hokusai_registry.transport.nonces import new_nonce
 
 
 class MlflowError(Exception):
@@ -72,7 +72,7 @@ class SignedMlflow:
             target,
             encoded,
             now=time.time(),
-            nonce=secrets.token_urlsafe(12),
+            nonce=new_nonce(),
             body=body_digest(data),
         )
         headers = {ASSERTION_HEADER.decode(): assertion.decode()}

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from hokusai_registry.core.record import RequestRecord
@@ -24,29 +25,52 @@ ACCESS_LOGGER = "hokusai_registry.access"
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """`time level logger: message`, the time as logging's default shows it (local, milliseconds)."""
+
+    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None) -> str:
+        return redact(f"{_local_time(created)} {level} {name}: {message}")
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        text = self.line(record.created, record.levelname, record.name, record.getMessage(), None)
+        if record.exc_info:
+            text += "\n" + redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            text += "\n" + redact(self.formatStack(record.stack_info))
+        return text
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; access lines carry their fields (`extra={"fields": {...}}`)."""
 
-    def format(self, record: logging.LogRecord) -> str:
+    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None) -> str:
         line: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
+            "ts": dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": level.lower(),
+            "logger": name,
+            "message": message,
         }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
+        if fields:
             line.update(fields)
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
         return redact(json.dumps(line, default=str))
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        line_fields = dict(fields) if isinstance(fields, dict) else {}
+        if record.exc_info:
+            line_fields["exception"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname, record.name, record.getMessage(), line_fields)
+
+
+# The seconds part of the last local time formatted: one strftime per second, not one per line.
+_second: tuple[int, str] = (-1, "")
+
+
+def _local_time(created: float) -> str:
+    global _second
+    whole = int(created)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(whole)))
+    return f"{_second[1]},{int((created - whole) * 1000):03d}"
 
 
 class BatchingStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -69,6 +93,11 @@ class BatchingStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
         if record.levelno >= logging.WARNING:
             self.stream.flush()
+
+    def write_line(self, line: str) -> None:
+        """A formatted INFO line, written as `emit` would write it (for `log_access`)."""
+        with self.lock or contextlib.nullcontext():
+            self.stream.write(line + "\n")
 
     def flush_now(self) -> None:
         with self.lock or contextlib.nullcontext():
@@ -123,6 +152,33 @@ _access = logging.getLogger(ACCESS_LOGGER)
 _json_lines = False
 
 
+def _sole_handler() -> BatchingStderrHandler | None:
+    """The batching handler, when it is the only place an access line would reach and nothing filters
+    it (as `configure_logging` leaves things): then `log_access` writes the line itself, without the
+    LogRecord, caller lookup and locking that logging spends per line. A handler or filter added by a
+    test or an operator gets the line through logging as usual."""
+    logger: logging.Logger | None = _access
+    found: logging.Handler | None = None
+    while logger is not None:
+        if logger.filters:
+            return None
+        for handler in logger.handlers:
+            if found is not None:
+                return None
+            found = handler
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    if (
+        isinstance(found, BatchingStderrHandler)
+        and not found.filters
+        and found.level <= logging.INFO
+        and isinstance(found.formatter, TextFormatter | JsonFormatter)
+    ):
+        return found
+    return None
+
+
 def log_access(record: RequestRecord, client: str, method: str, path: str, duration_ms: float) -> None:
     if not _access.isEnabledFor(logging.INFO):
         return
@@ -130,40 +186,30 @@ def log_access(record: RequestRecord, client: str, method: str, path: str, durat
     if not path.isprintable():
         # A decoded path may hold CR, LF or escape sequences: never let it split or forge a line.
         path = path.encode("unicode_escape").decode("ascii")
-    if not _json_lines:
-        _access.info(
-            "%s %s %s %s -> %s %d in=%d out=%d %.1fms key=%s",
-            request_id,
-            client,
-            method,
-            path,
-            record.upstream,
-            record.status,
-            record.bytes_in,
-            record.bytes_out,
-            duration_ms,
-            record.key_id,
+    fields: dict[str, Any] | None = None
+    if _json_lines:
+        message = f"{request_id} {method} {path} -> {record.upstream} {record.status}"
+        fields = {
+            "request_id": request_id,
+            "client": client,
+            "method": method,
+            "path": path,
+            "upstream": record.upstream,
+            "status": record.status,
+            "bytes_in": record.bytes_in,
+            "bytes_out": record.bytes_out,
+            "duration_ms": round(duration_ms, 2),
+            "upstream_ms": None if record.upstream_ms is None else round(record.upstream_ms, 2),
+            "key_id": record.key_id,
+        }
+    else:
+        message = (
+            f"{request_id} {client} {method} {path} -> {record.upstream} {record.status} "
+            f"in={record.bytes_in} out={record.bytes_out} {duration_ms:.1f}ms key={record.key_id}"
         )
+    handler = _sole_handler()
+    if handler is None:
+        _access.info("%s", message, extra={"fields": fields} if fields else None)
         return
-    fields = {
-        "request_id": request_id,
-        "client": client,
-        "method": method,
-        "path": path,
-        "upstream": record.upstream,
-        "status": record.status,
-        "bytes_in": record.bytes_in,
-        "bytes_out": record.bytes_out,
-        "duration_ms": round(duration_ms, 2),
-        "upstream_ms": None if record.upstream_ms is None else round(record.upstream_ms, 2),
-        "key_id": record.key_id,
-    }
-    _access.info(
-        "%s %s %s -> %s %d",
-        request_id,
-        method,
-        path,
-        record.upstream,
-        record.status,
-        extra={"fields": fields},
-    )
+    formatter: TextFormatter | JsonFormatter = handler.formatter  # type: ignore[assignment]
+    handler.write_line(formatter.line(time.time(), "INFO", ACCESS_LOGGER, message, fields))

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlsplit
@@ -38,6 +37,7 @@ from hokusai_registry.policy.headers import (
 from hokusai_registry.policy.paths import Target, upstream_path
 from hokusai_registry.policy.permissions import MLFLOW_DENIAL, denial_message
 from hokusai_registry.policy.routes import Family
+from hokusai_registry.transport.nonces import new_nonce
 from hokusai_registry.transport.request import Header, UpstreamRequest
 from hokusai_registry.transport.upstream import (
     ConnectFailed,
@@ -165,7 +165,7 @@ class Forwarder:
             path.decode("ascii"),
             query.decode("latin-1"),
             now=time.time(),
-            nonce=secrets.token_urlsafe(12),
+            nonce=new_nonce(),
             body=body,
         )
         return (ASSERTION_HEADER, value)
