@@ -1,6 +1,7 @@
 """System calls a live gateway makes per request, counted by strace attached to it: for a small answer,
 one write to MLflow and one to the client (head and body together), and no socket options, no address
-lookups, no process-id lookups and no random bytes from the kernel on the way. Counts, not times: they hold on any machine."""
+lookups, no process-id lookups and no random bytes from the kernel on the way. Counts, not times: they
+hold on any machine."""
 
 from __future__ import annotations
 

@@ -407,3 +407,71 @@ def test_exchange_reads_at_most_limit_bytes() -> None:
             assert await upstream.exchange(get()) == (200, b"hello")
 
     run(scenario())
+
+
+def test_a_body_that_arrived_whole_is_taken_at_once_and_a_later_one_is_streamed() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")  # head and body together
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the body after the head
+        writer.write(b"later")
+        await writer.drain()
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            upstream = pool(server.port)
+            whole = await upstream.send(get())
+            assert whole.whole_body() == b"hello"
+            assert [chunk async for chunk in whole.chunks()] == []
+            whole.release()
+            streamed = await upstream.send(get())
+            assert streamed.whole_body() is None  # nothing taken: chunks() reads it all
+            assert b"".join([chunk async for chunk in streamed.chunks()]) == b"later"
+            streamed.release()
+            head = await upstream.send(get(method="HEAD"))
+            assert head.whole_body() == b""
+            head.release()
+            assert server.connections == 1  # kept alive throughout
+
+    run(scenario())
+
+
+def test_a_connection_whose_last_read_went_over_the_high_water_mark_reads_again() -> None:
+    size = HIGH_WATER + 4096
+
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        for _ in range(2):
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * size)
+            await writer.drain()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            upstream = pool(server.port)
+            for _ in range(2):
+                response = await upstream.send(get())
+                connection = response._connection
+                assert connection is not None
+                for _ in range(200):  # until the body is in, or reading paused below the whole
+                    if connection.message_complete or connection._read_paused:
+                        break
+                    await asyncio.sleep(0.01)
+                whole = response.whole_body()
+                rest = b"".join([chunk async for chunk in response.chunks()])
+                assert len((whole or b"") + rest) == size
+                assert not connection._read_paused
+                response.release()
+            assert server.connections == 1
+
+    run(scenario())

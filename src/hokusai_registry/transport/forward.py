@@ -389,6 +389,12 @@ class Forwarder:
     async def _stream(
         self, response: UpstreamResponse, send: Send, target: Target, record: RequestRecord
     ) -> None:
+        whole = response.whole_body()
+        if whole is not None:
+            # All of it is here: one message to the client, not the body and then an empty end.
+            record.bytes_out += len(whole)
+            await send({"type": "http.response.body", "body": whole, "more_body": False})
+            return
         try:
             async for chunk in response.chunks():
                 record.bytes_out += len(chunk)

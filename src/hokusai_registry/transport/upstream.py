@@ -271,6 +271,20 @@ class _Connection(asyncio.Protocol):
             self._waiter = self.loop.create_future()
             await self._waiter
 
+    def whole_body(self) -> bytes | None:
+        """The rest of the body, taken at once, if all of it has arrived (a small answer usually comes
+        with its head); else None, and nothing is taken."""
+        if not self.message_complete or self.error is not None:
+            return None
+        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        self._body.clear()
+        self._buffered = 0
+        if self._read_paused and self.transport is not None:
+            # The last read took the buffer over HIGH_WATER: a kept-alive connection must read again.
+            self._read_paused = False
+            self.transport.resume_reading()
+        return body
+
     @property
     def reusable(self) -> bool:
         return (
@@ -298,6 +312,12 @@ class UpstreamResponse:
             return
         while chunk := await connection.next_chunk():
             yield chunk
+
+    def whole_body(self) -> bytes | None:
+        """The body, if all of it has arrived and none was read yet by `chunks()`; else None."""
+        if self._connection is None or self._head_only:
+            return b"" if self._head_only else None
+        return self._connection.whole_body()
 
     def release(self) -> None:
         """Back to the pool if the exchange completed cleanly; otherwise the connection is closed."""
