@@ -409,18 +409,24 @@ def test_exchange_reads_at_most_limit_bytes() -> None:
     run(scenario())
 
 
-def test_a_body_that_arrived_whole_is_taken_at_once_and_a_later_one_is_streamed() -> None:
+def test_a_small_answer_is_read_whole_and_a_long_or_unframed_one_is_streamed() -> None:
     async def handler(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await server.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")  # head and body together
-        await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(0.2)  # the body after the head
-        writer.write(b"later")
-        await writer.drain()
+        for head, body in (
+            (b"content-length: 5", [b"later"]),  # declared small: waited for
+            (b"content-length: 11", [b"longer", b" body"]),  # declared over the limit: streamed
+            (b"transfer-encoding: chunked", [b"3\r\nabc\r\n", b"0\r\n\r\n"]),  # no length: streamed
+        ):
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n\r\n")
+            await writer.drain()
+            for piece in body:
+                await asyncio.sleep(0.1)  # the body after the head, as MLflow writes them
+                writer.write(piece)
+                await writer.drain()
         await server.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
         await writer.drain()
@@ -429,18 +435,35 @@ def test_a_body_that_arrived_whole_is_taken_at_once_and_a_later_one_is_streamed(
     async def scenario() -> None:
         async with ScriptedServer(handler) as server:
             upstream = pool(server.port)
-            whole = await upstream.send(get())
-            assert whole.whole_body() == b"hello"
-            assert [chunk async for chunk in whole.chunks()] == []
-            whole.release()
-            streamed = await upstream.send(get())
-            assert streamed.whole_body() is None  # nothing taken: chunks() reads it all
-            assert b"".join([chunk async for chunk in streamed.chunks()]) == b"later"
-            streamed.release()
+            limit = 10
+            for whole, streamed in ((b"hello", b""), (b"later", b""), (None, b"longer body"), (None, b"abc")):
+                response = await upstream.send(get())
+                assert await response.small_body(limit) == whole
+                assert b"".join([chunk async for chunk in response.chunks()]) == streamed
+                response.release()
             head = await upstream.send(get(method="HEAD"))
-            assert head.whole_body() == b""
+            assert await head.small_body(limit) == b""
             head.release()
             assert server.connections == 1  # kept alive throughout
+
+    run(scenario())
+
+
+def test_a_small_answer_that_stops_short_is_an_error_not_a_short_body() -> None:
+    async def handler(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel")
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        async with ScriptedServer(handler) as server:
+            response = await pool(server.port).send(get())
+            with pytest.raises(ConnectionLost):
+                await response.small_body(64)
+            response.release()
 
     run(scenario())
 
@@ -467,9 +490,8 @@ def test_a_connection_whose_last_read_went_over_the_high_water_mark_reads_again(
                     if connection.message_complete or connection._read_paused:
                         break
                     await asyncio.sleep(0.01)
-                whole = response.whole_body()
-                rest = b"".join([chunk async for chunk in response.chunks()])
-                assert len((whole or b"") + rest) == size
+                body = await response.small_body(size)
+                assert body is not None and len(body) == size
                 assert not connection._read_paused
                 response.release()
             assert server.connections == 1

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 CHECK_HINT = "Check that MLflow is running and that MLFLOW_SERVER_URL is its internal address."
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 PROBE_LIMIT = 1 << 20
+# Answers declared this long or shorter are read whole before their head goes to the client.
+SMALL_ANSWER_BYTES = 64 << 10
 
 
 def _error_kind(exc: UpstreamError) -> str:
@@ -311,12 +313,7 @@ class Forwarder:
             )
             return
         except UpstreamError as exc:
-            record.upstream_error = _error_kind(exc)
-            error = self._upstream_error(exc, target, read_timeout)
-            log.warning(
-                "%s upstream %s %s failed: %s", record.request_id.decode(), method, target.path, error.message
-            )
-            await send_refusal(counted(send, record), error)
+            await self._refuse_failed(exc, method, target, read_timeout, send, record)
             return
         record.upstream_ms = (time.perf_counter() - started) * 1000
         if self._assertion_secret is not None and response.status in (401, 403):
@@ -325,13 +322,23 @@ class Forwarder:
             await self._relay_refusal(response, method, target, user, counted(send, record), record)
             return
         try:
+            try:
+                # A small answer is sent whole, head and body in one write, once all of it is here;
+                # MLflow writes them apart, and a head sent alone costs a write of its own.
+                whole = await response.small_body(SMALL_ANSWER_BYTES)
+            except UpstreamError as exc:  # nothing is sent yet: the client gets a clear error
+                await self._refuse_failed(exc, method, target, read_timeout, send, record)
+                return
             record.status = response.status
             headers = client_response_headers(
                 response.headers, upstream_base=self._upstream_base, mount=target.mount
             )
             headers.append((b"x-request-id", record.request_id))
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
-            if target.family is Family.TRANSFER:
+            if whole is not None:
+                record.bytes_out += len(whole)
+                await send({"type": "http.response.body", "body": whole, "more_body": False})
+            elif target.family is Family.TRANSFER:
                 await self._stream_until_disconnect(response, receive, send, target, record)
             else:
                 await self._stream(response, send, target, record)
@@ -346,6 +353,23 @@ class Forwarder:
                     (time.perf_counter() - started) * 1000,
                     redact_headers(response.headers),
                 )
+
+    async def _refuse_failed(
+        self,
+        exc: UpstreamError,
+        method: str,
+        target: Target,
+        read_timeout: float | None,
+        send: Send,
+        record: RequestRecord,
+    ) -> None:
+        """The client's answer when MLflow failed before any of its answer went out: 502 or 504."""
+        record.upstream_error = _error_kind(exc)
+        error = self._upstream_error(exc, target, read_timeout)
+        log.warning(
+            "%s upstream %s %s failed: %s", record.request_id.decode(), method, target.path, error.message
+        )
+        await send_refusal(counted(send, record), error)
 
     async def _relay_refusal(
         self,
@@ -389,12 +413,6 @@ class Forwarder:
     async def _stream(
         self, response: UpstreamResponse, send: Send, target: Target, record: RequestRecord
     ) -> None:
-        whole = response.whole_body()
-        if whole is not None:
-            # All of it is here: one message to the client, not the body and then an empty end.
-            record.bytes_out += len(whole)
-            await send({"type": "http.response.body", "body": whole, "more_body": False})
-            return
         try:
             async for chunk in response.chunks():
                 record.bytes_out += len(chunk)

@@ -92,6 +92,7 @@ class _Connection(asyncio.Protocol):
         self._received = 0
         self.error: UpstreamError | None = None
         self._framed = False
+        self.content_length: int | None = None
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._read_paused = False
@@ -169,7 +170,10 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
         for name, value in self.headers:
             lower = name.lower()
-            if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value.lower()):
+            if lower == b"content-length":
+                self._framed = True
+                self.content_length = int(value)  # llhttp accepted it: digits only, and only one
+            elif lower == b"transfer-encoding" and b"chunked" in value.lower():
                 self._framed = True
         self._wake()
 
@@ -271,20 +275,6 @@ class _Connection(asyncio.Protocol):
             self._waiter = self.loop.create_future()
             await self._waiter
 
-    def whole_body(self) -> bytes | None:
-        """The rest of the body, taken at once, if all of it has arrived (a small answer usually comes
-        with its head); else None, and nothing is taken."""
-        if not self.message_complete or self.error is not None:
-            return None
-        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
-        self._body.clear()
-        self._buffered = 0
-        if self._read_paused and self.transport is not None:
-            # The last read took the buffer over HIGH_WATER: a kept-alive connection must read again.
-            self._read_paused = False
-            self.transport.resume_reading()
-        return body
-
     @property
     def reusable(self) -> bool:
         return (
@@ -313,11 +303,18 @@ class UpstreamResponse:
         while chunk := await connection.next_chunk():
             yield chunk
 
-    def whole_body(self) -> bytes | None:
-        """The body, if all of it has arrived and none was read yet by `chunks()`; else None."""
-        if self._connection is None or self._head_only:
-            return b"" if self._head_only else None
-        return self._connection.whole_body()
+    async def small_body(self, limit: int) -> bytes | None:
+        """The whole body, waited for, if MLflow declared a length of at most `limit` bytes or all of it
+        has arrived already; None for any other answer, which `chunks()` streams. Raises UpstreamError
+        if the body stops short."""
+        connection = self._connection
+        if connection is None or self._head_only:
+            return b""
+        declared = connection.content_length
+        if not connection.message_complete and (declared is None or declared > limit):
+            return None
+        parts = [chunk async for chunk in self.chunks()]
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def release(self) -> None:
         """Back to the pool if the exchange completed cleanly; otherwise the connection is closed."""
