@@ -286,6 +286,27 @@ def test_stopped_upstream_gives_502_naming_it(
     assert stopped.url in payload["message"] and "MLFLOW_SERVER_URL" in payload["message"]
 
 
+def test_a_small_answer_that_stops_short_gives_502_not_a_short_body(
+    new_upstream: UpstreamFactory, new_gateway: GatewayFactory
+) -> None:
+    """MLflow declares a small body, sends part of it and goes away: the gateway holds a small answer's
+    head until the body is whole, so the client gets an error it can read instead of a cut answer."""
+
+    async def short(arrival: Arrival, request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse(headers={"Content-Type": "application/json"})
+        answer.content_length = 100
+        await answer.prepare(request)
+        await answer.write(b'{"experiments": [')
+        assert request.transport is not None
+        request.transport.close()
+        return answer
+
+    status, payload = search(new_gateway(new_upstream(handler=short).url))
+    assert status == 502
+    assert payload["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert "lost the connection to MLflow" in payload["message"]
+
+
 def test_request_that_loops_back_gets_508(new_upstream: UpstreamFactory, new_gateway: GatewayFactory) -> None:
     """A "load balancer" that sends the gateway's upstream traffic back into the gateway itself."""
     looped: list[InProcessGateway] = []
