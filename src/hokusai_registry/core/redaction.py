@@ -24,7 +24,17 @@ def _redacted(match: re.Match[str]) -> str:
     return f"whsec_{REDACTED}"
 
 
+# Every ASCII match of _SECRETS holds one of these, in any case: an ASCII line without them (most
+# access lines) is returned as it is, without running the expression. (Ignoring case, the expression
+# also matches a few non-ASCII letters, such as the long s: other text always runs it.)
+_MARKERS = ("hk_", "bearer", "basic", "whsec_")
+
+
 def redact(text: str) -> str:
+    if text.isascii():
+        lowered = text.lower()
+        if not any(marker in lowered for marker in _MARKERS):
+            return text
     return _SECRETS.sub(_redacted, text)
 
 
