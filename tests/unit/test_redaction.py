@@ -10,9 +10,11 @@ from hokusai_registry.core.redaction import redact
 
 # Text that often holds the pieces of a secret, in any case, among other characters.
 pieces = st.sampled_from(
-    ["hk_live_", "hk_test_", "HK_TEST_", "Bearer ", "bAsIc  ", "whsec_", "abc", "_", " ", "="]
-    # Letters the expression matches, ignoring case, for ASCII ones: the long s, dotted and dotless i.
-    + ["ba\u017fic ", "bas\u0130c ", "bas\u0131c ", "\u212a"]
+    [
+        *("hk_live_", "hk_test_", "HK_TEST_", "Bearer ", "bAsIc  ", "whsec_", "abc", "_", " ", "="),
+        # Letters the expression matches, ignoring case, for ASCII ones: the long s, dotted and dotless i.
+        *("ba\u017fic ", "bas\u0130c ", "bas\u0131c ", "\u212a"),
+    ]
 )
 texts = st.lists(st.one_of(pieces, st.text(max_size=8)), max_size=12).map("".join)
 
