@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from hokusai_registry.transport.forward import Forwarder
 from hokusai_registry.transport.request import UpstreamRequest, serialize_head
 from hokusai_registry.transport.upstream import (
+    CONNECT_SPACING,
     HIGH_WATER,
     ConnectFailed,
     ConnectionLost,
@@ -75,6 +78,7 @@ def pool(port: int, **overrides: float) -> UpstreamPool:
         connect_timeout=options["connect_timeout"],
         pool_timeout=options["pool_timeout"],
         idle_timeout=options.get("idle_timeout", 4.0),
+        connect_spacing=options.get("connect_spacing", CONNECT_SPACING),
     )
 
 
@@ -278,6 +282,47 @@ def test_pool_limit_waits_for_a_free_connection() -> None:
             assert [await f for f in first] == [(200, b""), (200, b"")]
             assert await upstream.exchange(get("/z", 5)) == (200, b"")
             assert server.connections == 2
+
+    run(scenario())
+
+
+def test_new_connections_start_spaced_and_a_request_takes_one_that_came_back_meanwhile() -> None:
+    """A burst on a cold pool opens its connections one spacing apart (so that MLflow's workers each
+    accept some, not one worker all), and a request waiting for its turn to connect takes a connection
+    that came back in the meantime instead."""
+    spacing = 0.1
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        accepted: list[float] = []
+
+        async def held(
+            server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            accepted.append(time.monotonic())
+            while True:
+                await server.read_request(reader)
+                await gate.wait()
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+
+        async with ScriptedServer(held) as server:
+            upstream = pool(server.port, connect_spacing=spacing)
+            burst = [asyncio.ensure_future(upstream.exchange(get())) for _ in range(3)]
+            while len(server.requests) < 3:  # each held until all three have their own connection
+                await asyncio.sleep(0.01)
+            gate.set()
+            assert [await request for request in burst] == [(200, b"")] * 3
+            gaps = [later - earlier for earlier, later in itertools.pairwise(accepted)]
+            assert len(accepted) == 3 and min(gaps) >= spacing * 0.9, gaps
+
+        async with ScriptedServer(ok_forever) as server:
+            upstream = pool(server.port, connect_spacing=0.5)
+            first = asyncio.ensure_future(upstream.exchange(get()))
+            await asyncio.sleep(0)  # the first request connects at once...
+            second = await upstream.exchange(get())  # ...this one waits its turn, and the first is back
+            assert (await first, second) == ((200, b"hello"), (200, b"hello"))
+            assert server.connections == 1
 
     run(scenario())
 

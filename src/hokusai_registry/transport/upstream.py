@@ -27,6 +27,11 @@ import httptools
 
 from hokusai_registry.transport.request import Header, UpstreamRequest, serialize_head
 
+# New connections to one origin start at least this far apart. MLflow's worker processes share one
+# listening socket, and a worker that wakes accepts every connection waiting: a burst (a cold pool under
+# load) lands on one worker, which serves it all while the others idle, at half the rate on two workers.
+# Spaced, each connection goes to whichever worker is free to accept it.
+CONNECT_SPACING = 0.002
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 WRITE_HIGH_WATER = 1024 * 1024
@@ -338,6 +343,7 @@ class UpstreamPool:
         pool_timeout: float,
         idle_timeout: float = 4.0,
         headers: Sequence[Header] = (),
+        connect_spacing: float = CONNECT_SPACING,
     ) -> None:
         self.host = host
         self.port = port
@@ -353,6 +359,8 @@ class UpstreamPool:
         self._pool_timeout = pool_timeout
         self._idle_timeout = idle_timeout
         self._idle: list[_Connection] = []
+        self._connect_spacing = connect_spacing
+        self._next_connect_at = 0.0
 
     @classmethod
     def for_url(
@@ -377,8 +385,17 @@ class UpstreamPool:
             headers=headers,
         )
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, *, or_idle: bool = False) -> _Connection:
+        """A new connection, started CONNECT_SPACING after the one before; with `or_idle`, an idle one
+        that came back while this waited its turn, if any."""
         loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        start = max(now, self._next_connect_at)
+        self._next_connect_at = start + self._connect_spacing
+        if start > now:
+            await asyncio.sleep(start - now)
+            if or_idle and (idle := self._take_idle()) is not None:
+                return idle
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
@@ -451,7 +468,7 @@ class UpstreamPool:
         await self._acquire_slot()
         connection: _Connection | None = None
         try:
-            connection = self._take_idle() or await self._connect()
+            connection = self._take_idle() or await self._connect(or_idle=True)
             try:
                 await self._exchange(connection, head, stream, request.chunked, request.read_timeout)
             except ConnectionLost:
