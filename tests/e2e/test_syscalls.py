@@ -66,17 +66,23 @@ def calls_per_request(pid: int, requests: Callable[[], None]) -> dict[str, float
     return {name: calls / REQUESTS for name, calls in counts.items()}
 
 
-def test_a_small_answer_costs_one_write_each_way_and_nothing_else_per_request(
-    gateway: tuple[GatewayProcess, str],
-) -> None:
-    process, key = gateway
+def counted_requests(process: GatewayProcess, key: str, experiment_id: str = "1") -> dict[str, float]:
+    """Calls per request while REQUESTS requests go one after the other on one kept-alive connection,
+    after 20 that open the connection to MLflow and warm the caches; printed, most frequent first."""
     connection = http.client.HTTPConnection("127.0.0.1", process.port, timeout=30)
     try:
-        requests_on(connection, key, 20)  # connections to MLflow made, caches warm
-        counts = calls_per_request(process.pid, lambda: requests_on(connection, key, REQUESTS))
+        requests_on(connection, key, 20, experiment_id)
+        counts = calls_per_request(process.pid, lambda: requests_on(connection, key, REQUESTS, experiment_id))
     finally:
         connection.close()
     print(", ".join(f"{name} {calls:.2f}" for name, calls in sorted(counts.items(), key=lambda c: -c[1])))
+    return counts
+
+
+def test_a_small_answer_costs_one_write_each_way_and_nothing_else_per_request(
+    gateway: tuple[GatewayProcess, str],
+) -> None:
+    counts = counted_requests(*gateway)
     writes = sum(counts.get(name, 0.0) for name in WRITES)
     # Before head and body were gathered (uvicorn writes them apart): 3 writes, 2 setsockopt and 2
     # getsockname calls (quick-ack mode set twice, through uvloop's socket stand-in), 1 getpid (the
@@ -95,14 +101,7 @@ def test_a_small_answer_costs_one_write_each_way_and_nothing_else_per_request(
 def test_a_small_mlflow_answer_written_in_two_pieces_reaches_the_client_in_one_write(
     mlflow_gateway: tuple[GatewayProcess, str],
 ) -> None:
-    process, key = mlflow_gateway
-    connection = http.client.HTTPConnection("127.0.0.1", process.port, timeout=30)
-    try:
-        requests_on(connection, key, 20, experiment_id="0")  # the Default experiment
-        counts = calls_per_request(process.pid, lambda: requests_on(connection, key, REQUESTS, "0"))
-    finally:
-        connection.close()
-    print(", ".join(f"{name} {calls:.2f}" for name, calls in sorted(counts.items(), key=lambda c: -c[1])))
+    counts = counted_requests(*mlflow_gateway, experiment_id="0")  # the Default experiment
     # MLflow (uvicorn) writes the head, then the body. Sending the head on as it came cost a write of its
     # own: 3 writes per request. Now the head waits for the body (up to 64 KiB), and they go out together.
     assert sum(counts.get(name, 0.0) for name in WRITES) < 2.5, counts
