@@ -1,5 +1,5 @@
 """Nonces for the gateway's assertions to MLflow (`policy/assertions.py`): random, never repeated, and
-cheap (a request needs one, and a system call per request for 12 random bytes was a tenth of them)."""
+cheap (a request needs one, and a system call per request for 12 random bytes was a fifth of them)."""
 
 from __future__ import annotations
 
