@@ -318,8 +318,7 @@ class UpstreamResponse:
         declared = connection.content_length
         if not connection.message_complete and (declared is None or declared > limit):
             return None
-        parts = [chunk async for chunk in self.chunks()]
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join([chunk async for chunk in self.chunks()])
 
     def release(self) -> None:
         """Back to the pool if the exchange completed cleanly; otherwise the connection is closed."""
