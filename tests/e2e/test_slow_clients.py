@@ -221,9 +221,15 @@ def test_slow_and_silent_connections_are_closed_while_others_are_served(
 
 def _one_answer(connection: socket.socket) -> bytes:
     """One whole answer (head and a Content-Length body), however the reads split it."""
+
+    def more() -> bytes:
+        piece = connection.recv(65536)
+        assert piece, "the gateway closed the connection instead of answering"
+        return piece
+
     data = b""
     while b"\r\n\r\n" not in data:
-        data += connection.recv(65536)
+        data += more()
     head, _, body = data.partition(b"\r\n\r\n")
     length = next(
         int(line.split(b":", 1)[1])
@@ -231,7 +237,7 @@ def _one_answer(connection: socket.socket) -> bytes:
         if line.lower().startswith(b"content-length:")
     )
     while len(body) < length:
-        body += connection.recv(65536)
+        body += more()
     return head + b"\r\n\r\n" + body
 
 
@@ -251,6 +257,34 @@ def test_a_kept_alive_connection_idle_past_the_header_timeout_still_serves(
             connection.sendall(request)
             answers.append(_one_answer(connection))
             assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), answers
+    finally:
+        gateway.stop()
+
+
+def test_a_connection_answered_before_its_body_ended_serves_the_next_request(
+    mlflow_server: str, tmp_path: Path
+) -> None:
+    """The MLflow client reuses a connection whose answer came before its body was all sent (a read key's
+    refused artifact PUT): once the rest is in, the next request on it is answered, not cut off (it used
+    to be closed then, without `Connection: close` in the answer, and `register_model` failed with
+    INTERNAL_ERROR). Left idle after that, it closes at the keep-alive timeout like any other."""
+    env = {"HOKUSAI_KEEPALIVE_TIMEOUT": "2"}
+    gateway = GatewayProcess(mlflow_server, tmp_path / "gateway", env=env)
+    try:
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as connection:
+            connection.sendall(
+                b"PUT /mlflow/api/2.0/mlflow-artifacts/artifacts/1/notes.txt HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: 7\r\n\r\nrea"
+            )
+            refused = _one_answer(connection)
+            assert refused.startswith(b"HTTP/1.1 401"), refused[:100]
+            assert b"connection: close" not in refused.lower()
+            connection.sendall(b"d me" + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _one_answer(connection).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            connection.settimeout(8)
+            assert connection.recv(65536) == b"", "an idle connection must close"
+            assert time.monotonic() - started < 6, "closed by the keep-alive timeout, not later"
     finally:
         gateway.stop()
 

@@ -103,13 +103,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm_deadline()
+        # A request is under way: the idle timer re-armed after a drained body must not close it.
+        self._unset_keepalive_if_required()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._next_head()
-        if self._draining is not None:  # the client has sent all and can read its answer: done
-            self.transport.close()
+        if self._draining is not None:
+            # The rest of a body answered early is in and thrown away: the parser is in step again, and
+            # the answer promised keep-alive (a client reuses the connection at once; closed now, its
+            # next request would fail), so the connection is idle like any other.
+            self._draining.cancel()
+            self._draining = None
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def on_response_complete(self) -> None:
         # The answer is whole: out now, not after what the app does next (logs, metrics, audit).
@@ -117,9 +126,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if not self._in_head and not self.transport.is_closing():
             # Answered before its body ended (a refusal, MLflow lost mid-upload): the rest is read and
-            # thrown away so that the client gets to read the answer (a lingering close), but for the head
-            # timeout at most; then, or when the body ends, the connection closes. Unbounded, a byte now
-            # and then would hold it for ever.
+            # thrown away so that the client gets to read the answer, but for the head timeout at most;
+            # then the connection closes (a lingering close). Unbounded, a byte now and then would hold
+            # it for ever.
             self._draining = self.loop.call_later(self.limits.timeout, self.transport.close)
 
     def _arm_deadline(self) -> None:
