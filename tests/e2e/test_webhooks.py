@@ -139,6 +139,40 @@ def test_registry_writes_by_the_mlflow_client_arrive_signed_through_every_mount(
     assert "delivered to http://127.0.0.1" in hooked.log() and secret not in hooked.log()
 
 
+def test_a_promotion_applied_reaches_the_listeners_of_alias_moves(
+    hooked: GatewayProcess, admin_key: str, receiver: Receiver, client_env: pytest.MonkeyPatch
+) -> None:
+    """The gateway moves a protected alias itself when a promotion is approved; a receiver that deploys on
+    MLflow's `model_version_alias.created` hears of that move as of any other."""
+    _, secret = add_webhook(hooked, admin_key, receiver.url, "model_version_alias.created")
+    writer = hooked.create_key("promoter")
+    client = client_at(hooked, "/mlflow", writer, client_env)
+    run = client.create_run(client.create_experiment("promoting")).info.run_id
+    client.create_registered_model("promoted-model")
+    version = client.create_model_version("promoted-model", f"runs:/{run}/model", run_id=run).version
+
+    def api(key: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer = requests.post(
+            hooked.url + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert answer.status_code in (200, 201), answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    api(admin_key, "/api/v1/protections", {"model": "promoted-model", "alias": "production", "approvals": 1})
+    asked = api(
+        writer, "/api/v1/promotions", {"model": "promoted-model", "version": version, "alias": "production"}
+    )
+    assert api(admin_key, f"/api/v1/promotions/{asked['id']}/approve", {})["state"] == "applied"
+
+    moved = one(receiver, "model_version_alias.created", name="promoted-model")
+    assert moved.verifies(secret)
+    data = moved.json["data"]
+    assert (data["alias"], data["version"], data["promotion"]) == ("production", str(version), asked["id"])
+    assert data["actor"]["owner"] == "webhooks-admin"  # who applied it: the approval that completed it
+    assert client.get_model_version_by_alias("promoted-model", "production").version == str(version)
+
+
 def test_a_refused_write_makes_no_event(
     hooked: GatewayProcess, admin_key: str, receiver: Receiver, client_env: pytest.MonkeyPatch
 ) -> None:

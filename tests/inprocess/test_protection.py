@@ -427,8 +427,18 @@ def test_an_approved_promotion_mlflow_failed_to_apply_stays_pending_and_applies_
     assert [event for event, _ in events.events] == [
         "promotion.requested",
         "promotion.approved",
+        "model_version_alias.created",  # the alias moved: listeners of MLflow's event hear it too
         "promotion.applied",
     ]
+    moved_alias = dict(events.events[2][1])
+    actor = moved_alias.pop("actor")
+    assert isinstance(actor, dict) and actor["owner"] == "root" and actor["key_id"] in admin
+    assert moved_alias == {
+        "name": "fraud",
+        "alias": "production",
+        "version": "3",
+        "promotion": promotion["id"],
+    }
     applied = events.events[-1][1]
     assert (
         applied["model_name"],

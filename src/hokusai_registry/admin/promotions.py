@@ -39,6 +39,7 @@ from hokusai_registry.ops.audit import audit
 from hokusai_registry.ops.events import RegistryEvents, emit_safely
 from hokusai_registry.policy.assertions import mlflow_user
 from hokusai_registry.policy.protection import PROMOTION_TAG_PREFIX, Rule, alias_versions, stage_version
+from hokusai_registry.policy.registry_events import write_event
 from hokusai_registry.policy.scopes import grants
 from hokusai_registry.store.protection_store import (
     CANCELLED,
@@ -402,24 +403,29 @@ class Promotions:
 
         await self._stored(self.store.recorded, movement, change, applies=promotion.id, by=identity.user_id)
         applied = await self._stored(self.store.request, promotion.id)
+        made = write_event("POST", *self._change_request(promotion), {})
+        if made is not None:  # the alias moved (or the stage changed), as a forwarded write reports it
+            event, data = made
+            data["actor"] = {"owner": identity.user_id, "key_id": identity.key_id}
+            data["promotion"] = promotion.id
+            emit_safely(self.events, event, data)
         self._report("promotion.applied", applied, identity, applied_at=at.isoformat())
         return applied
 
+    @staticmethod
+    def _change_request(promotion: Promotion) -> tuple[str, dict[str, Any]]:
+        """The MLflow call that applies a promotion: its path and body."""
+        name, version = promotion.model, promotion.version
+        if promotion.alias is not None:
+            return SET_ALIAS, {"name": name, "alias": promotion.alias, "version": version}
+        body = {"name": name, "version": version, "stage": promotion.stage, "archive_existing_versions": True}
+        return TRANSITION_STAGE, body
+
     async def _change(self, promotion: Promotion, approvers: tuple[str, ...], at: dt.datetime) -> None:
         name, version = promotion.model, promotion.version
+        path, body = self._change_request(promotion)
         try:
-            if promotion.alias is not None:
-                await self.registry.call(
-                    "POST", SET_ALIAS, body={"name": name, "alias": promotion.alias, "version": version}
-                )
-            else:
-                body = {
-                    "name": name,
-                    "version": version,
-                    "stage": promotion.stage,
-                    "archive_existing_versions": True,
-                }
-                await self.registry.call("POST", TRANSITION_STAGE, body=body)
+            await self.registry.call("POST", path, body=body)
         except MlflowError as error:
             raise error.refusal() from None
         except Unreachable as exc:

@@ -4,7 +4,8 @@ One narrow seam: `RegistryEvents.emit(event, payload)`. The gateway calls it aft
 recorded; an implementation must not block (queue the payload and deliver it elsewhere) and must not
 raise. Events emitted here: `promotion.requested`, `promotion.approved`, `promotion.rejected`,
 `promotion.applied`, `promotion.cancelled`, `promotion.stale` and `protection.overridden`; their payloads
-are in docs/promotions.md.
+are in docs/promotions.md. An applied promotion also makes the event of the write it stands for
+(`policy/registry_events.py`), as forwarded writes do.
 """
 
 from __future__ import annotations

@@ -125,11 +125,17 @@ def event_data(
 ) -> tuple[str, Data] | None:
     """The event and its data for a request MLflow answered 2xx: from its JSON `body` (or, bodiless, its
     query string) and MLflow's JSON `answer` (None: not kept, too long)."""
-    route = path.partition("/mlflow/")[2]
-    row = _TABLE.get((method, route))
+    request = parse(body) if body.strip() else None
+    answered = parse(answer) if answer else None
+    return write_event(method, path, request if request is not None else dict(query), answered or {})
+
+
+def write_event(method: str, path: str, request: Data, answer: Data) -> tuple[str, Data] | None:
+    """The event and its data for a registry write MLflow answered 2xx, from the parsed request and
+    answer: a forwarded one, or one the gateway made itself (a promotion applied moves the alias as a
+    client's `set_registered_model_alias` would, and its listeners hear of it the same way)."""
+    row = _TABLE.get((method, path.partition("/mlflow/")[2]))
     if row is None:
         return None
     event, build = row
-    request = parse(body) if body.strip() else None
-    answered = parse(answer) if answer else None
-    return event, build(request if request is not None else dict(query), answered or {})
+    return event, build(request, answer)
