@@ -6,7 +6,8 @@ is the identity provider, and MLflow keeps permissions, roles and creators' gran
 
 MLflow calls the function several times per request (before the request, for the admin check, in
 validators and after the response), in a Flask request context or, for its FastAPI routes, in a
-synthetic one made for each call; the result is kept on `flask.g` for the calls that share one.
+synthetic one made for each call; the result is kept on `flask.g` for the calls that share one. On its
+first call it makes the auth app look up less per request (`lookups.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from flask import Response, g, request
 from werkzeug.datastructures import Authorization
 
+from hokusai_registry.mlflow_app.lookups import keep_lookups
 from hokusai_registry.policy.assertions import (
     ADMIN_USER,
     ASSERTION_REFUSAL_MARK,
@@ -107,7 +109,20 @@ def _refused(why: str) -> Response:
     return Response(body, status=401, mimetype="application/json")
 
 
+_install_lock = threading.Lock()
+
+
+@functools.cache
+def _lookups_kept() -> None:
+    # Here, not at import: MLflow imports this module while its auth app is being created.
+    from mlflow.server import auth
+
+    with _install_lock:
+        keep_lookups(auth)
+
+
 def authenticate() -> Authorization | Response:
+    _lookups_kept()
     cached = g.get("hokusai_authorization")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
