@@ -74,71 +74,66 @@ NAGLE_NOTE = [
 ]
 
 
-# Measured by hand (2026-12-02, `python -m bench.permission_checks --requests 300`, 2 cores under other load,
-# load average 5): where the calls' time goes with permissions on, which a bench run cannot tell.
+# Measured by hand (2026-12-07, `python -m bench.permission_checks --requests 300`, 2 cores, a quiet
+# machine): where the calls' time goes with permissions on, which a bench run cannot tell.
 PERMISSIONS_NOTE = [
-    "On a loaded machine these rates move from run to run (see the load average above). By hand on "
-    "2026-12-02, the scenario alone right after a full run (5 runs of 5 s; load average 3.3 at its start, "
-    "12.8 at its end) gave permissions on / off **0.45×** for `experiments/get`, **0.49×** for "
-    "`runs/log-batch` and **0.58×** for `runs/search` (the other owner: 0.46× and 0.60×), and the CPU per "
-    "request below, the figure other load moves least, **0.48×, 0.45× and 0.51×**. However measured, "
-    "MLflow's auth app about doubles the work MLflow does for these light calls: a loss of 40–55 %, not "
-    "the ≤ 10 % issue 16 aims for.",
+    "On a loaded machine these rates move from run to run (see the load average above); the CPU per request "
+    "below is the figure other load moves least. Its ratio off / on, what a CPU-bound MLflow serves with its "
+    "auth app against without, is **0.53×** for `experiments/get`, **0.69×** for `runs/log-batch` and "
+    "**0.67×** for `runs/search` (0.45×, 0.43× and 0.55× before MLflow looked the caller up once per "
+    "request and a run's experiment once per worker): still far from the ≤ 10 % loss issue 16 aims for.",
     "",
     "### Where the time goes",
     "",
-    "`python -m bench.permission_checks` (by hand, not by `make bench`; 2026-12-02, 300 requests per row, "
-    "load average ~5 on the 2 cores) runs MLflow's Flask app in-process as `hokusai-registry mlflow` "
-    "configures it (SQLite), without and with the auth app, and counts per request the CPU time of the "
-    "worker (this thread's, so other load moves it less than wall time; only the ratios carry to another "
-    "machine), the auth app's hooks, the assertion check, the auth store's lookups and the SQL statements:",
+    "`python -m bench.permission_checks` (by hand, not by `make bench`; 2026-12-07, 300 requests per row, "
+    "a quiet machine) runs MLflow's Flask app in-process as `hokusai-registry mlflow` configures it "
+    "(SQLite), without and with the auth app, and counts per request the CPU time of the worker (this "
+    "thread's, so other load moves it less than wall time; only the ratios carry to another machine), the "
+    "auth app's hooks, the assertion check, the auth store's lookups that reach its database and the SQL "
+    "statements:",
     "",
     "| Call | Caller | off CPU ms | on CPU ms | before/after hooks ms | assertion check ms "
     "| `get_user` calls (ms) | `list_grants` calls (ms) | auth DB statements (ms) "
     "| tracking DB statements off / on |",
     "|---|---|---|---|---|---|---|---|---|---|",
-    "| `experiments/get` | owner (MANAGE) | 9.20 | 19.30 | 9.16 | 0.16 | 2 (5.42) | 1 (3.11) | 12 (1.29) "
+    "| `experiments/get` | owner (MANAGE) | 2.61 | 4.89 | 2.22 | 0.06 | 1 (0.89) | 1 (1.09) | 8 (0.31) "
     "| 5 / 5 |",
-    "| `runs/log-batch` | owner (MANAGE) | 18.52 | 41.15 | 23.04 | 0.19 | 2 (5.64) | 1 (3.17) | 12 (1.31) "
-    "| 9 / 19 |",
-    "| `runs/search` | owner (MANAGE) | 22.48 | 44.20 | 9.68 | 0.29 | 4 (12.51) | 1 (3.72) | 20 (2.44) "
+    "| `runs/log-batch` | owner (MANAGE) | 5.86 | 8.55 | 2.70 | 0.06 | 1 (0.98) | 1 (1.16) | 8 (0.33) "
     "| 9 / 9 |",
-    "| `experiments/get` | other owner (READ by default) | 9.47 | 18.19 | 8.96 | 0.16 | 2 (5.32) "
-    "| 1 (3.04) | 12 (1.25) | 5 / 5 |",
-    "| `runs/search` | other owner (READ by default) | 21.76 | 38.33 | 8.70 | 0.25 | 4 (11.23) | 1 (3.18) "
-    "| 20 (2.15) | 9 / 9 |",
+    "| `runs/search` | owner (MANAGE) | 6.60 | 9.90 | 1.99 | 0.08 | 1 (0.95) | 1 (1.16) | 8 (0.33) | 9 / 9 |",
+    "| `experiments/get` | other owner (READ by default) | 2.61 | 5.01 | 2.26 | 0.06 | 1 (0.92) "
+    "| 1 (1.11) | 8 (0.31) | 5 / 5 |",
+    "| `runs/search` | other owner (READ by default) | 6.65 | 9.88 | 1.97 | 0.08 | 1 (0.94) | 1 (1.13) "
+    "| 8 (0.32) | 9 / 9 |",
     "",
-    "- **The assertion check is not the cost**: 0.16–0.29 ms per request (HMAC, the nonce, the user-exists "
+    "- **The assertion check is not the cost**: 0.06–0.08 ms per request (HMAC, the nonce, the user-exists "
     "check cached 30 s); signing on the gateway's side is in the Auth section.",
-    "- **MLflow's auth app asks its auth store on every request, several times.** `get_user` (for the admin "
-    "flag) runs twice per request, four times for `runs/search` (the admin check before the request, in "
-    "the search's experiment filter and in the response's model-link redaction), and `list_grants` once; "
-    "each is its own SQLAlchemy session, on SQLite four statements (three `PRAGMA`s and the query). The "
-    "statements themselves take 1.3–2.4 ms; the rest of the ~2.5–3 ms per lookup is SQLAlchemy's session "
-    "and ORM work. Nothing is cached across requests for a custom `authorization_function`: MLflow's "
-    "`auth_cache_ttl_seconds` caches basic-auth password checks only, and the grants are read again each "
-    "time so that a grant, a revoke or a DENY applies at once.",
-    "- **`runs/log-batch` loads the whole run to learn its experiment**: the auth app's validator calls the "
-    "tracking store's `get_run` (tags, params, latest metrics, inputs: 19 tracking statements instead of 9), "
-    "a cost that grows with the run.",
-    "- On PostgreSQL (compose, Terraform) the `PRAGMA`s go, but every lookup is a session on the network: "
-    "3 to 5 per request, each with its round trips.",
+    "- **What MLflow's auth app asked for, and what it asks now** (`mlflow_app/lookups.py`, "
+    'docs/permissions.md "Cost"). It asked its auth store for the caller (`get_user`) twice per request, '
+    "four times for `runs/search` (the admin check before the request, in the search's experiment filter "
+    "and in the response's model-link redaction), each in a session of its own (on SQLite four statements: "
+    "three `PRAGMA`s and the query); the first answer now serves the request. To decide `runs/log-batch` "
+    "it loaded the whole run (tags, params, latest metrics, inputs: 19 tracking statements instead of 9, a "
+    "cost that grows with the run) for its experiment id, which each worker now remembers. The same "
+    "harness on the commit before (83dfe0b), in the same session: on CPU ms 5.69 / 13.46 / 12.54 / 5.73 / "
+    "12.42 (the rows above in order), `get_user` 2 / 2 / 4 / 2 / 4 per request, auth DB statements 12 / 12 "
+    "/ 20 / 12 / 20, `runs/log-batch` 19 tracking statements.",
+    "- **What is left is the decision itself**: one `get_user` and one `list_grants` per request, read so "
+    "that a grant, a revoke or a DENY applies to the next request (MLflow's `auth_cache_ttl_seconds` caches "
+    "basic-auth password checks only). They are ~2 of the 2.2–2.7 ms the hooks take.",
+    "- On PostgreSQL (compose, Terraform) the `PRAGMA`s go, but each lookup is a session on the network: "
+    "2 per request, each with its round trips.",
     "",
-    "What would cut it (proposals, not in the product; sized with the same harness and MLflow patched "
-    "in-process):",
+    "What would cut it further (proposals, not in the product):",
     "",
-    "1. **Memoize the auth store's lookups per request** (on `flask.g`) and **cache run → experiment per "
-    "process** (a run never moves): in a second run of the harness, CPU per request with permissions on "
-    "was 28.4 ms instead of 41.2 for `runs/log-batch`, 34.8 instead of 44.2 for `runs/search` and 18.7 "
-    "instead of 19.3 for `experiments/get` (one `get_user` fewer). Every request still reads the grants it "
-    "is decided on, but this wraps MLflow internals (`mlflow.server.auth.store`, "
-    "`_fetch_or_none`) from `mlflow_app/`, so a test has to fail when MLflow changes them; better upstream "
-    "in MLflow (a validator that reads only the run's experiment id, one user lookup per request).",
-    "2. **Cache the caller's admin flag and grants for a few seconds per worker** (what "
-    "`auth_cache_ttl_seconds` does for passwords): removes the remaining two lookups, 8.5 of the 9.2 ms the "
-    "hooks take for `experiments/get`, which would bring the calls near the 10 % aim; the price is that a "
-    "grant, revoke or DENY takes up to that TTL to apply in each worker, so it would be a setting, off by "
-    "default, in `docs/permissions.md`.",
+    "1. **Cache the caller's admin flag and grants for a few seconds per worker** (what "
+    "`auth_cache_ttl_seconds` does for passwords): removes the remaining two lookups, ~2 of the 2.2 ms "
+    "the hooks take for `experiments/get`; the price is that a grant, revoke or DENY takes up to that TTL "
+    "to apply in each worker, so it would be a setting, off by default, in `docs/permissions.md`.",
+    "2. **Upstream in MLflow**: one user lookup per request and a validator that reads only the run's "
+    "experiment id would make `mlflow_app/lookups.py` unnecessary (it wraps MLflow internals: "
+    "`mlflow.server.auth.store` and `_get_tracking_store`; `tests/e2e/test_mlflow_lookups.py` fails when "
+    "MLflow changes them).",
     "3. **More MLflow workers** (`HOKUSAI_MLFLOW_WORKERS`) on more cores: the checks are CPU in MLflow's "
     "workers, so this raises throughput, not the cost per request.",
     "",
