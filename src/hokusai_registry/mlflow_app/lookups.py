@@ -104,7 +104,7 @@ def keep_reads_per_request(store: Any) -> None:
 
 
 @dataclass(frozen=True)
-class RunInfo:
+class KnownRunInfo:
     experiment_id: str
 
 
@@ -113,7 +113,7 @@ class KnownRun:
     """A run the auth app has seen: all it reads of one (any other attribute fails, so a new use in
     MLflow shows up as an error, never as a stale answer)."""
 
-    info: RunInfo
+    info: KnownRunInfo
 
 
 class RunExperiments:
@@ -145,7 +145,7 @@ class TrackingStoreForAuth:
     def get_run(self, run_id: str) -> Any:
         experiment_id = self._runs.get(run_id) if isinstance(run_id, str) else None
         if experiment_id is not None:
-            return KnownRun(RunInfo(experiment_id))
+            return KnownRun(KnownRunInfo(experiment_id))
         run = self._store.get_run(run_id)
         self._runs.remember(run_id, run.info.experiment_id)
         return run
