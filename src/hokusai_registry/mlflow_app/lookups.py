@@ -143,7 +143,9 @@ class TrackingStoreForAuth:
         self._runs = runs
 
     def get_run(self, run_id: str) -> Any:
-        experiment_id = self._runs.get(run_id) if isinstance(run_id, str) else None
+        if not isinstance(run_id, str):  # not a run id MLflow would find: its own answer
+            return self._store.get_run(run_id)
+        experiment_id = self._runs.get(run_id)
         if experiment_id is not None:
             return KnownRun(KnownRunInfo(experiment_id))
         run = self._store.get_run(run_id)
