@@ -148,7 +148,9 @@ def test_a_run_is_loaded_once_for_its_experiment_and_a_missing_one_every_time() 
             TrackingStoreForAuth(tracking, runs).get_run("r2")
     tracking.experiments["r2"] = "8"  # created since
     assert TrackingStoreForAuth(tracking, runs).get_run("r2").info.experiment_id == "8"
-    assert tracking.loaded == ["r1", "r2", "r2", "r2"]
+    with pytest.raises(MlflowException):  # not a string: MLflow's own answer, every time
+        TrackingStoreForAuth(tracking, runs).get_run(None)  # type: ignore[arg-type]
+    assert tracking.loaded == ["r1", "r2", "r2", "r2", None]
     # What the auth app does not read of a kept run is not there to be read stale.
     with pytest.raises(AttributeError):
         _ = TrackingStoreForAuth(tracking, runs).get_run("r1").info.status
