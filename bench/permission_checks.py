@@ -201,6 +201,32 @@ def table(off: dict[str, dict[str, float]], on: dict[str, dict[str, float]]) -> 
     return rows
 
 
+def measure_in_child(mode: str, data_dir: Path, requests: int) -> dict[str, dict[str, float]]:
+    """`measure_one` with permissions `mode` ("on" or "off") in a child process of its own: MLflow's
+    modules keep one configuration per process."""
+    child = subprocess.run(  # nosec B603 - this interpreter, this module
+        [
+            sys.executable,
+            "-m",
+            "bench.permission_checks",
+            "--one",
+            mode,
+            "--requests",
+            str(requests),
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    if child.returncode:
+        raise RuntimeError(child.stderr[-3000:])
+    figures: dict[str, dict[str, float]] = json.loads(child.stdout.strip().splitlines()[-1])
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.permission_checks", description=__doc__)
     parser.add_argument("--requests", type=int, default=300, help="requests per call and caller")
@@ -213,25 +239,7 @@ def main() -> None:
     figures: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="hokusai-permission-checks-") as tmp:
         for mode in ("off", "on"):
-            child = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.permission_checks",
-                    "--one",
-                    mode,
-                    "--requests",
-                    str(args.requests),
-                    "--data-dir",
-                    str(Path(tmp) / mode),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if child.returncode:
-                raise SystemExit(child.stderr[-3000:])
-            figures[mode] = json.loads(child.stdout.strip().splitlines()[-1])
+            figures[mode] = measure_in_child(mode, Path(tmp) / mode, args.requests)
     print("\n".join(table(figures["off"], figures["on"])))
     print(json.dumps(figures, indent=1))
 

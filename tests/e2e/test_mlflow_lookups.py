@@ -6,10 +6,7 @@ process). In this folder because it imports Flask and MLflow."""
 from __future__ import annotations
 
 import inspect
-import json
 import re
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
+from bench.permission_checks import measure_in_child
 from hokusai_registry.mlflow_app.lookups import (
     MEMOIZED,
     RunExperiments,
@@ -28,7 +26,6 @@ from hokusai_registry.mlflow_app.lookups import (
     keep_reads_per_request,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 APP = Flask("mlflow-like")
 WORKSPACE = "default"
 
@@ -164,32 +161,8 @@ def test_runs_kept_stay_within_the_limit_oldest_first() -> None:
     assert [runs.get(f"r{number}") for number in range(3)] == [None, "1", "2"]
 
 
-def _checked(mode: str, data_dir: Path) -> dict[str, dict[str, float]]:
-    child = subprocess.run(  # nosec B603 - this interpreter, the bench's own module
-        [
-            sys.executable,
-            "-m",
-            "bench.permission_checks",
-            "--one",
-            mode,
-            "--requests",
-            "3",
-            "--data-dir",
-            str(data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert child.returncode == 0, child.stderr[-3000:]
-    figures: dict[str, dict[str, float]] = json.loads(child.stdout.strip().splitlines()[-1])
-    return figures
-
-
 def test_mlflow_with_its_auth_app_looks_up_the_user_once_and_no_run_per_request(tmp_path: Path) -> None:
-    off, on = _checked("off", tmp_path / "off"), _checked("on", tmp_path / "on")
+    off, on = measure_in_child("off", tmp_path / "off", 3), measure_in_child("on", tmp_path / "on", 3)
     assert set(on) == {
         "experiments/get|bench-owner",
         "runs/log-batch|bench-owner",
