@@ -77,6 +77,10 @@ def test_a_request_asks_the_store_once_for_the_same_read(store: tuple[SqlAlchemy
     assert first.username == second.username == "alice"
     assert grants == [[], [], []]
     assert reached == {"get_user": 1, "list_grants": 1}
+    with APP.test_request_context("/api/2.0/mlflow/runs/search", method="POST"):
+        for _ in range(2):  # the same read asked by keyword: kept as well
+            auth.list_grants(user_id=user_id, workspace=WORKSPACE, resource_types={"experiment"})
+    assert reached == {"get_user": 1, "list_grants": 2}
 
 
 def test_nothing_is_kept_across_requests_or_outside_one(store: tuple[SqlAlchemyStore, Counter[str]]) -> None:

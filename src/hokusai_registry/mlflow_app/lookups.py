@@ -46,17 +46,19 @@ def _reads() -> dict[Hashable, Any] | None:
     return kept
 
 
+def _hashable(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return frozenset(value)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
 def _key(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable | None:
-    """The call as a dict key (sets of resource types as frozensets), or None if an argument is not
-    hashable (that call is not kept)."""
-    parts: list[Any] = [name]
-    for value in (*args, *sorted(kwargs.items())):
-        if isinstance(value, set | frozenset):
-            value = frozenset(value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        parts.append(value)
-    key = tuple(parts)
+    """The call as a dict key (sets of resource types as frozensets, positional or by name), or None if
+    an argument is not hashable (that call is not kept)."""
+    named = tuple((keyword, _hashable(value)) for keyword, value in sorted(kwargs.items()))
+    key = (name, *map(_hashable, args), *named)
     try:
         hash(key)
     except TypeError:
