@@ -239,7 +239,10 @@ def main() -> None:
     figures: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="hokusai-permission-checks-") as tmp:
         for mode in ("off", "on"):
-            figures[mode] = measure_in_child(mode, Path(tmp) / mode, args.requests)
+            try:
+                figures[mode] = measure_in_child(mode, Path(tmp) / mode, args.requests)
+            except RuntimeError as failed:  # the child's stderr, as the command's own message
+                raise SystemExit(str(failed)) from None
     print("\n".join(table(figures["off"], figures["on"])))
     print(json.dumps(figures, indent=1))
 
