@@ -1,7 +1,7 @@
 """Key checks with an in-process cache, so a request with a known key does no database or network work.
 
 Where keys are checked is a `KeySource`: the local key store (`local_keys.py`) or a remote auth service
-(`remote_keys.py`). This module holds what both share: cache entries keyed by an HMAC of the presented
+(`remote_keys.py`). This module holds what both share: cache entries keyed by a MAC of the presented
 key under a per-process random key (never the key itself), a short negative cache, and one lookup for
 concurrent checks of the same key (single-flight). An unavailable source is never cached and never
 turns into "invalid key": it is a 503 with Retry-After.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -102,6 +101,13 @@ def not_recognised() -> Refusal:
     )
 
 
+def cache_key_of(secret: bytes, presented: str) -> bytes:
+    """What a cache of checked credentials knows one by: a MAC of it under the cache's own random
+    `secret`, never the credential itself. Keyed BLAKE2s (a MAC by design) costs a quarter of what
+    HMAC-SHA256 does on a key's length, and every request computes one."""
+    return hashlib.blake2s(presented.encode("utf-8", "surrogatepass"), key=secret).digest()
+
+
 def _cacheable(result: Identity | Refusal) -> bool:
     return not (isinstance(result, Refusal) and result.code == "TEMPORARILY_UNAVAILABLE")
 
@@ -145,9 +151,7 @@ class Authenticator:
 
     def cached(self, presented: str) -> Identity | None:
         """The identity if this key passed a check that is still cached (no lookup), else None."""
-        cache_key = hmac.digest(
-            self._cache_secret, presented.encode("utf-8", "surrogatepass"), hashlib.sha256
-        )
+        cache_key = cache_key_of(self._cache_secret, presented)
         cached = self._cache.get(cache_key)
         if cached is None or cached[0] <= time.monotonic() or not isinstance(cached[1], Identity):
             return None
@@ -156,9 +160,7 @@ class Authenticator:
 
     async def _identity(self, presented: str, client_ip: str) -> Identity:
         # Only well-formed keys are ever cached, so a hit needs no parsing.
-        cache_key = hmac.digest(
-            self._cache_secret, presented.encode("utf-8", "surrogatepass"), hashlib.sha256
-        )
+        cache_key = cache_key_of(self._cache_secret, presented)
         cached = self._cache.get(cache_key)
         if cached is not None and cached[0] > time.monotonic():
             return _identity_or_raise(cached[1])

@@ -3,7 +3,7 @@ with the unmodified MLflow client): verified against the trusted issuers (`issue
 owner and scopes (policy/tokens.py), and recorded as single-sign-on users, so an admin can list and disable
 them.
 
-A verified token is cached under an HMAC of it (never the token) until it expires or the key cache's TTL
+A verified token is cached under a MAC of it (never the token) until it expires or the key cache's TTL
 passes, whichever is first, and dropped whenever keys or users change (the key store's revision), so a
 disabled user's tokens stop working as fast as a revoked key does. Concurrent checks of one token are one
 check. Tokens never change team membership: that follows the groups at browser sign-in.
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
-import hmac
 import secrets
 import time
 from dataclasses import dataclass
 
-from hokusai_registry.auth.authenticator import MAX_CACHE_ENTRIES, Identity
+from hokusai_registry.auth.authenticator import MAX_CACHE_ENTRIES, Identity, cache_key_of
 from hokusai_registry.auth.issuers import Issuers, verify
 from hokusai_registry.core.refusals import Reason, Refusal
 from hokusai_registry.policy.tokens import TokenClaimsRefused, owner_of, scopes_of
@@ -56,7 +54,7 @@ class BearerTokens:
         self._cache.clear()
 
     def _cache_key(self, presented: str) -> bytes:
-        return hmac.digest(self._cache_secret, presented.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return cache_key_of(self._cache_secret, presented)
 
     def cached(self, presented: str) -> Identity | None:
         """The identity if this token passed a check that is still cached, else None."""

@@ -75,6 +75,8 @@ def mlflow_user(user_id: str, *, admin: bool) -> str:
 
 
 def _fixed_point_unquote(text: str) -> str:
+    if "%" not in text:  # most targets: nothing to decode
+        return text
     for _ in range(8):
         decoded = unquote(text)
         if decoded == text:
@@ -96,16 +98,49 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _signed_text(head: str, target: bytes) -> bytes:
+    """What the mac covers: the assertion's fields and the canonical target."""
+    return head.encode("ascii") + b"\n" + target
+
+
 def _mac(secret: bytes, head: str, target: bytes) -> bytes:
-    return hmac.new(secret, head.encode("ascii") + b"\n" + target, hashlib.sha256).digest()
+    return hmac.new(secret, _signed_text(head, target), hashlib.sha256).digest()
+
+
+# Users whose encoded names a Signer keeps; a gateway signs for few users, and the text is re-encoded
+# only after this many different ones (the dict is then started afresh).
+_KEPT_USERS = 1024
+
+
+class Signer:
+    """Signs with one secret: the keyed HMAC state is made once and copied for every assertion (a
+    fresh `hmac.new` hashes the padded key again each time), and users' encoded names are kept. The
+    gateway signs every request it forwards with permissions on."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
+        self._users: dict[str, str] = {}
+
+    def sign(
+        self, user: str, method: str, path: str, query: str, *, now: float, nonce: str, body: str
+    ) -> bytes:
+        """`body` is body_digest(...) of the body as sent, or UNBOUND_BODY for a streamed one."""
+        encoded = self._users.get(user)
+        if encoded is None:
+            if len(self._users) >= _KEPT_USERS:
+                self._users.clear()
+            encoded = self._users[user] = _b64(user.encode("utf-8"))
+        head = f"{_VERSION}.{encoded}.{int(now)}.{nonce}.{body}"
+        mac = self._keyed.copy()
+        mac.update(_signed_text(head, canonical_target(method, path, query)))
+        return f"{head}.{_b64(mac.digest())}".encode("ascii")
 
 
 def sign(
     secret: bytes, user: str, method: str, path: str, query: str, *, now: float, nonce: str, body: str
 ) -> bytes:
-    """`body` is body_digest(...) of the body as sent, or UNBOUND_BODY for a streamed one."""
-    head = f"{_VERSION}.{_b64(user.encode('utf-8'))}.{int(now)}.{nonce}.{body}"
-    return f"{head}.{_b64(_mac(secret, head, canonical_target(method, path, query)))}".encode("ascii")
+    """One assertion (callers that sign many with one secret keep a `Signer`)."""
+    return Signer(secret).sign(user, method, path, query, now=now, nonce=nonce, body=body)
 
 
 def verify(secret: bytes, value: str | None, method: str, path: str, query: str, *, now: float) -> Asserted:

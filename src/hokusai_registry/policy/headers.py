@@ -71,11 +71,9 @@ def request_id(offered: bytes | None) -> bytes:
     return b"%032x" % random.getrandbits(128)  # nosec B311
 
 
-def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
+def _listed(connection_values: list[bytes]) -> frozenset[bytes]:
+    """The header names that `Connection` headers with these values make hop-by-hop."""
+    tokens = {token.strip().lower() for value in connection_values for token in value.split(b",")}
     return frozenset(tokens) - _FRAMING
 
 
@@ -92,17 +90,23 @@ def upstream_request_headers(
     """Client headers as sent to MLflow: credentials, hop-by-hop and gateway-owned headers removed,
     `X-Forwarded-*` and identity overwritten. `Host` becomes the upstream's own authority (set by the
     forwarder), which is what MLflow's allowed-hosts check expects."""
-    listed = _connection_tokens(headers)
     forwarded_host = b""
+    connection: list[bytes] = []
     out: Headers = []
+    # One pass (ASGI names are lower-case); what a `Connection` header lists is removed after it.
     for name, value in headers:
         if name == b"host":
             forwarded_host = value
+        elif name == b"connection":
+            connection.append(value)
         # MLflow's WSGI bridge reads `_` as `-` (X_Hokusai_Assertion is x-hokusai-assertion to Flask).
         dashed = name.replace(b"_", b"-")
-        if dashed in _DROP_UPSTREAM or name in listed or dashed.startswith(GATEWAY_PREFIX):
+        if dashed in _DROP_UPSTREAM or dashed.startswith(GATEWAY_PREFIX):
             continue
         out.append((name, value))
+    if connection:
+        listed = _listed(connection)
+        out = [(name, value) for name, value in out if name not in listed]
     out.append((b"x-forwarded-for", client_ip.encode("latin-1")))
     out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
     if forwarded_host:
@@ -116,16 +120,20 @@ def upstream_request_headers(
 def client_response_headers(raw: Iterable[tuple[bytes, bytes]], *, upstream_base: str, mount: str) -> Headers:
     """MLflow's response headers as sent to the client: hop-by-hop removed, names lower-cased, and
     a `Location` that points into MLflow rewritten into the gateway's mount."""
-    raw = list(raw)
-    listed = _connection_tokens(raw)
+    connection: list[bytes] = []
     out: Headers = []
     for name, value in raw:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in listed:
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                connection.append(value)
             continue
         if lower == b"location":
             value = rewrite_location(value, upstream_base, mount)
         out.append((lower, value))
+    if connection:
+        listed = _listed(connection)
+        out = [(name, value) for name, value in out if name not in listed]
     return out
 
 

@@ -3,6 +3,7 @@ pass over the header list, which also counts the headers."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from hokusai_registry.core.asgi import Scope
@@ -14,6 +15,13 @@ from hokusai_registry.policy.routes import OwnRoute, own_route
 _WANTED = frozenset(
     {b"x-request-id", LOOP_MARK, b"origin", b"referer", b"host", b"authorization", b"x-api-key", b"cookie"}
 )
+
+
+# Routes of this many recent paths are kept: the lookup (decoding, escape checks, the route table's
+# patterns) depends on the path alone, and clients call the same few paths over and over. Longer paths
+# (artifact paths deep in a run) are looked up every time, so the kept paths stay within ~1 MiB.
+KEPT_ROUTES = 1024
+KEPT_PATH_BYTES = 1024
 
 
 @dataclass(slots=True)
@@ -60,14 +68,25 @@ def parse(scope: Scope) -> Request:
     elif refusal is None and hosts > 1:
         refusal = _refused_head(Reason.BAD_HEADERS, "it has more than one Host header")
     path = scope["path"]
-    own = own_route(path)
+    raw_path = scope.get("raw_path") or path.encode()
     target: Target | Redirect | Refusal | None = None
+    try:
+        own, resolved = (_kept_route if len(raw_path) <= KEPT_PATH_BYTES else _route)(path, raw_path)
+    except Refusal as bad_path:
+        own, resolved = None, bad_path
     if own is None and refusal is None:
-        try:
-            target = resolve(scope.get("raw_path") or path.encode()) or _not_mlflow(path)
-        except Refusal as bad_path:
-            target = bad_path
+        target = resolved or _not_mlflow(path)
     return Request(scope["method"], path, scope["query_string"], found, refusal, own, target)
+
+
+def _route(path: str, raw_path: bytes) -> tuple[OwnRoute | None, Target | Redirect | None]:
+    """The gateway's own route, or else what the raw path resolves to; a bad path raises its Refusal
+    (which is never kept: each request gets its own)."""
+    own = own_route(path)
+    return (own, None) if own is not None else (None, resolve(raw_path))
+
+
+_kept_route = functools.lru_cache(maxsize=KEPT_ROUTES)(_route)
 
 
 def _not_mlflow(path: str) -> Refusal:

@@ -25,8 +25,8 @@ from hokusai_registry.policy.assertions import (
     ASSERTION_HEADER,
     ASSERTION_REFUSAL_MARK,
     EMPTY_BODY,
+    Signer,
     body_digest,
-    sign,
 )
 from hokusai_registry.policy.headers import (
     LOOP_MARK,
@@ -132,7 +132,7 @@ class Forwarder:
         self._api_prefix = api_prefix
         self.mark = mark
         # With permissions on, every forwarded request carries the gateway's assertion of its user.
-        self._assertion_secret = assertion_secret
+        self._signer = Signer(assertion_secret) if assertion_secret is not None else None
         self._probe_headers = ((LOOP_MARK, mark.encode()), (b"user-agent", b"hokusai-registry-health-check"))
         self._probe_json_headers = (*self._probe_headers, (b"content-type", b"application/json"))
         self._admin_headers = ((LOOP_MARK, mark.encode()), (b"user-agent", b"hokusai-registry-admin"))
@@ -158,10 +158,9 @@ class Forwarder:
     def assertion(self, method: str, target: bytes, user: str, body: str = EMPTY_BODY) -> Header:
         """The header asserting that `user` sends this request, with the body whose digest is `body`
         (`policy/assertions.py`)."""
-        assert self._assertion_secret is not None  # nosec B101 - callers check `signs`
+        assert self._signer is not None  # nosec B101 - callers check `signs`
         path, _, query = target.partition(b"?")
-        value = sign(
-            self._assertion_secret,
+        value = self._signer.sign(
             user,
             method,
             path.decode("ascii"),
@@ -174,7 +173,7 @@ class Forwarder:
 
     @property
     def signs(self) -> bool:
-        return self._assertion_secret is not None
+        return self._signer is not None
 
     def _request(
         self, scope: Scope, receive: Receive, target: Target, record: RequestRecord, user: str, body: str
@@ -196,7 +195,7 @@ class Forwarder:
         upstream_target = self.target_bytes(target, scope["query_string"])
         record.upstream = upstream_target.decode("ascii")
         method = scope["method"]
-        if self._assertion_secret is not None:
+        if self._signer is not None:
             headers.append(self.assertion(method, upstream_target, user, body))
         if self._debug:
             log.debug(
@@ -267,7 +266,7 @@ class Forwarder:
     ) -> tuple[int, bytes]:
         target = (self._base_path + upstream_path(path, self._api_prefix)).encode("ascii")
         target = target + b"?" + query if query else target
-        if signed and self._assertion_secret is not None:
+        if signed and self._signer is not None:
             headers = (*headers, self.assertion(method, target, user, body_digest(body or b"")))
         request = UpstreamRequest(
             method,
@@ -316,7 +315,7 @@ class Forwarder:
             await self._refuse_failed(exc, method, target, read_timeout, send, record)
             return
         record.upstream_ms = (time.perf_counter() - started) * 1000
-        if self._assertion_secret is not None and response.status in (401, 403):
+        if self._signer is not None and response.status in (401, 403):
             # Raised (MLflow's permission refusal, or its refusal of our signature) for the gateway to
             # answer, audit and count as it does its own refusals; other 401s and 403s are relayed.
             await self._relay_refusal(response, method, target, user, counted(send, record), record)
