@@ -433,9 +433,9 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "",
             "In-process, per check: a cached check is a keyed MAC (BLAKE2s) of the presented key and a dict "
             "lookup; with a rate limit it adds the failure-throttle check and a per-key count in memory "
-            "(`limits`, sliding window); an uncached one adds a worker-thread hop and one indexed SQLite read. With "
-            "permissions on, the gateway signs each request to MLflow (HMAC-SHA256 over user, method, "
-            "target and time) and MLflow verifies it. A bearer token (JWT) not yet cached costs its "
+            "(`limits`, sliding window); an uncached one adds a worker-thread hop and one indexed SQLite "
+            "read. With permissions on, the gateway signs each request to MLflow (HMAC-SHA256 over user, "
+            "method, target and time) and MLflow verifies it. A bearer token (JWT) not yet cached costs its "
             "RS256 signature and claims, with the issuer's keys already fetched; a cached one a MAC and a "
             "lookup.",
             "",
