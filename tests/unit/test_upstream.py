@@ -228,6 +228,34 @@ def test_silence_is_a_read_timeout_and_refusal_a_connect_failure() -> None:
     run(scenario())
 
 
+def test_the_read_timeout_counts_silence_not_the_whole_answer() -> None:
+    """An answer that keeps coming, each piece sooner than the read timeout, is read whole however long
+    it takes; one that stops mid-body times out."""
+    pieces = 8
+
+    async def trickle(
+        server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        stops = server.requests[-1].startswith(b"GET /stops ")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % pieces)
+        for sent in range(pieces):
+            if stops and sent == 2:
+                await reader.read()  # silent from here on
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    async def scenario() -> None:
+        async with ScriptedServer(trickle) as server:
+            # 8 pieces 0.1 s apart: 0.8 s in all, longer than the 0.5 s timeout, never 0.5 s of silence.
+            assert await pool(server.port).exchange(get("/trickles", 0.5)) == (200, b"x" * pieces)
+            with pytest.raises(ReadTimeout):
+                await pool(server.port).exchange(get("/stops", 0.5))
+
+    run(scenario())
+
+
 def test_stale_keep_alive_connection_is_retried_for_idempotent_requests() -> None:
     async def answer_once_then_drop(
         server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -83,6 +83,7 @@ class _Connection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout: float | None = None
+        self._last_data = 0.0  # loop time of the last read while the read timeout runs
         self._socket: socket.socket | None = None
         self.reset()
 
@@ -120,7 +121,9 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received_any = True
         if self._timer is not None:
-            self._arm_timer()
+            # The read timeout counts from here: the timer, when it fires, looks at this and waits on
+            # if data came since (re-arming it on every read cost a timer per read).
+            self._last_data = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -219,6 +222,7 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         if self._read_timeout:
+            self._last_data = self.loop.time()
             self._timer = self.loop.call_later(self._read_timeout, self._on_timeout)
 
     def _cancel_timer(self) -> None:
@@ -227,6 +231,11 @@ class _Connection(asyncio.Protocol):
             self._timer = None
 
     def _on_timeout(self) -> None:
+        assert self._read_timeout is not None  # nosec B101 - only armed with one
+        left = self._last_data + self._read_timeout - self.loop.time()
+        if left > 0:  # data came meanwhile: the silence started then
+            self._timer = self.loop.call_later(left, self._on_timeout)
+            return
         self._timer = None
         self._fail(ReadTimeout(f"no data from the upstream for {self._read_timeout:g} s"))
         self.close()
@@ -280,6 +289,16 @@ class _Connection(asyncio.Protocol):
             self._waiter = self.loop.create_future()
             await self._waiter
 
+    def take_body(self) -> bytes:
+        """All of a complete response's body, which is here (nothing is waited for)."""
+        body = b"".join(self._body)
+        self._body.clear()
+        self._buffered = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return body
+
     @property
     def reusable(self) -> bool:
         return (
@@ -315,8 +334,10 @@ class UpstreamResponse:
         connection = self._connection
         if connection is None or self._head_only:
             return b""
+        if connection.message_complete:
+            return connection.take_body()  # usually: a small answer comes in the read with its head
         declared = connection.content_length
-        if not connection.message_complete and (declared is None or declared > limit):
+        if declared is None or declared > limit:
             return None
         return b"".join([chunk async for chunk in self.chunks()])
 
