@@ -99,7 +99,8 @@ WORKER_CONNECTIONS = 64
 
 
 def small_requests(plan: Plan, results: Results, workdir: Path) -> None:
-    """The stub, nginx, the hello world and the gateway at c=1 and c=32 in the same rounds, the gateway's
+    """The stub, nginx, the hello world, the bare proxy and the gateway at c=1 and c=32 in the same rounds,
+    the gateway's
     workers, and what a request costs each server (CPU, system calls)."""
     with running(workdir) as processes:
         servers = stub_servers(processes, workdir)
@@ -246,7 +247,7 @@ def assertion_costs(iterations: int) -> dict[str, float]:
 # The sections of a run, for `--only`.
 SECTIONS = ("auth", "small", "mlflow", "keepalive")
 # The small-request servers whose cost per request is measured.
-COSTED = ("nginx", "hello world", "gateway")
+COSTED = ("nginx", "hello world", "bare proxy", "gateway")
 
 
 def main() -> None:

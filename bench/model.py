@@ -70,7 +70,7 @@ class Results:
     machine: dict[str, str] = field(default_factory=dict)
     small: dict[str, dict[int, Rate]] = field(default_factory=dict)
     workers: dict[int, Rate] = field(default_factory=dict)
-    # small-request server ("nginx", "hello world", "gateway") -> CPU and syscalls per request at c=32
+    # small-request server ("nginx", "hello world", "bare proxy", "gateway") -> CPU and syscalls per request
     costs: dict[str, Cost] = field(default_factory=dict)
     # call ("experiments/get", ...) -> path ("direct", "nginx", PERMISSIONS_*_PATH) -> rate at c=8
     mlflow: dict[str, dict[str, Rate]] = field(default_factory=dict)

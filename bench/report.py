@@ -300,12 +300,16 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
             "The gateway runs one worker with auth on (a cached key), permissions on (it signs every "
             "request; the stub ignores the assertion) and its default access log. The hello world "
             "(bench/hello.py) is the floor of a Python server: a bare ASGI app on uvicorn with uvloop and "
-            "httptools, one worker, no access log, answering the same JSON with no upstream.",
+            "httptools, one worker, no access log, answering the same JSON with no upstream. The bare "
+            "proxy (bench/bare_proxy.py) is the floor of the gateway's design: the gateway's server, "
+            "protocol and upstream pool forwarding to the stub with no policy at all (no key, checks, "
+            "assertion, header rules, log or metrics), so the gateway's distance from it is what its "
+            "policy costs.",
             "",
             "| Path | c | req/s | p50 ms | p99 ms | min–max req/s | errors |",
             "|---|---|---|---|---|---|---|",
         ]
-        for name in ("direct", "nginx", "hello world", "gateway"):
+        for name in ("direct", "nginx", "hello world", "bare proxy", "gateway"):
             for connections, rate in sorted(results.small.get(name, {}).items()):
                 out.append(
                     f"| {name} | {connections} | {rate.rps:,.0f} | {rate.p50_ms:.3f} | {rate.p99_ms:.3f} | "
@@ -314,6 +318,13 @@ def markdown(results: Results, plan: Plan, chart_name: str, elapsed: float) -> s
         g, n, d = results.small["gateway"], results.small["nginx"], results.small["direct"]
         hello = results.small.get("hello world")
         beside_hello = f", gateway / hello world **{g[32].rps / hello[32].rps:.2f}×**" if hello else ""
+        bare = results.small.get("bare proxy")
+        if bare and hello:
+            beside_hello += (
+                f"; the bare proxy reaches {bare[32].rps / hello[32].rps:.2f}× the hello world and "
+                f"{bare[32].rps / n[32].rps:.2f}× nginx, the gateway {g[32].rps / bare[32].rps:.2f}× the "
+                "bare proxy"
+            )
         out += [
             "",
             f"At c=32: gateway / nginx **{g[32].rps / n[32].rps:.2f}×**{beside_hello}; gateway added p50 at "
@@ -511,8 +522,16 @@ def chart(results: Results, path: Path) -> None:
     figure, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4), squeeze=False)
     for axis, panel in zip(axes[0], panels, strict=False):
         if panel == "small":
-            names = [n for n in ("direct", "nginx", "hello world", "gateway") if n in results.small]
-            colors = {"direct": "#999", "nginx": "#4a7", "hello world": "#c93", "gateway": "#36c"}
+            names = [
+                n for n in ("direct", "nginx", "hello world", "bare proxy", "gateway") if n in results.small
+            ]
+            colors = {
+                "direct": "#999",
+                "nginx": "#4a7",
+                "hello world": "#c93",
+                "bare proxy": "#a6c",
+                "gateway": "#36c",
+            }
             axis.bar(names, [results.small[n][32].rps for n in names], color=[colors[n] for n in names])
             axis.set_title("Small requests, c=32 (req/s)")
         elif panel == "mlflow":

@@ -197,6 +197,19 @@ def hello_world(processes: Processes, name: str = "hello-world") -> tuple[str, s
     return url, process
 
 
+def bare_proxy(processes: Processes, upstream: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """The floor of the gateway's design (bench/bare_proxy.py): its server and upstream pool, no policy."""
+    port = free_port()
+    process = processes.start(
+        "bare-proxy",
+        [sys.executable, "-m", "bench.bare_proxy", "--port", str(port), "--upstream", upstream],
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/", timeout=60)
+    return url, process
+
+
 def gateway(
     processes: Processes,
     name: str,
@@ -269,9 +282,10 @@ class Server:
 
 def stub_servers(processes: Processes, workdir: Path) -> dict[str, Server]:
     """The small-request references and the gateway, each its own process on its own core's worth of
-    scheduling: the nginx stub ("direct"), an nginx reverse proxy to it, the bare ASGI hello world, and a
-    gateway with one worker in front of the stub (auth on with a cached key, permissions on: it signs
-    every request; the stub ignores the assertion)."""
+    scheduling: the nginx stub ("direct"), an nginx reverse proxy to it, the bare ASGI hello world, the
+    bare proxy (the gateway's server and upstream pool without its policy) and a gateway with one worker
+    in front of the stub (auth on with a cached key, permissions on: it signs every request; the stub
+    ignores the assertion)."""
     stub_port, proxy_port = free_port(), free_port()
     stub_process = processes.start(
         "nginx-stub", [nginx_binary(), "-c", str(nginx_config(workdir, "nginx-stub", stub_port=stub_port))]
@@ -283,6 +297,7 @@ def stub_servers(processes: Processes, workdir: Path) -> dict[str, Server]:
     proxy = f"http://127.0.0.1:{proxy_port}"
     wait_http(proxy + "/")
     hello, hello_process = hello_world(processes)
+    bare, bare_process = bare_proxy(processes, stub)
     data_dir = workdir / "gateway-small"
     key = make_key(data_dir)
     one, gateway_process = gateway(processes, "gateway-1", stub, data_dir, workers=1)
@@ -290,6 +305,7 @@ def stub_servers(processes: Processes, workdir: Path) -> dict[str, Server]:
         "direct": Server(Target(stub + STUB_PATH), stub_process.pid),
         "nginx": Server(Target(proxy + STUB_PATH), proxy_process.pid),
         "hello world": Server(Target(hello + STUB_PATH), hello_process.pid),
+        "bare proxy": Server(Target(bare + STUB_PATH), bare_process.pid),
         "gateway": Server(Target(one + STUB_PATH, {"Authorization": f"Bearer {key}"}), gateway_process.pid),
     }
 

@@ -7,8 +7,8 @@ so that run's rate is not reported). The requests still in flight when wrk stops
 connection) are served but not counted: each run is long enough for that to stay within a few per cent.
 
 `python -m bench.syscalls` starts the small-request stack of `make bench` (an nginx stub, an nginx reverse
-proxy, a bare ASGI hello world and a one-worker gateway in front of the stub) and prints, for nginx, the
-hello world and the gateway: req/s, µs CPU per request, syscalls per request and the most frequent calls.
+proxy, a bare ASGI hello world, the bare proxy and a one-worker gateway in front of the stub) and prints,
+for each but the stub: req/s, µs CPU per request, syscalls per request and the most frequent calls.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def main() -> None:
         print(f"c={args.connections}, {args.seconds:g} s per run; CPU: the server's process tree", flush=True)
         header = f"{'server':<12} {'req/s':>9} {'µs CPU/req':>11} {'syscalls/req':>13}"
         print(f"{header}  most frequent per request")
-        for name in ("nginx", "hello world", "gateway"):
+        for name in ("nginx", "hello world", "bare proxy", "gateway"):
             server = servers[name]
             cost = request_cost(server.target, server.pid, args.connections, args.seconds, reason)
             syscalls = "-" if cost.syscalls is None else f"{cost.syscalls:.2f}"

@@ -40,6 +40,7 @@ def test_quick_benchmark_writes_a_report(mlflow_server: str, tmp_path: Path) -> 
     assert {line.split(" | ")[0] for line in costs.splitlines() if line.startswith("| ")} >= {
         "| nginx",
         "| hello world",
+        "| bare proxy",
         "| gateway",
     }
     assert "\n## Peers\n" not in text  # --quick skips the peers

@@ -98,6 +98,7 @@ def _small(results: Results) -> None:
         "direct": {1: rate(20000, 0.02), 32: rate(40000, 0.4)},
         "nginx": {1: rate(15000, 0.05), 32: rate(20000, 1.0)},
         "hello world": {1: rate(12000, 0.06), 32: rate(15000, 1.2)},
+        "bare proxy": {1: rate(8000, 0.1), 32: rate(7500, 2.0)},
         "gateway": {1: rate(3000, 0.3), 32: rate(6000, 5.0)},
     }
 
@@ -129,6 +130,12 @@ def test_cost_per_request_beside_the_rates_and_why_syscalls_are_missing() -> Non
     assert "System calls not counted: strace is not installed." in section
     assert "| hello world | 32 | 15,000 | 1.200 | 3.600 | 13,500–16,500 | 0 |" in text
     assert "gateway / hello world **0.40×**" in text
+    # The floor of the gateway's design beside it: how far a policy-free proxy on this stack gets.
+    assert "| bare proxy | 32 | 7,500 |" in text
+    assert (
+        "the bare proxy reaches 0.50× the hello world and 0.38× nginx, the gateway 0.80× the bare proxy"
+        in text
+    )
 
 
 def test_the_peers_side_by_side_as_ratios_to_direct_and_the_peers_that_could_not_run() -> None:
