@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.policy.paths import Redirect, Target, decode_path, resolve, upstream_path
+from hokusai_registry.policy.request import KEPT_PATH_BYTES, parse
 from hokusai_registry.policy.routes import Family
 
 
@@ -117,3 +118,38 @@ def test_translation_to_ajax_api_only_when_configured() -> None:
     )
     assert upstream_path("/ajax-api/2.0/mlflow/runs/get", "ajax-api") == "/ajax-api/2.0/mlflow/runs/get"
     assert upstream_path("/graphql", "ajax-api") == "/graphql"
+
+
+def _scope(raw: bytes) -> dict[str, object]:
+    return {
+        "method": "GET",
+        "path": raw.decode("latin-1"),
+        "raw_path": raw,
+        "query_string": b"",
+        "headers": [],
+    }
+
+
+@given(
+    st.sampled_from([b"/mlflow/api/2.0/mlflow/runs/get", b"/mlflow/a/../b", b"/mlflow/%2e%2e/x", b"/nowhere"])
+)
+def test_a_kept_route_answers_as_a_fresh_lookup_and_each_refusal_is_its_own(raw: bytes) -> None:
+    """Routes of recent paths are kept (policy/request.py): asked twice, a path resolves as `resolve` does,
+    and a refused path gets a new Refusal each time (refusals are amended per request)."""
+    first, second = parse(_scope(raw)), parse(_scope(raw))
+    try:
+        expected: object = resolve(raw)
+    except Refusal as refusal:
+        expected = refusal
+    for parsed in (first, second):
+        if isinstance(expected, Refusal):
+            assert isinstance(parsed.target, Refusal) and parsed.target.message == expected.message
+        elif expected is None:
+            assert isinstance(parsed.target, Refusal)  # not an MLflow path
+        else:
+            assert parsed.target == expected
+    if isinstance(first.target, Refusal):
+        assert first.target is not second.target
+    # A path longer than what is kept is looked up every time, with the same answer.
+    long = b"/mlflow/api/2.0/mlflow-artifacts/artifacts/" + b"a" * KEPT_PATH_BYTES
+    assert parse(_scope(long)).target == resolve(long)

@@ -19,7 +19,11 @@ HOW_TO_SEND = (
 
 def sends_key(headers: Headers) -> bool:
     """Whether the request carries a key in its headers (which then wins over a session cookie)."""
-    return any(name in (b"authorization", b"x-api-key") for name, _ in headers)
+    # A loop, not any() over a generator, which costs more: this runs on every request.
+    for name, _ in headers:  # noqa: SIM110
+        if name == b"authorization" or name == b"x-api-key":
+            return True
+    return False
 
 
 def presented_key(headers: Headers) -> str:

@@ -70,6 +70,7 @@ def parse(scope: Scope) -> Request:
     path = scope["path"]
     raw_path = scope.get("raw_path") or path.encode()
     target: Target | Redirect | Refusal | None = None
+    resolved: Target | Redirect | Refusal | None
     try:
         own, resolved = (_kept_route if len(raw_path) <= KEPT_PATH_BYTES else _route)(path, raw_path)
     except Refusal as bad_path:
