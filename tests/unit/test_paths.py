@@ -100,6 +100,13 @@ def test_decoded_once_and_re_encoded_canonically(segments: list[str]) -> None:
     assert decode_path(forwarded.encode()) == path
 
 
+@given(st.text(max_size=40))
+def test_a_path_is_sent_as_quote_would_send_it(text: str) -> None:
+    """upstream_path skips `quote` for paths it would leave alone: the result is quote's, always."""
+    path = "/" + text
+    assert upstream_path(path, "api") == quote(path, safe="/:@!$&'()*+,;=")
+
+
 @given(st.binary(max_size=60))
 def test_no_input_yields_a_dot_segment(raw: bytes) -> None:
     try:
