@@ -9,7 +9,10 @@ import threading
 
 # Nonce bytes per draw (16 base64url characters, as secrets.token_urlsafe(12) gives).
 NONCE_BYTES = 12
+NONCE_CHARS = NONCE_BYTES * 4 // 3
 # Random bytes read from the kernel at a time: one getrandom() per 341 nonces, not one per request.
+# Encoded at once: 12 bytes are whole base64 groups, so each 16 characters of the encoded pool are one
+# nonce's encoding, as if each were encoded alone.
 _POOL_BYTES = NONCE_BYTES * 341
 
 
@@ -23,16 +26,17 @@ class _NoncePool:
     def reset(self) -> None:
         # A new lock too: in a forked child, another thread of the parent may have held the old one.
         self._lock = threading.Lock()
-        self._pool = b""
+        self._pool = ""
         self._at = 0
 
     def draw(self) -> str:
         with self._lock:
-            if self._at + NONCE_BYTES > len(self._pool):
-                self._pool, self._at = os.urandom(_POOL_BYTES), 0
-            taken = self._pool[self._at : self._at + NONCE_BYTES]
-            self._at += NONCE_BYTES
-        return base64.urlsafe_b64encode(taken).rstrip(b"=").decode("ascii")
+            if self._at >= len(self._pool):
+                self._pool = base64.urlsafe_b64encode(os.urandom(_POOL_BYTES)).decode("ascii")
+                self._at = 0
+            nonce = self._pool[self._at : self._at + NONCE_CHARS]
+            self._at += NONCE_CHARS
+        return nonce
 
 
 _nonces = _NoncePool()
