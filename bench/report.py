@@ -248,7 +248,7 @@ def summary(results: Results) -> str:
 
 
 # Sections written by hand from a one-off measurement, kept when `make bench` rewrites the report.
-KEPT_SECTIONS = ("## Server choice",)
+KEPT_SECTIONS = ("## Server choice", "## Where a small request's time goes")
 
 
 def kept_sections(previous: str) -> str:

@@ -22,7 +22,7 @@ from bench.model import (
 from bench.report import kept_sections, markdown, peers_chart, targets
 
 
-def test_the_server_choice_section_is_kept_and_nothing_else() -> None:
+def test_the_hand_written_sections_are_kept_and_nothing_else() -> None:
     previous = (
         "# Benchmarks\n\n## Targets\n\nold figures\n\n"
         "## Server choice\n\nwhy uvicorn\n\n| a |\n\n## Auth\n\nx\n"
@@ -33,6 +33,11 @@ def test_the_server_choice_section_is_kept_and_nothing_else() -> None:
         == "\n## Server choice\n\nwhy uvicorn\n\n| a |\n"
     )
     assert kept_sections("# Benchmarks\n\n## Targets\n") == ""
+    # The small-request breakdown, measured by hand, is kept too (after the server choice).
+    with_breakdown = previous + "\n## Where a small request's time goes\n\nfloor\n"
+    assert kept_sections(with_breakdown) == (
+        "\n## Server choice\n\nwhy uvicorn\n\n| a |\n\n## Where a small request's time goes\n\nfloor\n"
+    )
 
 
 def _results() -> Results:
