@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from bench.hello import Receive, Send, lifespan
 from hokusai_registry.run.protocol import BoundedHttpToolsProtocol, HeadLimits
 from hokusai_registry.settings import Settings
 from hokusai_registry.transport.forward import SMALL_ANSWER_BYTES
@@ -28,17 +29,11 @@ def _default(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
-def proxy(pool: UpstreamPool) -> Callable[..., Awaitable[None]]:
-    async def app(
-        scope: dict[str, Any],
-        receive: Callable[[], Awaitable[dict[str, Any]]],
-        send: Callable[[dict[str, Any]], Awaitable[None]],
-    ) -> None:
+def proxy(pool: UpstreamPool) -> Callable[[dict[str, Any], Receive, Send], Awaitable[None]]:
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
+            await lifespan(receive, send)
             pool.close()
-            await send({"type": "lifespan.shutdown.complete"})
             return
         query = scope["query_string"]
         target = scope["raw_path"] + (b"?" + query if query else b"")
