@@ -23,6 +23,7 @@ from aiohttp import web
 from hokusai_registry.auth.sessions import csrf_token
 from hokusai_registry.ops.audit import AUDIT_LOGGER, AuditFormatter
 from hokusai_registry.policy.assertions import ADMIN_USER, body_digest, verify
+from tests.helpers import mistyped
 from tests.support.cookies import COOKIE, session_cookie_in
 from tests.support.inprocess import InProcessGateway
 from tests.support.logs import Lines, captured
@@ -500,7 +501,7 @@ def test_the_teams_page_creates_a_team_only_with_the_admin_key_entered_again(mlf
 
     for form, origin in [
         ({"name": "ml", "csrf": csrf}, "same"),  # no key entered again
-        ({"name": "ml", "csrf": csrf, "admin_key": key[:-1] + "x"}, "same"),
+        ({"name": "ml", "csrf": csrf, "admin_key": mistyped(key)}, "same"),
         ({"name": "ml", "csrf": csrf, "admin_key": key}, "http://evil.example"),
         ({"name": "ml", "csrf": "0" * 64, "admin_key": key}, "same"),
     ]:

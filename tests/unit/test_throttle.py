@@ -22,7 +22,7 @@ from hokusai_registry.auth.throttle import Guard
 from hokusai_registry.core.refusals import Refusal
 from hokusai_registry.policy import keys
 from hokusai_registry.store.key_store import DEFAULT_SCOPES
-from tests.helpers import clear_of_minute_edge
+from tests.helpers import clear_of_minute_edge, mistyped
 from tests.unit.test_authenticator import CountingStore
 
 T = TypeVar("T")
@@ -126,7 +126,7 @@ def test_malformed_and_repeated_guesses_count_once_each(store: CountingStore) ->
     guess = unknown(1)[0]
 
     async def scenario() -> list[str]:
-        presented = [guess, guess, "hk_live_nonsense", guess[:-1] + "x", guess]
+        presented = [guess, guess, "hk_live_nonsense", mistyped(guess), guess]
         return [await attempt(guard, authenticator, key) for key in presented]
 
     assert run(scenario()) == ["unknown", "unknown", "malformed", "malformed", "throttled"]
