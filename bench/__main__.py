@@ -100,8 +100,7 @@ WORKER_CONNECTIONS = 64
 
 def small_requests(plan: Plan, results: Results, workdir: Path) -> None:
     """The stub, nginx, the hello world, the bare proxy and the gateway at c=1 and c=32 in the same rounds,
-    the gateway's
-    workers, and what a request costs each server (CPU, system calls)."""
+    the gateway's workers, and what a request costs each server (CPU, system calls)."""
     with running(workdir) as processes:
         servers = stub_servers(processes, workdir)
         stub = servers["direct"].target.url.removesuffix(STUB_PATH)

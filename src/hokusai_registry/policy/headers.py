@@ -71,10 +71,14 @@ def request_id(offered: bytes | None) -> bytes:
     return b"%032x" % random.getrandbits(128)  # nosec B311
 
 
-def _listed(connection_values: list[bytes]) -> frozenset[bytes]:
-    """The header names that `Connection` headers with these values make hop-by-hop."""
+def _without_listed(headers: Headers, connection_values: list[bytes]) -> Headers:
+    """`headers` without those that `Connection` headers with these values name (hop-by-hop; framing
+    headers are the gateway's to decide and stay)."""
+    if not connection_values:
+        return headers
     tokens = {token.strip().lower() for value in connection_values for token in value.split(b",")}
-    return frozenset(tokens) - _FRAMING
+    listed = tokens - _FRAMING
+    return [(name, value) for name, value in headers if name not in listed]
 
 
 def header_value(headers: Headers, name: bytes) -> bytes | None:
@@ -104,9 +108,7 @@ def upstream_request_headers(
         if dashed in _DROP_UPSTREAM or dashed.startswith(GATEWAY_PREFIX):
             continue
         out.append((name, value))
-    if connection:
-        listed = _listed(connection)
-        out = [(name, value) for name, value in out if name not in listed]
+    out = _without_listed(out, connection)
     out.append((b"x-forwarded-for", client_ip.encode("latin-1")))
     out.append((b"x-forwarded-proto", scheme.encode("latin-1")))
     if forwarded_host:
@@ -131,10 +133,7 @@ def client_response_headers(raw: Iterable[tuple[bytes, bytes]], *, upstream_base
         if lower == b"location":
             value = rewrite_location(value, upstream_base, mount)
         out.append((lower, value))
-    if connection:
-        listed = _listed(connection)
-        out = [(name, value) for name, value in out if name not in listed]
-    return out
+    return _without_listed(out, connection)
 
 
 def rewrite_location(value: bytes, upstream_base: str, mount: str) -> bytes:

@@ -278,9 +278,7 @@ class _Connection(asyncio.Protocol):
             if self._body:
                 chunk = self._body.popleft()
                 self._buffered -= len(chunk)
-                if self._read_paused and self._buffered < LOW_WATER and self.transport is not None:
-                    self._read_paused = False
-                    self.transport.resume_reading()
+                self._resume_when_drained()
                 return chunk
             if self.message_complete:
                 return b""
@@ -294,10 +292,14 @@ class _Connection(asyncio.Protocol):
         body = b"".join(self._body)
         self._body.clear()
         self._buffered = 0
-        if self._read_paused and self.transport is not None:
+        self._resume_when_drained()
+        return body
+
+    def _resume_when_drained(self) -> None:
+        """Reading paused for a slow client goes on once what waits for it is below LOW_WATER."""
+        if self._read_paused and self._buffered < LOW_WATER and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
-        return body
 
     @property
     def reusable(self) -> bool:
